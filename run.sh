@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Train and test a concept-bottleneck model: bash run.sh [hydra overrides]   (-m for multiruns/sweeps)
+# First use creates .venv and installs sparsecbm into it (skipped when sparsecbm is already importable).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=python3
+if ! "$PY" -c "import sparsecbm" 2>/dev/null; then
+  if [ ! -x .venv/bin/python ]; then
+    echo "[run.sh] creating .venv and installing sparsecbm (once)"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    # Pre-install your own torch build first to choose CPU/CUDA (see README); otherwise pip picks one.
+    .venv/bin/pip install -q -e .
+  fi
+  PY=.venv/bin/python
+fi
+export TOKENIZERS_PARALLELISM=false
+exec "$PY" -m sparsecbm.train "$@"

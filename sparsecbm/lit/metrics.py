@@ -1,0 +1,59 @@
+"""torchmetrics collections for the task label and every concept, one set per stage."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from sparsecbm.concepts import ConceptSet
+
+
+class CBMMetrics(nn.Module):
+    """Task accuracy / macro-F1, and concept accuracy / macro-F1 overall and per concept.
+
+    Overall concept accuracy pools every (example, concept) prediction; overall concept
+    macro-F1 is the mean of the per-concept macro-F1 scores.
+    """
+
+    def __init__(self, concepts: ConceptSet, with_concepts: bool = True):
+        super().__init__()
+        n = concepts.label.num_classes
+        self.names = concepts.names if with_concepts else []
+        self.label_acc = MulticlassAccuracy(n, average="micro")
+        self.label_f1 = MulticlassF1Score(n, average="macro")
+        self.concept_acc = nn.ModuleDict(
+            {c.name: MulticlassAccuracy(c.cardinality, average="micro") for c in concepts} if with_concepts else {}
+        )
+        self.concept_f1 = nn.ModuleDict(
+            {c.name: MulticlassF1Score(c.cardinality, average="macro") for c in concepts} if with_concepts else {}
+        )
+
+    def update(self, label_logits: torch.Tensor, labels: torch.Tensor, concept_logits=None, concepts=None) -> None:
+        preds = label_logits.argmax(-1)
+        self.label_acc.update(preds, labels)
+        self.label_f1.update(preds, labels)
+        if self.names and concept_logits:
+            for k, name in enumerate(self.names):
+                p = concept_logits[k].argmax(-1)
+                self.concept_acc[name].update(p, concepts[:, k])
+                self.concept_f1[name].update(p, concepts[:, k])
+
+    def compute(self, prefix: str) -> dict[str, float]:
+        out = {f"{prefix}/label/acc": self.label_acc.compute(), f"{prefix}/label/f1": self.label_f1.compute()}
+        if self.names:
+            accs, f1s = [], []
+            for name in self.names:
+                acc, f1 = self.concept_acc[name].compute(), self.concept_f1[name].compute()
+                out[f"{prefix}/concept/{name}/acc"], out[f"{prefix}/concept/{name}/f1"] = acc, f1
+                accs.append(acc)
+                f1s.append(f1)
+            # every example carries every concept, so pooled accuracy is the mean of per-concept accuracies
+            out[f"{prefix}/concept/acc"] = torch.stack(accs).mean()
+            out[f"{prefix}/concept/f1"] = torch.stack(f1s).mean()
+        return {k: float(v) for k, v in out.items()}
+
+    def reset(self) -> None:
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset") and not isinstance(m, nn.ModuleDict):
+                m.reset()

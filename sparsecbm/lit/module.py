@@ -1,0 +1,220 @@
+"""LightningModule: losses for the four CBM training modes, optimiser groups, metrics, checkpoint metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch.optim.lr_scheduler import LambdaLR
+
+from sparsecbm.concepts import ConceptSet
+from sparsecbm.lit.metrics import CBMMetrics
+from sparsecbm.models.cbm import ConceptBottleneckModel, one_hot_concepts
+
+CHECKPOINT_KEY = "sparsecbm"
+
+
+def _plain(x: Any) -> Any:
+    return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) else x
+
+
+def warmup_linear(step_phases: list[tuple[int, int]], warmup_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up then linear decay inside ``[start, end)``, zero outside."""
+
+    def fn(step: int) -> float:
+        for start, end in step_phases:
+            if start <= step < end:
+                span = max(end - start, 1)
+                warm = max(int(span * warmup_ratio), 1)
+                t = step - start
+                return (t + 1) / warm if t < warm else max(0.0, (end - step) / max(span - warm, 1))
+        return 0.0
+
+    return fn
+
+
+class CBMLitModule(L.LightningModule):
+    """Trains a :class:`ConceptBottleneckModel`.
+
+    Args:
+        backbone: Pooled-feature backbone (see :class:`~sparsecbm.models.backbone.Backbone`).
+        concepts: Concept metadata of the data.
+        cbm: ``mode``, ``activation``, ``label_head``, ``mlp_hidden``, ``dropout``,
+            ``concept_loss_weight`` (joint λ), ``label_epochs`` (sequential: epochs of C->Y at the end).
+        optimizer: ``functools.partial`` of a torch optimizer (lr = backbone lr).
+        head_lr: Learning rate of the concept and label heads.
+        warmup_ratio: Fraction of each phase's steps spent warming up.
+    """
+
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        concepts: ConceptSet,
+        cbm: Mapping[str, Any],
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        head_lr: float = 1e-3,
+        warmup_ratio: float = 0.1,
+    ):
+        super().__init__()
+        self.cbm_cfg = dict(_plain(cbm))
+        self.concept_set = concepts
+        self.model = ConceptBottleneckModel(
+            backbone,
+            concepts,
+            mode=self.cbm_cfg.get("mode", "joint"),
+            activation=self.cbm_cfg.get("activation", "logits"),
+            label_head=self.cbm_cfg.get("label_head", "linear"),
+            mlp_hidden=int(self.cbm_cfg.get("mlp_hidden", 64)),
+            dropout=float(self.cbm_cfg.get("dropout", 0.1)),
+        )
+        self.mode = self.model.mode
+        self.concept_weight = float(self.cbm_cfg.get("concept_loss_weight", 1.0))
+        self.label_epochs = int(self.cbm_cfg.get("label_epochs", 0))
+        self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
+        with_c = self.model.has_concepts
+        self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, saved in checkpoints
+        self.metrics = torch.nn.ModuleDict(
+            {f"{s}_metrics": CBMMetrics(concepts, with_c) for s in ("train", "val", "test")}
+        )
+
+    # ------------------------------------------------------------------ phases
+    @property
+    def concept_epochs(self) -> int:
+        """Sequential mode: the epochs that train X->C before C->Y."""
+        return max(int(self.trainer.max_epochs) - self.label_epochs, 0)
+
+    def in_label_phase(self) -> bool:
+        return self.mode == "sequential" and self.current_epoch >= self.concept_epochs
+
+    def on_fit_start(self) -> None:
+        if self.mode == "sequential" and (self.label_epochs < 1 or self.concept_epochs < 1):
+            raise ValueError(
+                f"cbm.mode=sequential needs 1 <= cbm.label_epochs < trainer.max_epochs; got "
+                f"label_epochs={self.label_epochs}, max_epochs={self.trainer.max_epochs}"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        if self.in_label_phase():
+            # X->C is frozen: no gradients, no dropout, so C->Y sees the concepts used at test time
+            for module in (self.model.backbone, self.model.concept_heads):
+                module.eval()
+                module.requires_grad_(False)
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.model(input_ids, attention_mask)
+
+    def concept_loss(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
+        return torch.stack([F.cross_entropy(lg, concepts[:, k]) for k, lg in enumerate(concept_logits)]).mean()
+
+    def training_losses(self, batch: dict[str, torch.Tensor]):
+        """Return (total loss, parts, outputs used for metrics) for the current mode and phase."""
+        m = self.model
+        if self.mode == "standard":
+            out = m(batch["input_ids"], batch["attention_mask"])
+            task = F.cross_entropy(out.label_logits, batch["label"])
+            return task, {"task": task}, out
+        if self.mode == "sequential" and self.in_label_phase():
+            m.backbone.eval()  # Lightning puts modules back in train mode after validation
+            m.concept_heads.eval()
+            with torch.no_grad():
+                logits = m.concept_logits(batch["input_ids"], batch["attention_mask"])
+            label_logits, _ = m.label_from_concepts([lg.detach() for lg in logits])
+            task = F.cross_entropy(label_logits, batch["label"])
+            return task, {"task": task}, (label_logits, logits)
+        out = m(batch["input_ids"], batch["attention_mask"])
+        closs = self.concept_loss(out.concept_logits, batch["concepts"])
+        if self.mode == "sequential":  # concept phase: X->C only
+            return closs, {"concept": closs}, out
+        if self.mode == "independent":
+            truth = one_hot_concepts(batch["concepts"], self.concept_set.cardinalities, closs.dtype)
+            task = F.cross_entropy(m.label_from_inputs(truth), batch["label"])
+            return closs + task, {"concept": closs, "task": task}, out
+        task = F.cross_entropy(out.label_logits, batch["label"])
+        return task + self.concept_weight * closs, {"concept": closs, "task": task}, out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, parts, out = self.training_losses(batch)
+        label_logits, concept_logits = out if isinstance(out, tuple) else (out.label_logits, out.concept_logits)
+        self.metrics["train_metrics"].update(label_logits.detach(), batch["label"],
+                                     [c.detach() for c in concept_logits], batch.get("concepts"))
+        bs = batch["label"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in parts.items():
+            self.log(f"train/loss_{k}", v, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        out = self.model(batch["input_ids"], batch["attention_mask"])
+        loss = F.cross_entropy(out.label_logits, batch["label"])
+        self.log(f"{stage}/loss", loss, batch_size=batch["label"].shape[0])
+        self.metrics[f"{stage}_metrics"].update(out.label_logits, batch["label"], out.concept_logits, batch.get("concepts"))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> dict[str, float]:
+        values = self.metrics[f"{stage}_metrics"].compute(stage)
+        self.metrics[f"{stage}_metrics"].reset()
+        self.log_dict(values, prog_bar=False)
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch("val")
+        # checkpoint selection: task macro-F1, but never an epoch whose label head is untrained
+        select = -1.0 if (self.mode == "sequential" and not self.in_label_phase()) else values["val/label/f1"]
+        self.log("val/select", select, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # ------------------------------------------------------------------ optim
+    def configure_optimizers(self):
+        if self.optimizer_fn is None:
+            raise ValueError("CBMLitModule was built without an optimizer; it can evaluate but not train")
+        groups = self.model.parameter_groups()
+        encoder = [p for p in groups["backbone"] if p.requires_grad]
+        heads = groups["concept"]
+        param_groups = [
+            {"params": encoder, "name": "backbone"},
+            {"params": heads, "lr": self.head_lr, "name": "concept_heads"},
+            {"params": groups["label"], "lr": self.head_lr, "name": "label_head"},
+        ]
+        optimizer = self.optimizer_fn([g for g in param_groups if g["params"]])
+        total = int(self.trainer.estimated_stepping_batches)
+        if self.mode == "sequential":
+            per_epoch = total // max(int(self.trainer.max_epochs), 1)
+            split = per_epoch * self.concept_epochs
+            phases = {"backbone": [(0, split)], "concept_heads": [(0, split)], "label_head": [(split, total)]}
+        else:
+            phases = {name: [(0, total)] for name in ("backbone", "concept_heads", "label_head")}
+        lambdas = [warmup_linear(phases[g["name"]], self.warmup_ratio) for g in optimizer.param_groups]
+        scheduler = LambdaLR(optimizer, lambdas)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bb = self.model.backbone
+        checkpoint[CHECKPOINT_KEY] = {
+            "format": 1,
+            "concepts": self.concept_set.to_dict(),
+            "cbm": self.cbm_cfg,
+            "head_lr": self.head_lr,
+            "run_config": self.run_config,
+            "backbone": {
+                "name_or_path": bb.name_or_path,
+                "pooling": bb.pooling,
+                "tokenizer": bb.tokenizer_name,
+                "hf_config": bb.model.config.to_dict(),
+            },
+        }

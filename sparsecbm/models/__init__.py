@@ -1,0 +1,6 @@
+"""Backbones, heads and the concept-bottleneck model."""
+
+from sparsecbm.models.backbone import Backbone, load_tokenizer, pool
+from sparsecbm.models.cbm import CBMOutput, ConceptBottleneckModel, concept_activations
+
+__all__ = ["Backbone", "CBMOutput", "ConceptBottleneckModel", "concept_activations", "load_tokenizer", "pool"]

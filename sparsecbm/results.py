@@ -1,0 +1,82 @@
+"""results.json: what a run measured, in one structure shared by train and evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def split_metrics(metrics: Mapping[str, float], stage: str, concept_names: list[str]) -> dict[str, Any]:
+    """``{"test/label/acc": ...}`` -> ``{"label": {"acc", "f1"}, "concept": {...}, "per_concept": {...}}``."""
+    get = lambda k: float(metrics[k]) if k in metrics else None  # noqa: E731
+    out: dict[str, Any] = {"label": {"acc": get(f"{stage}/label/acc"), "f1": get(f"{stage}/label/f1")}}
+    if f"{stage}/loss" in metrics:
+        out["loss"] = get(f"{stage}/loss")
+    if concept_names and f"{stage}/concept/acc" in metrics:
+        out["concept"] = {"acc": get(f"{stage}/concept/acc"), "f1": get(f"{stage}/concept/f1")}
+        out["per_concept"] = {
+            n: {"acc": get(f"{stage}/concept/{n}/acc"), "f1": get(f"{stage}/concept/{n}/f1")} for n in concept_names
+        }
+    return out
+
+
+def reference_baselines(train_concepts, train_labels, test_concepts, test_labels, cardinalities, n_labels) -> dict:
+    """What a strict bottleneck can reach at best on this data, to put a run beside.
+
+    ``true_concept_logreg``: logistic regression from one-hot *true* concepts (train -> test);
+    ``majority_class``: always predict the most frequent training label.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    def onehot(c):
+        c = np.asarray(c)
+        return np.concatenate([np.eye(k)[c[:, i]] for i, k in enumerate(cardinalities)], axis=1)
+
+    out: dict[str, Any] = {}
+    majority = int(np.bincount(train_labels, minlength=n_labels).argmax())
+    pred = np.full(len(test_labels), majority)
+    out["majority_class"] = {
+        "test_acc": float(accuracy_score(test_labels, pred)),
+        "test_f1": float(f1_score(test_labels, pred, average="macro", labels=list(range(n_labels)))),
+    }
+    if cardinalities:
+        clf = LogisticRegression(max_iter=2000).fit(onehot(train_concepts), train_labels)
+        pred = clf.predict(onehot(test_concepts))
+        out["true_concept_logreg"] = {
+            "test_acc": float(accuracy_score(test_labels, pred)),
+            "test_f1": float(f1_score(test_labels, pred, average="macro", labels=list(range(n_labels)))),
+        }
+    return out
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Atomic JSON write (tmp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def summary_table(results: Mapping[str, Any], title: str):
+    """A rich table of task and concept metrics per split."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("split", "task acc", "task macro-F1", "concept acc", "concept macro-F1"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for split in ("val", "test"):
+        r = results.get(split)
+        if not r:
+            continue
+        c = r.get("concept", {})
+        table.add_row(split, fmt(r["label"]["acc"]), fmt(r["label"]["f1"]), fmt(c.get("acc")), fmt(c.get("f1")))
+    return table

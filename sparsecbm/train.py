@@ -1,0 +1,123 @@
+"""Train and test a concept-bottleneck model: ``python -m sparsecbm.train [overrides]`` (or ``bash run.sh``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sparsecbm.callbacks import AtomicCheckpointIO, Throughput
+from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """``last`` means this run folder's ``checkpoints/last.ckpt``; a missing file is an error, not a fresh start."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (ckpt_path=last looks in the run folder: pass hydra.run.dir=<the interrupted run>)" if ckpt_path == "last" else ""
+        raise FileNotFoundError(f"cannot resume: checkpoint {path} does not exist{hint}")
+    return str(path)
+
+
+def count_params(module) -> dict[str, int]:
+    return {
+        "total": sum(p.numel() for p in module.parameters()),
+        "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+    }
+
+
+def build(cfg: DictConfig):
+    """Instantiate datamodule (set up), LightningModule, callbacks, loggers and trainer from a config."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    backbone = instantiate(cfg.backbone)
+    module = instantiate(cfg.model)(backbone=backbone, concepts=datamodule.concept_set)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    # a group entry set to null (callbacks.progress_bar=null) is switched off
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit, then validate and test the best checkpoint; write ``results.json``. Returns (results, objects)."""
+    start = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, module, trainer = build(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    names = datamodule.concept_set.names if module.model.has_concepts else []
+    val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+    results: dict[str, Any] = {"val": split_metrics(val, "val", names)}
+    if cfg.get("test", True):
+        test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+        results["test"] = split_metrics(test, "test", names)
+
+    throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
+    raw = datamodule.raw
+    results.update(
+        {
+            "run": {
+                "task_name": cfg.task_name,
+                "output_dir": str(output_dir),
+                "seed": int(cfg.seed),
+                "epochs": int(trainer.current_epoch),
+                "global_steps": int(trainer.global_step),
+                "best_checkpoint": best,
+                "best_val_select": float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None else None,
+                "resumed_from": ckpt_path,
+                "wall_time_s": round(time.perf_counter() - start, 2),
+                "train_examples_per_s": round(throughput.examples_per_second, 2) if throughput else None,
+            },
+            "model": {
+                "mode": module.mode,
+                "activation": module.model.activation if module.model.has_concepts else None,
+                "label_head": cfg.cbm.label_head,
+                "backbone": cfg.backbone.name_or_path,
+                "pooling": cfg.backbone.pooling,
+                "n_params": count_params(module.model),
+            },
+            "data": datamodule.describe(),
+            "reference": reference_baselines(
+                raw["train"].concepts, raw["train"].labels, raw["test"].concepts, raw["test"].labels,
+                datamodule.concept_set.cardinalities, datamodule.concept_set.label.num_classes,
+            ),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+    )
+    write_json(output_dir / "results.json", results)
+    from rich.console import Console
+
+    Console().print(summary_table(results, f"{cfg.task_name}: {module.mode} CBM ({output_dir})"))
+    log.info("results written to %s", output_dir / "results.json")
+    return results, {"datamodule": datamodule, "module": module, "trainer": trainer}
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    quiet_libraries()
+    results, _ = train(cfg)
+    return results["val"]["label"]["f1"]  # for Hydra sweepers
+
+
+if __name__ == "__main__":
+    main()

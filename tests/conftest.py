@@ -1,0 +1,67 @@
+"""Shared fixtures: offline environment, composed real configs, tiny random backbones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from sparsecbm.config import CONF_DIR, ROOT, register_resolvers  # noqa: E402
+
+register_resolvers()
+torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_DATA = FIXTURES / "cebab_tiny"
+SHARED = ROOT.parent / "shared" / "data"
+CEBAB = SHARED / "cebab"
+TINY_BERT = ["backbone=tiny_bert"]
+
+
+def compose_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):
+    """The real config tree, composed like the CLI does, writing into ``tmp_path``."""
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose(
+            config_name,
+            overrides=[
+                f"paths.output_dir={tmp_path}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                *(["callbacks.progress_bar=null"] if config_name == "train" else []),
+                *overrides,
+            ],
+        )
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    return lambda overrides, name="train", out=None: compose_cfg(out or tmp_path, overrides, name)
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    from sparsecbm.models.backbone import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+import lightning as L  # noqa: E402
+
+
+class Crash(L.Callback):
+    """Simulates a killed run: raises inside epoch ``epoch`` at batch ``batch``."""
+
+    def __init__(self, epoch: int = 1, batch: int = 1):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise SystemExit("simulated crash")

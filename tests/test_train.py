@@ -1,0 +1,114 @@
+"""End-to-end runs on the smoke config: every mode, determinism, resume, evaluate round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_BERT
+
+from sparsecbm.evaluate import evaluate
+from sparsecbm.train import train
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("mode", ["standard", "joint", "sequential", "independent"])
+def test_modes_on_smoke(cfg_factory, tmp_path, mode):
+    extra = ["trainer.max_epochs=2", "cbm.label_epochs=1"] if mode == "sequential" else []
+    results, objs = train(cfg_factory(["experiment=smoke", f"cbm={mode}", *extra]))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["model"]["mode"] == mode and saved["run"]["train_examples_per_s"] > 0
+    assert saved["data"]["sizes"] == {"train": 48, "dev": 32, "test": 32}
+    assert 0 <= saved["test"]["label"]["acc"] <= 1 and 0 <= saved["test"]["label"]["f1"] <= 1
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert "true_concept_logreg" in saved["reference"] and saved["model"]["n_params"]["total"] > 22_000_000
+    if mode == "standard":
+        assert "concept" not in saved["test"] and saved["model"]["activation"] is None
+    else:
+        assert set(saved["test"]["per_concept"]) == {"food", "ambiance", "service", "noise"}
+        assert saved["model"]["activation"] == ("probs" if mode == "independent" else "logits")
+    if mode == "sequential":
+        # X->C was frozen during the last (C->Y) epoch: the best checkpoint comes from that epoch,
+        # and its backbone equals the backbone at the end of the concept phase
+        assert saved["run"]["best_val_select"] >= 0
+        best, last = load(tmp_path / "checkpoints" / "best.ckpt"), load(tmp_path / "checkpoints" / "last.ckpt")
+        assert torch.equal(best["model.label_head.weight"], last["model.label_head.weight"])
+
+
+def test_sequential_freezes_backbone(cfg_factory, tmp_path):
+    import lightning as L
+
+    snapshots = {}
+
+    class Snap(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            snapshots[trainer.current_epoch] = {k: v.clone() for k, v in module.state_dict().items()}
+
+    cfg = cfg_factory(["experiment=smoke", "cbm=sequential", "trainer.max_epochs=2", "cbm.label_epochs=1", *TINY_BERT])
+    from sparsecbm.train import build
+
+    dm, module, trainer = build(cfg)
+    trainer.callbacks.append(Snap())
+    trainer.fit(module, datamodule=dm)
+    e0, e1 = snapshots[0], snapshots[1]
+    backbone = [k for k in e0 if k.startswith("model.backbone.") or k.startswith("model.concept_heads.")]
+    assert backbone and all(torch.equal(e0[k], e1[k]) for k in backbone)
+    assert not torch.equal(e0["model.label_head.weight"], e1["model.label_head.weight"])
+
+
+def test_same_seed_same_numbers(cfg_factory, tmp_path):
+    overrides = ["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT]
+    a, _ = train(cfg_factory(overrides, out=tmp_path / "a"))
+    b, _ = train(cfg_factory(overrides, out=tmp_path / "b"))
+    assert a["test"] == b["test"] and a["val"] == b["val"]
+    sa, sb = load(tmp_path / "a/checkpoints/last.ckpt"), load(tmp_path / "b/checkpoints/last.ckpt")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c, _ = train(cfg_factory([*overrides, "seed=7"], out=tmp_path / "c"))
+    sc = load(tmp_path / "c/checkpoints/last.ckpt")
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_resume_after_crash_matches_uninterrupted(cfg_factory, tmp_path):
+    overrides = ["experiment=smoke", "trainer.max_epochs=3", *TINY_BERT]
+    full, _ = train(cfg_factory(overrides, out=tmp_path / "full"))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(SystemExit, match="simulated crash"):
+        train(cfg_factory([*overrides, "+callbacks.crash._target_=conftest.Crash", "+callbacks.crash.epoch=1"], out=crashed))
+    assert (crashed / "checkpoints" / "last.ckpt").is_file()
+    assert not list(crashed.glob("checkpoints/*.tmp"))  # atomic writes leave no partial files
+    resumed, _ = train(cfg_factory([*overrides, "ckpt_path=last"], out=crashed))
+    assert resumed["run"]["resumed_from"].endswith("last.ckpt")
+    assert resumed["test"] == full["test"] and resumed["val"] == full["val"]
+    sf, sr = load(tmp_path / "full/checkpoints/last.ckpt"), load(crashed / "checkpoints/last.ckpt")
+    assert all(torch.equal(sf[k], sr[k]) for k in sf)
+
+
+def test_resume_missing_checkpoint_is_an_error(cfg_factory, tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot resume: checkpoint .*last.ckpt does not exist"):
+        train(cfg_factory(["experiment=smoke", "ckpt_path=last", *TINY_BERT]))
+
+
+def test_evaluate_round_trip(cfg_factory, tmp_path):
+    trained, _ = train(cfg_factory(["experiment=smoke", "cbm.activation=probs", *TINY_BERT], out=tmp_path / "run"))
+    ckpt = tmp_path / "run/checkpoints/best.ckpt"
+    cfg = cfg_factory([f"ckpt_path={ckpt}", "accelerator=cpu"], name="evaluate", out=tmp_path / "eval")
+    again = evaluate(cfg)
+    saved = json.loads((tmp_path / "eval/results.json").read_text())
+    for split in ("val", "test"):
+        for key in ("label", "concept"):
+            assert saved[split][key] == pytest.approx(trained[split][key], abs=1e-6)
+        for name, values in trained[split]["per_concept"].items():
+            assert saved[split]["per_concept"][name] == pytest.approx(values, abs=1e-6)
+    assert again["model"]["activation"] == "probs"
+    # a checkpoint's concepts must match the data it is evaluated on
+    bad = cfg_factory([f"ckpt_path={ckpt}", "data=imdb_c", f"data.root={tmp_path}"], name="evaluate", out=tmp_path / "e2")
+    with pytest.raises(ValueError, match="but the checkpoint was trained on concepts \\['food'"):
+        evaluate(bad)
+    with pytest.raises(ValueError, match="not written by sparsecbm"):
+        torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+        evaluate(cfg_factory([f"ckpt_path={tmp_path / 'foreign.ckpt'}"], name="evaluate", out=tmp_path / "e3"))
