@@ -113,7 +113,8 @@ class Backbone(nn.Module):
         """Rebuild (random weights) from a saved HF config dict; used when loading checkpoints offline."""
         return cls(name_or_path, pooling, pretrained=False, config=hf_config, tokenizer=tokenizer)
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last-layer token states ``[B, T, H]`` (a per-concept backbone returns ``[K, B, T, H]``)."""
         kwargs = {}
         if self.is_decoder:
             # positions count real tokens only, so left padding does not shift them (GPT-2 needs this)
@@ -121,4 +122,4 @@ class Backbone(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return pool(self.hidden_states(input_ids, attention_mask), attention_mask, self.pooling)
+        return pool(self.token_states(input_ids, attention_mask), attention_mask, self.pooling)

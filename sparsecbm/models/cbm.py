@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsecbm.concepts import ConceptSet
+from sparsecbm.models.backbone import pool
 
 MODES = ("standard", "joint", "sequential", "independent")
 ACTIVATIONS = ("logits", "probs", "hard")
@@ -80,6 +81,8 @@ class ConceptBottleneckModel(nn.Module):
         mode: ``standard`` | ``joint`` | ``sequential`` | ``independent``.
         activation: What the label head reads: ``logits`` | ``probs`` | ``hard``.
         label_head: ``linear`` | ``mlp``.
+        token_pooler: Optional module ``(states, attention_mask) -> (features [K, B, H], extras)``
+            replacing the backbone's pooling for concepts (e.g. learned per-concept token gates).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class ConceptBottleneckModel(nn.Module):
         label_head: str = "linear",
         mlp_hidden: int = 64,
         dropout: float = 0.1,
+        token_pooler: nn.Module | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -103,6 +107,8 @@ class ConceptBottleneckModel(nn.Module):
                 "cbm.activation=probs or hard at test time, not logits"
             )
         self.backbone, self.concepts = backbone, concepts
+        self.token_pooler = token_pooler
+        self.last_pooler_extras = None  # what the token pooler returned on the last forward (e.g. gates)
         self.mode, self.activation = mode, activation
         hidden = backbone.hidden_size
         n_labels = concepts.label.num_classes
@@ -118,8 +124,16 @@ class ConceptBottleneckModel(nn.Module):
     def has_concepts(self) -> bool:
         return self.concept_heads is not None
 
+    def concept_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled features the concept heads read: ``[B, H]`` shared, or ``[K, B, H]`` per concept."""
+        states = self.backbone.token_states(input_ids, attention_mask)
+        if self.token_pooler is not None:
+            features, self.last_pooler_extras = self.token_pooler(states, attention_mask)
+            return features
+        return pool(states, attention_mask, self.backbone.pooling)
+
     def concept_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        return self.concept_heads(self.backbone(input_ids, attention_mask))
+        return self.concept_heads(self.concept_features(input_ids, attention_mask))
 
     def label_from_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """Label logits from a label-head input ``[B, sum(card)]`` (activations or one-hots)."""
