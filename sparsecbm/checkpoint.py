@@ -47,8 +47,15 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     meta = ckpt[CHECKPOINT_KEY]
     bb = meta["backbone"]
     backbone = Backbone.from_hf_config(bb["hf_config"], bb["pooling"], bb["name_or_path"], bb["tokenizer"])
-    module = CBMLitModule(backbone, ConceptSet.from_dict(meta["concepts"]), cbm=meta["cbm"], head_lr=meta["head_lr"])
+    concepts = ConceptSet.from_dict(meta["concepts"])
+    if meta.get("sparsity"):
+        from sparsecbm.sparsity import SubnetworkBackbone
+
+        backbone = SubnetworkBackbone(backbone, len(concepts), **meta["sparsity"])
+    module = CBMLitModule(backbone, concepts, cbm=meta["cbm"], head_lr=meta["head_lr"])
     module.run_config = meta.get("run_config")
-    module.load_state_dict(ckpt["state_dict"])
+    # scorer state (movement scores) only matters while training: not needed to predict
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.endswith("mask_movement")}
+    module.load_state_dict(state)
     module.checkpoint_meta = meta
     return module.to(map_location).eval()

@@ -30,6 +30,18 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
+def subnetwork_outputs(module, output_dir: Path) -> dict[str, Any]:
+    """Statistics of the (best checkpoint's) subnetworks, plus subnetworks.csv/png and masks.safetensors."""
+    from sparsecbm.sparsity import export_masks, subnetwork_stats, write_reports
+
+    sb, names = module.model.backbone, module.concept_set.names
+    stats = subnetwork_stats(sb, names)
+    files = write_reports(stats, output_dir)
+    stats["files"] = {k: str(v) for k, v in files.items()}
+    stats["files"]["masks"] = str(export_masks(sb, names, output_dir / "masks.safetensors"))
+    return stats
+
+
 def count_params(module) -> dict[str, int]:
     return {
         "total": sum(p.numel() for p in module.parameters()),
@@ -43,10 +55,17 @@ def build(cfg: DictConfig):
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     backbone = instantiate(cfg.backbone)
+    sparse = bool(cfg.get("sparsity")) and "_target_" in cfg.sparsity
+    if sparse:  # every concept gets its own masked subnetwork of the backbone
+        backbone = instantiate(cfg.sparsity)(backbone=backbone, n_concepts=len(datamodule.concept_set))
     module = instantiate(cfg.model)(backbone=backbone, concepts=datamodule.concept_set)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     # a group entry set to null (callbacks.progress_bar=null) is switched off
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if sparse:
+        from sparsecbm.sparsity import PruningCallback
+
+        callbacks.append(PruningCallback())
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return datamodule, module, trainer
@@ -101,6 +120,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
     )
+    if hasattr(module.model.backbone, "masked_layers"):
+        results["subnetworks"] = subnetwork_outputs(module, output_dir)
     write_json(output_dir / "results.json", results)
     from rich.console import Console
 

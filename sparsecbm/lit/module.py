@@ -108,6 +108,16 @@ class CBMLitModule(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         return self.model(input_ids, attention_mask)
 
+    def concept_only_loss(self, concept: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concept ``concept``'s cross-entropy through its own subnetwork alone (used by pruning scorers)."""
+        m = self.model
+        states = m.backbone.concept_states(concept, batch["input_ids"], batch["attention_mask"])
+        features = m.pool_states(states, batch["attention_mask"])
+        if features.dim() == 3:
+            features = features[concept]
+        logits = m.concept_heads.heads[concept](features)
+        return F.cross_entropy(logits, batch["concepts"][:, concept])
+
     def concept_loss(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
         return torch.stack([F.cross_entropy(lg, concepts[:, k]) for k, lg in enumerate(concept_logits)]).mean()
 
@@ -172,7 +182,10 @@ class CBMLitModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")
         # checkpoint selection: task macro-F1, but never an epoch whose label head is untrained
-        select = -1.0 if (self.mode == "sequential" and not self.in_label_phase()) else values["val/label/f1"]
+        # nor a subnetwork checkpoint before the masks reach their final sparsity
+        untrained_head = self.mode == "sequential" and not self.in_label_phase()
+        not_pruned = not getattr(self.model.backbone, "at_final_sparsity", lambda: True)()
+        select = -1.0 if (untrained_head or not_pruned) else values["val/label/f1"]
         self.log("val/select", select, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
@@ -217,4 +230,5 @@ class CBMLitModule(L.LightningModule):
                 "tokenizer": bb.tokenizer_name,
                 "hf_config": bb.model.config.to_dict(),
             },
+            "sparsity": getattr(bb, "settings", None),
         }

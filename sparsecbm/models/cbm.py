@@ -126,7 +126,10 @@ class ConceptBottleneckModel(nn.Module):
 
     def concept_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled features the concept heads read: ``[B, H]`` shared, or ``[K, B, H]`` per concept."""
-        states = self.backbone.token_states(input_ids, attention_mask)
+        return self.pool_states(self.backbone.token_states(input_ids, attention_mask), attention_mask)
+
+    def pool_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states ``[B, T, H]`` or ``[K, B, T, H]`` -> concept features ``[B, H]`` or ``[K, B, H]``."""
         if self.token_pooler is not None:
             features, self.last_pooler_extras = self.token_pooler(states, attention_mask)
             return features

@@ -1,0 +1,182 @@
+"""A backbone in which every concept has its own sparse subnetwork of the shared weights."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsecbm.models.backbone import Backbone
+from sparsecbm.sparsity.injector import _get, inject
+from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState
+
+IMPLS = ("naive", "batched")
+GRANULARITIES = ("unstructured", "neuron", "head")
+
+
+def _repeat_batch(obj: Any, batch: int, times: int) -> Any:
+    """Repeat every tensor with ``batch`` rows (ndim >= 2) ``times`` times along dim 0, concept-major."""
+    if isinstance(obj, torch.Tensor):
+        if obj.dim() >= 2 and obj.shape[0] == batch:
+            return obj.repeat(times, *([1] * (obj.dim() - 1)))
+        return obj
+    if isinstance(obj, tuple):
+        return tuple(_repeat_batch(o, batch, times) for o in obj)
+    if isinstance(obj, list):
+        return [_repeat_batch(o, batch, times) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _repeat_batch(v, batch, times) for k, v in obj.items()}
+    return obj
+
+
+class SubnetworkBackbone(nn.Module):
+    """Wraps a :class:`~sparsecbm.models.backbone.Backbone`; ``token_states`` returns ``[K, B, T, H]``.
+
+    Concept ``k``'s token states come from the backbone run under mask ``k``. The dense weights
+    stay shared and trainable; masks are bool buffers named ``mask_*``.
+
+    Args:
+        backbone: The dense backbone (modified in place: its Linear layers get wrapped).
+        n_concepts: K, the number of concepts.
+        granularity: ``unstructured`` (weights) | ``neuron`` (FFN neurons) | ``head`` (attention heads).
+        target_modules: peft-style names or a regex; ``None`` = every Linear in the chosen blocks.
+        masked_layers: Block indices that get masks (negative = from the top); ``None`` = all.
+            Blocks below the first masked one run once for all concepts.
+        shared: One mask for all concepts (ablation): one pass, ``[B, T, H]``.
+        impl: ``batched`` (default: the K subnetworks as one batched pass, structured units gathered)
+            or ``naive`` (reference: K full backbone passes, masks multiplied).
+        scorer, schedule: Pruning settings read by :class:`~sparsecbm.sparsity.pruning.Pruner`.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        n_concepts: int,
+        granularity: str = "unstructured",
+        target_modules: str | Sequence[str] | None = None,
+        masked_layers: Sequence[int] | None = None,
+        shared: bool = False,
+        impl: str = "batched",
+        scorer: Mapping[str, Any] | None = None,
+        schedule: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"sparsity.impl='{impl}' is not valid; expected one of {IMPLS}")
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"sparsity.granularity='{granularity}' is not valid; expected one of {GRANULARITIES}")
+        self.backbone = backbone
+        self.n_concepts, self.shared, self.impl, self.granularity = int(n_concepts), bool(shared), impl, granularity
+        self.state = SubnetworkState(n_masks=1 if shared else int(n_concepts))
+        self.settings = {
+            "granularity": granularity,
+            "target_modules": list(target_modules) if isinstance(target_modules, (list, tuple)) else target_modules,
+            "masked_layers": list(masked_layers) if masked_layers is not None else None,
+            "shared": self.shared,
+            "impl": impl,
+            "scorer": dict(scorer or {"name": "magnitude"}),
+            "schedule": dict(schedule or {}),
+        }
+        info = inject(backbone.model, self.state, granularity, target_modules, masked_layers)
+        self.blocks_path, self.blocks = info["blocks_path"], info["blocks"]
+        self.layer_names = list(info["layers"])
+        self.group_names = list(info["groups"])
+        self.n_blocks = info["n_blocks"]
+        self._batch: int | None = None
+        self.register_buffer("mask_level", torch.zeros(()))  # the sparsity the masks were last set to
+        self._hooks: list = []
+        self.add_branch_hooks()
+        self.hidden_size, self.pooling = backbone.hidden_size, backbone.pooling
+        self.name_or_path, self.tokenizer_name = backbone.name_or_path, backbone.tokenizer_name
+
+    # ------------------------------------------------------------------ access
+    @property
+    def model(self) -> nn.Module:
+        """The Hugging Face model (with masked layers inside)."""
+        return self.backbone.model
+
+    def masked_layers(self) -> dict[str, MaskedLinear]:
+        return {n: _get(self.backbone.model, n) for n in self.layer_names}
+
+    def unit_groups(self) -> dict:
+        return {n: _get(self.backbone.model, n.rsplit(".", 1)[0] + f".mask_{self.granularity}_group")
+                for n in self.group_names}
+
+    @property
+    def final_sparsity(self) -> float:
+        from sparsecbm.sparsity.pruning import DEFAULT_SCHEDULE
+
+        return float({**DEFAULT_SCHEDULE, **self.settings["schedule"]}["final_sparsity"])
+
+    def at_final_sparsity(self) -> bool:
+        return abs(float(self.mask_level) - self.final_sparsity) < 1e-6
+
+    def mask_index(self, concept: int) -> int:
+        return 0 if self.shared else int(concept)
+
+    # ----------------------------------------------------------------- forward
+    def add_branch_hooks(self) -> None:
+        """From the first masked block on, the batch is replicated once per concept (batched impl)."""
+        blocks = _get(self.backbone.model, self.blocks_path)
+        self._hooks = [blocks[i].register_forward_pre_hook(self._branch_hook, with_kwargs=True)
+                       for i in range(self.blocks[0], self.n_blocks)]
+
+    def remove_branch_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def _branch_hook(self, module, args, kwargs):
+        if self._batch is None:
+            return None
+        times = self.state.n_masks
+        return _repeat_batch(args, self._batch, times), _repeat_batch(kwargs, self._batch, times)
+
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[K, B, T, H]`` (``[B, T, H]`` when ``shared``)."""
+        n = self.state.n_masks
+        if n == 1:
+            self.state.mode, self.state.active = "single", 0
+            states = self.backbone.token_states(input_ids, attention_mask)
+            return states if self.shared else states.unsqueeze(0)
+        if self.impl == "naive":
+            return torch.stack([self.concept_states(k, input_ids, attention_mask) for k in range(n)])
+        self.state.mode, self._batch = "batched", input_ids.shape[0]
+        try:
+            states = self.backbone.token_states(input_ids, attention_mask)
+        finally:
+            self.state.mode, self._batch = "single", None
+        return states.view(n, input_ids.shape[0], *states.shape[1:])
+
+    def concept_states(self, concept: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states ``[B, T, H]`` of one concept's subnetwork (a full single pass)."""
+        self.state.mode, self.state.active = "single", self.mask_index(concept)
+        return self.backbone.token_states(input_ids, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        from sparsecbm.models.backbone import pool
+
+        return pool(self.token_states(input_ids, attention_mask), attention_mask, self.pooling)
+
+    # ------------------------------------------------------------------- masks
+    def concept_mask(self, layer: str, concept: int) -> torch.Tensor:
+        return self.masked_layers()[layer].concept_mask(self.mask_index(concept))
+
+    def sparsity(self) -> dict[str, float]:
+        """Realised fraction of pruned weights per concept over all masked layers."""
+        out = {}
+        layers = self.masked_layers()
+        for k in range(self.n_concepts):
+            pruned = total = 0
+            for layer in layers.values():
+                m = layer.concept_mask(self.mask_index(k))
+                pruned += int((~m).sum())
+                total += m.numel()
+            out[k] = pruned / max(total, 1)
+        return out
+
+    def mask_bytes(self) -> int:
+        """Bytes held by masks (bool buffers)."""
+        return sum(b.numel() * b.element_size() for n, b in self.named_buffers() if n.split(".")[-1].startswith("mask_"))

@@ -1,0 +1,143 @@
+"""Find the transformer blocks of a Hugging Face model and wrap their Linear layers (peft-style).
+
+``target_modules`` follows peft: a list of module-name suffixes, or one regex matched against
+the full module name. By default every Linear inside the transformer blocks is wrapped
+(attention projections and feed-forward), never embeddings or heads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from torch import nn
+
+from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState, UnitGroup
+
+# attention: (producers, consumer); FFN: (producers, consumer) — suffixes inside one block
+STRUCTURE = {
+    "bert": {"head": (("attention.self.query", "attention.self.key", "attention.self.value"), "attention.output.dense"),
+             "neuron": (("intermediate.dense",), "output.dense")},
+    "llama": {"head": (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj"),
+              "neuron": (("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj")},
+    "gpt2": {"neuron": (("mlp.c_fc",), "mlp.c_proj")},
+}
+FAMILY = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "llama": "llama",
+          "qwen2": "llama", "mistral": "llama", "qwen3": "llama", "gpt2": "gpt2"}
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList holding the transformer blocks (``encoder.layer``, ``h``, ``layers``...): the longest one."""
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and (best is None or len(module) > len(best[1])):
+            if all(any(isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D" for m in blk.modules()) for blk in module):
+                best = (name, module)
+    if best is None:
+        raise ValueError(f"could not find transformer blocks (a ModuleList of layers) in {type(model).__name__}")
+    return best
+
+
+def resolve_layers(masked_layers: Sequence[int] | None, n_blocks: int) -> list[int]:
+    """Block indices to mask; negative indices count from the top (``[-2, -1]`` = the last two)."""
+    if masked_layers is None:
+        return list(range(n_blocks))
+    out = []
+    for i in masked_layers:
+        j = int(i) + n_blocks if int(i) < 0 else int(i)
+        if not 0 <= j < n_blocks:
+            raise ValueError(f"sparsity.masked_layers: block {i} does not exist; the model has blocks 0..{n_blocks - 1}")
+        out.append(j)
+    return sorted(set(out))
+
+
+def _is_linear(m: nn.Module) -> bool:
+    return isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
+
+
+def _matches(name: str, target_modules) -> bool:
+    if target_modules is None:
+        return True
+    if isinstance(target_modules, str):
+        return re.fullmatch(target_modules, name) is not None
+    return any(name == t or name.endswith("." + t) for t in target_modules)
+
+
+def inject(
+    model: nn.Module,
+    state: SubnetworkState,
+    granularity: str = "unstructured",
+    target_modules: str | Sequence[str] | None = None,
+    masked_layers: Sequence[int] | None = None,
+) -> dict:
+    """Replace the chosen Linear layers of ``model`` by :class:`MaskedLinear` in place.
+
+    Returns ``{"blocks_path", "blocks": [indices], "layers": {name: MaskedLinear}, "groups": {name: UnitGroup}}``.
+    """
+    blocks_path, blocks = find_blocks(model)
+    chosen = resolve_layers(masked_layers, len(blocks))
+    layers: dict[str, MaskedLinear] = {}
+    groups: dict[str, UnitGroup] = {}
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    for b in chosen:
+        block = blocks[b]
+        prefix = f"{blocks_path}.{b}"
+        if granularity == "unstructured":
+            for name, module in list(block.named_modules()):
+                full = f"{prefix}.{name}"
+                if name and _is_linear(module) and _matches(full, target_modules):
+                    _replace(block, name, MaskedLinear(module, state, "weights"))
+                    layers[full] = _get(block, name)
+            continue
+        family = FAMILY.get(model_type)
+        spec = STRUCTURE.get(family or "", {}).get(granularity)
+        if spec is None:
+            raise ValueError(
+                f"sparsity.granularity={granularity} is supported for "
+                f"{sorted(k for k, f in FAMILY.items() if granularity in STRUCTURE[f])}, not '{model_type}'; "
+                "use granularity=unstructured for this model"
+            )
+        producers, consumer = spec
+        first = _get(block, producers[0])
+        out_rows = (first.weight.shape[0] if isinstance(first, nn.Linear) else first.weight.shape[1])
+        if granularity == "head":
+            cfg = model.config
+            n_heads = cfg.num_attention_heads
+            if getattr(cfg, "num_key_value_heads", n_heads) != n_heads:
+                raise ValueError("granularity=head needs as many key/value heads as query heads (no GQA)")
+            group = UnitGroup(state.n_masks, n_heads, out_rows // n_heads, "head")
+        else:
+            group = UnitGroup(state.n_masks, out_rows, 1, "neuron")
+        gname = f"{prefix}.{granularity}"
+        groups[gname] = group
+        block.add_module(f"mask_{granularity}_group", group)
+        for p in producers:
+            _replace(block, p, MaskedLinear(_get(block, p), state, "producer", group))
+            layers[f"{prefix}.{p}"] = _get(block, p)
+        _replace(block, consumer, MaskedLinear(_get(block, consumer), state, "consumer", group))
+        layers[f"{prefix}.{consumer}"] = _get(block, consumer)
+    if not layers:
+        raise ValueError(f"sparsity.target_modules={target_modules} matched no Linear layer in blocks {chosen}")
+    return {"blocks_path": blocks_path, "blocks": chosen, "layers": layers, "groups": groups, "n_blocks": len(blocks)}
+
+
+def _get(root: nn.Module, dotted: str) -> nn.Module:
+    for part in dotted.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = _get(root, parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def remove(model: nn.Module) -> None:
+    """Undo :func:`inject`: put every ``base_layer`` back (masks are dropped)."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, MaskedLinear):
+                setattr(module, child_name, child.base_layer)
+            elif isinstance(child, UnitGroup):
+                delattr(module, child_name)

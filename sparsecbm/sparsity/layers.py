@@ -1,0 +1,175 @@
+"""One masked Linear for every granularity, and the unit groups that make structured pruning skip compute.
+
+A :class:`MaskedLinear` keeps the original layer as ``base_layer`` (its weight stays shared and
+trainable) and computes, for concept ``k``, with the weight restricted to concept ``k``'s mask.
+
+Roles:
+    ``weights``   unstructured: one bool mask per concept over every weight (``mask_weights [K, out, in]``).
+    ``producer``  structured: the layer's output rows are grouped into units (FFN neurons, attention
+                  heads); a unit kept by concept ``k`` is computed, a pruned one is not.
+    ``consumer``  structured: the layer reading a producer's output; it only reads the kept units.
+
+Two execution modes, set on the shared :class:`SubnetworkState`:
+    ``single``    one concept at a time (``state.active``); masks are applied by multiplication (the
+                  reference, ``impl=naive``).
+    ``batched``   the K concepts' copies of the batch are stacked along dim 0 (concept-major) and each
+                  layer runs them as one batched matmul; structured units are *gathered*, so pruned
+                  rows/heads cost nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MASK_PREFIX = "mask_"  # every buffer/parameter this package adds starts with it (filtering by name)
+
+
+@dataclass
+class SubnetworkState:
+    """Shared by all masked layers of one backbone: how many concepts and how to run them."""
+
+    n_masks: int
+    mode: str = "single"  # single | batched
+    active: int = 0
+    compact: bool = True  # batched structured: gather kept units (True) or multiply by masks (False)
+
+
+class UnitGroup(nn.Module):
+    """Structured units shared by producers (e.g. q/k/v or FFN up) and their consumer (o / FFN down).
+
+    Args:
+        n_masks: Number of per-concept masks.
+        n_units: Units per layer (FFN neurons, or attention heads).
+        unit_size: Output rows per unit (1 for neurons, head_dim for heads).
+        kind: ``neuron`` or ``head`` (for reports).
+    """
+
+    def __init__(self, n_masks: int, n_units: int, unit_size: int, kind: str):
+        super().__init__()
+        self.n_units, self.unit_size, self.kind = n_units, unit_size, kind
+        self.register_buffer("mask_units", torch.ones(n_masks, n_units, dtype=torch.bool))
+        self._index_cache: tuple | None = None
+
+    def set_units(self, mask: torch.Tensor) -> None:
+        self.mask_units.copy_(mask.to(torch.bool))
+        self._index_cache = None
+
+    def row_mask(self, k: int | None = None) -> torch.Tensor:
+        """Bool mask over output rows: ``[out]`` for concept ``k`` or ``[K, out]``."""
+        m = self.mask_units if k is None else self.mask_units[k]
+        return m.repeat_interleave(self.unit_size, dim=-1)
+
+    def row_index(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Kept rows per concept, padded to the largest count: (index ``[K, R]``, valid ``[K, R]`` or None)."""
+        key = (self.mask_units.data_ptr(), self.mask_units._version)
+        if self._index_cache is not None and self._index_cache[0] == key:
+            return self._index_cache[1]
+        rows = self.row_mask()
+        counts = rows.sum(1)
+        r = int(counts.max())
+        # stable sort puts kept rows first, in their original order
+        order = torch.sort((~rows).to(torch.int8), dim=1, stable=True).indices[:, :r]
+        valid = None
+        if int(counts.min()) != r:
+            valid = torch.arange(r, device=rows.device).unsqueeze(0) < counts.unsqueeze(1)
+        self._index_cache = (key, (order, valid))
+        return order, valid
+
+
+class MaskedLinear(nn.Module):
+    """An ``nn.Linear`` (or GPT-2 ``Conv1D``) computing with a per-concept mask.
+
+    Args:
+        base_layer: The wrapped layer; its weight and bias stay the shared parameters.
+        state: The backbone's :class:`SubnetworkState`.
+        role: ``weights`` | ``producer`` | ``consumer``.
+        group: The :class:`UnitGroup` for structured roles.
+    """
+
+    def __init__(self, base_layer: nn.Module, state: SubnetworkState, role: str = "weights",
+                 group: UnitGroup | None = None):
+        super().__init__()
+        self.base_layer, self.state, self.role, self.group = base_layer, state, role, group
+        self.transposed = not isinstance(base_layer, nn.Linear)  # Conv1D stores [in, out]
+        out_f, in_f = self.weight.shape
+        self.out_features, self.in_features = out_f, in_f
+        if role == "weights":
+            self.register_buffer("mask_weights", torch.ones(state.n_masks, out_f, in_f, dtype=torch.bool))
+        elif role not in ("producer", "consumer"):
+            raise ValueError(f"unknown role '{role}'")
+        self.grad_hook = None  # scorers set a callable(grad, concept_or_None) to see per-concept grads
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = self.base_layer.weight
+        return w.t() if self.transposed else w
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def concept_mask(self, k: int) -> torch.Tensor:
+        """Bool mask ``[out, in]`` of the weights concept ``k`` uses."""
+        if self.role == "weights":
+            return self.mask_weights[k]
+        if self.role == "producer":
+            return self.group.row_mask(k).unsqueeze(1).expand(self.out_features, self.in_features)
+        return self.group.row_mask(k).unsqueeze(0).expand(self.out_features, self.in_features)
+
+    def _watch(self, w: torch.Tensor, concept: int | None) -> torch.Tensor:
+        if self.grad_hook is not None and w.requires_grad:
+            hook = self.grad_hook
+            w.register_hook(lambda g: hook(g, concept))
+        return w
+
+    # ------------------------------------------------------------------ single
+    def _forward_single(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.state.active
+        w, b = self.weight, self.bias
+        if self.role == "weights":
+            return F.linear(x, self._watch(w * self.mask_weights[k], k), b)
+        if self.role == "producer":  # pruned units output exactly 0 (bias included)
+            return F.linear(x, self._watch(w, k), b) * self.group.row_mask(k).to(x.dtype)
+        return F.linear(x, self._watch(w, k), b)  # consumer: pruned inputs are already 0
+
+    # ----------------------------------------------------------------- batched
+    def _forward_batched(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.state.n_masks
+        lead = x.shape[:-1]
+        xs = x.reshape(n, -1, x.shape[-1])
+        w, b = self.weight, self.bias
+        if self.role == "weights":
+            weff = self._watch(w.unsqueeze(0) * self.mask_weights.to(w.dtype), None)
+            y = torch.bmm(xs, weff.transpose(1, 2))
+            y = y + b if b is not None else y
+        elif not self.state.compact:
+            if self.role == "producer":
+                y = F.linear(xs, self._watch(w, None), b) * self.group.row_mask().unsqueeze(1).to(x.dtype)
+            else:
+                y = F.linear(xs, self._watch(w, None), b)
+        elif self.role == "producer":
+            idx, valid = self.group.row_index()
+            wg = self._watch(w[idx], None)  # [K, R, in]
+            y = torch.bmm(xs, wg.transpose(1, 2))
+            if b is not None:
+                y = y + b[idx].unsqueeze(1)
+            if valid is not None:
+                y = y * valid.unsqueeze(1).to(y.dtype)
+        else:  # consumer reads only the kept units: x is compact [K, N, R]
+            idx, _ = self.group.row_index()
+            wc = self._watch(w[:, idx].permute(1, 0, 2), None)  # [K, out, R]
+            y = torch.bmm(xs, wc.transpose(1, 2))
+            y = y + b if b is not None else y
+        return y.reshape(*lead, y.shape[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.state.mode == "batched":
+            return self._forward_batched(x)
+        return self._forward_single(x)
+
+    def extra_repr(self) -> str:
+        return f"role={self.role}, in={self.in_features}, out={self.out_features}, masks={self.state.n_masks}"

@@ -1,0 +1,241 @@
+"""Per-concept subnetworks: semantics, exact zeros, naive == batched, structured skipping, scorers, schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_backbone import TINY as TINY_BASE
+
+from sparsecbm.concepts import ConceptSet
+from sparsecbm.models.backbone import Backbone
+from sparsecbm.models.cbm import ConceptBottleneckModel
+from sparsecbm.sparsity import Pruner, SubnetworkBackbone, scheduled_sparsity
+from sparsecbm.sparsity.pruning import schedule_steps
+from sparsecbm.sparsity.scorers import fisher_inverse_diagonal, obert_scores
+
+K = 3
+TINY = {**TINY_BASE, "llama_mha": {**TINY_BASE["llama"], "num_key_value_heads": 2}}
+CS = ConceptSet.from_config([{"name": n} for n in ("food", "service", "noise")],
+                            {"column": "y", "values": ["1", "2", "3"]}, values=["neg", "pos", "unk"])
+
+
+def sparse(kind="bert", granularity="unstructured", impl="batched", seed=0, **kw) -> SubnetworkBackbone:
+    torch.manual_seed(seed)
+    pooling = "mean" if kind == "bert" else "last"
+    bb = Backbone("minilm", pooling=pooling, pretrained=False, config=dict(TINY[kind]))
+    return SubnetworkBackbone(bb, K, granularity=granularity, impl=impl, **kw).eval()
+
+
+def random_masks(sb: SubnetworkBackbone, sparsity=0.5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for layer in sb.masked_layers().values():
+        if layer.role == "weights":
+            layer.mask_weights.copy_(torch.rand(layer.mask_weights.shape, generator=g) > sparsity)
+    for group in sb.unit_groups().values():
+        n = group.n_units
+        keep = max(1, round(n * (1 - sparsity)))
+        group.set_units(torch.stack([torch.randperm(n, generator=g)[:keep] for _ in range(sb.state.n_masks)])
+                        .new_zeros(sb.state.n_masks, n).scatter_(1, torch.stack(
+                            [torch.randperm(n, generator=g)[:keep] for _ in range(sb.state.n_masks)]), 1).bool())
+
+
+def batch(b=2, t=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 60, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, -2:] = 0
+    return ids, mask
+
+
+def copy_masks(src: SubnetworkBackbone, dst: SubnetworkBackbone):
+    dst.load_state_dict(src.state_dict())
+
+
+@pytest.mark.parametrize("kind,granularity,layers", [
+    ("bert", "unstructured", None), ("bert", "unstructured", [-1]), ("bert", "neuron", None),
+    ("bert", "head", [1]), ("gpt2", "unstructured", None), ("gpt2", "neuron", [-1]), ("llama", "neuron", None),
+    ("llama_mha", "head", None),
+])
+def test_batched_equals_naive(kind, granularity, layers):
+    fast = sparse(kind, granularity, "batched", masked_layers=layers)
+    random_masks(fast)
+    ref = sparse(kind, granularity, "naive", masked_layers=layers)
+    copy_masks(fast, ref)
+    ids, mask = batch()
+    a, b = fast.token_states(ids, mask), ref.token_states(ids, mask)
+    assert a.shape == (K, 2, 6, 16)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # concepts really differ (their masks differ)
+    assert not torch.allclose(a[0], a[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["batched", "naive"])
+def test_only_concept_k_changes(impl):
+    torch.manual_seed(0)
+    sb = sparse(impl=impl)
+    random_masks(sb)
+    model = ConceptBottleneckModel(sb, CS, activation="probs", dropout=0.0).eval()
+    ids, mask = batch()
+    before = model(ids, mask)
+    layer = next(iter(sb.masked_layers().values()))
+    layer.mask_weights[1] = ~layer.mask_weights[1]  # change concept 1's subnetwork only
+    after = model(ids, mask)
+    torch.testing.assert_close(after.concept_logits[0], before.concept_logits[0])
+    torch.testing.assert_close(after.concept_logits[2], before.concept_logits[2])
+    assert not torch.allclose(after.concept_logits[1], before.concept_logits[1])
+    assert not torch.equal(after.label_logits, before.label_logits)  # the label reads all K concepts
+
+
+def test_pruned_weights_contribute_exactly_zero():
+    sb = sparse()
+    random_masks(sb, 0.6)
+    ids, mask = batch()
+    before = sb.token_states(ids, mask)
+    with torch.no_grad():  # blow up every weight pruned by ALL concepts: nothing may change
+        for layer in sb.masked_layers().values():
+            pruned_for_all = ~layer.mask_weights.any(0)
+            layer.weight[pruned_for_all] = 1e6
+    assert torch.equal(sb.token_states(ids, mask), before)
+    with torch.no_grad():  # a weight pruned for concept 0 only changes the others, never concept 0
+        layer = next(iter(sb.masked_layers().values()))
+        i, j = torch.nonzero(~layer.mask_weights[0] & layer.mask_weights[1])[0]
+        layer.weight[i, j] += 5.0
+    after = sb.token_states(ids, mask)
+    assert torch.equal(after[0], before[0]) and not torch.equal(after[1], before[1])
+
+
+def test_shared_weights_train_through_masks():
+    sb = sparse()
+    random_masks(sb, 0.5)
+    sb.train()
+    ids, mask = batch()
+    sb.token_states(ids, mask).pow(2).sum().backward()
+    for layer in sb.masked_layers().values():
+        grad = layer.base_layer.weight.grad
+        used = layer.mask_weights.any(0)
+        assert torch.all(grad[~used] == 0) and grad[used].abs().sum() > 0
+
+
+def test_structured_skips_compute_and_matches_masked_dense():
+    sb = sparse(granularity="neuron")
+    random_masks(sb, 0.75)
+    ids, mask = batch()
+    widths = []
+    producer = next(l for l in sb.masked_layers().values() if l.role == "producer")
+    h = producer.register_forward_hook(lambda m, i, o: widths.append(o.shape[-1]))
+    compact = sb.token_states(ids, mask)
+    sb.state.compact = False
+    dense = sb.token_states(ids, mask)
+    h.remove()
+    torch.testing.assert_close(compact, dense, atol=1e-5, rtol=1e-5)
+    assert widths == [8, 32]  # 25% of 32 FFN neurons computed, vs all 32 when multiplying by masks
+
+
+def test_masks_are_bool_and_small():
+    sb = sparse()
+    masked = sum(l.weight.numel() for l in sb.masked_layers().values())
+    assert all(b.dtype == torch.bool for n, b in sb.named_buffers() if n.endswith("mask_weights"))
+    assert sb.mask_bytes() == K * masked + 4  # one byte per weight per concept (+ the sparsity level)
+    shared = sparse(shared=True)
+    assert shared.mask_bytes() == masked + 4 and shared.token_states(*batch()).shape == (2, 6, 16)
+
+
+def test_schedule_values():
+    assert scheduled_sparsity(0.0, 0.0, 0.8, "cubic") == 0.0
+    assert scheduled_sparsity(0.5, 0.0, 0.8, "cubic") == pytest.approx(0.8 - 0.8 * 0.125)
+    assert scheduled_sparsity(1.0, 0.0, 0.8, "cubic") == pytest.approx(0.8)
+    assert scheduled_sparsity(0.25, 0.2, 0.6, "linear") == pytest.approx(0.3)
+    assert scheduled_sparsity(2.0, 0.2, 0.6, "linear") == pytest.approx(0.6)
+    assert schedule_steps({"start": 1, "end": 2.5, "unit": "epoch"}, 100, 10) == (10, 25)
+    assert schedule_steps({"start": 0.1, "end": 0.5, "unit": "fraction"}, 200, 10) == (20, 100)
+    with pytest.raises(ValueError, match="unit='hours' is not valid"):
+        schedule_steps({"start": 0, "end": 1, "unit": "hours"}, 10, 1)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_magnitude_pruning(scope):
+    sb = sparse(schedule={"scope": scope})
+    Pruner(sb).prune(0.75)
+    layers = sb.masked_layers()
+    for layer in layers.values():
+        m = layer.mask_weights[0]
+        assert torch.equal(m, layer.mask_weights[2])  # magnitude is concept-independent
+        if scope == "layer":
+            assert m.float().mean().item() == pytest.approx(0.25, abs=1 / m.numel())
+            assert layer.weight.abs()[m].min() >= layer.weight.abs()[~m].max()
+    overall = sb.sparsity()
+    assert all(v == pytest.approx(0.75, abs=1e-3) for v in overall.values())
+    assert float(sb.mask_level) == 0.75
+
+
+def test_movement_scores_accumulate_per_concept():
+    sb = sparse(impl="naive", scorer={"name": "movement"})
+    pruner = Pruner(sb)
+    sb.train()
+    ids, mask = batch()
+    states = sb.token_states(ids, mask)
+    states[1].sum().backward()  # only concept 1's subnetwork receives a gradient
+    layer = next(iter(sb.masked_layers().values()))
+    assert layer.mask_movement[0].abs().sum() == 0 and layer.mask_movement[2].abs().sum() == 0
+    expected = -(layer.weight.detach() * layer.weight.grad)  # masks are all-ones: dL/dW_eff == dL/dW
+    torch.testing.assert_close(layer.mask_movement[1], expected)
+    pruner.prune(0.5)
+    assert not torch.equal(layer.mask_weights[1], layer.mask_weights[0])
+
+
+def test_fisher_inverse_diagonal_brute_force():
+    g = torch.randn(5, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    diag = fisher_inverse_diagonal(g, block=4, damp=0.1)  # blocks [0:4], [4:8], [8:10]
+    expected = []
+    for s, e in ((0, 4), (4, 8), (8, 10)):
+        gb = g[:, s:e]
+        fisher = 0.1 * torch.eye(e - s, dtype=torch.float64) + gb.T @ gb / 5
+        expected.append(torch.linalg.inv(fisher).diagonal())
+    torch.testing.assert_close(diag, torch.cat(expected))
+    w = torch.randn(2, 5, dtype=torch.float64)
+    grads = torch.randn(3, 2, 5, dtype=torch.float64)
+    scores = obert_scores(w, grads, block=10, damp=0.5)  # relative damping: λ = 0.5 · mean(g²)
+    lam = 0.5 * grads.pow(2).mean()
+    fisher = lam * torch.eye(10, dtype=torch.float64) + grads.reshape(3, -1).T @ grads.reshape(3, -1) / 3
+    torch.testing.assert_close(scores.reshape(-1), w.reshape(-1) ** 2 / (2 * torch.linalg.inv(fisher).diagonal()))
+
+
+def test_obert_scores_are_per_concept():
+    sb = sparse(scorer={"name": "obert", "batches": 2, "block": 16, "damp": 0.01})
+    model = ConceptBottleneckModel(sb, CS, dropout=0.0).eval()
+
+    def concept_loss(k, b):
+        states = sb.concept_states(k, b["input_ids"], b["attention_mask"])
+        logits = model.concept_heads.heads[k](model.pool_states(states, b["attention_mask"]))
+        return torch.nn.functional.cross_entropy(logits, b["concepts"][:, k])
+
+    ids, mask = batch(4)
+    batches = [{"input_ids": ids, "attention_mask": mask, "concepts": torch.tensor([[0, 1, 2]] * 4)}] * 2
+    Pruner(sb, concept_loss).prune(0.5, lambda: batches)
+    layers = list(sb.masked_layers().values())
+    assert all(l.mask_weights.float().mean().item() == pytest.approx(0.5, abs=0.01) for l in layers)
+    differ = sum(int((l.mask_weights[0] != l.mask_weights[1]).sum()) for l in layers)
+    assert differ > 0  # scores come from each concept's own loss, so the subnetworks differ
+
+
+def test_structured_pruning_keeps_whole_units():
+    sb = sparse(granularity="head")
+    Pruner(sb).prune(0.5)
+    group = next(iter(sb.unit_groups().values()))
+    assert group.mask_units.sum(1).tolist() == [1, 1, 1]  # 1 of 2 heads per concept
+    q = next(l for n, l in sb.masked_layers().items() if n.endswith("query"))
+    rows = q.concept_mask(0).all(1)
+    assert rows.sum() == 8 and torch.equal(rows, q.concept_mask(0).any(1))  # whole rows, 1 head = 8 rows
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="granularity=head is supported for .*not 'gpt2'"):
+        sparse("gpt2", "head")
+    with pytest.raises(ValueError, match="masked_layers: block 5 does not exist; the model has blocks 0..1"):
+        sparse(masked_layers=[5])
+    with pytest.raises(ValueError, match="impl='fast' is not valid"):
+        sparse(impl="fast")
+    with pytest.raises(ValueError, match="matched no Linear layer"):
+        sparse(target_modules=["nonexistent"])
+    with pytest.raises(ValueError, match="movement needs granularity=unstructured"):
+        Pruner(sparse(granularity="neuron", scorer={"name": "movement"}))
