@@ -121,7 +121,7 @@ def test_structured_skips_compute_and_matches_masked_dense():
     random_masks(sb, 0.75)
     ids, mask = batch()
     widths = []
-    producer = next(l for l in sb.masked_layers().values() if l.role == "producer")
+    producer = next(lyr for lyr in sb.masked_layers().values() if lyr.role == "producer")
     h = producer.register_forward_hook(lambda m, i, o: widths.append(o.shape[-1]))
     compact = sb.token_states(ids, mask)
     sb.state.compact = False
@@ -133,7 +133,7 @@ def test_structured_skips_compute_and_matches_masked_dense():
 
 def test_masks_are_bool_and_small():
     sb = sparse()
-    masked = sum(l.weight.numel() for l in sb.masked_layers().values())
+    masked = sum(lyr.weight.numel() for lyr in sb.masked_layers().values())
     assert all(b.dtype == torch.bool for n, b in sb.named_buffers() if n.endswith("mask_weights"))
     assert sb.mask_bytes() == K * masked + 4  # one byte per weight per concept (+ the sparsity level)
     shared = sparse(shared=True)
@@ -213,8 +213,8 @@ def test_obert_scores_are_per_concept():
     batches = [{"input_ids": ids, "attention_mask": mask, "concepts": torch.tensor([[0, 1, 2]] * 4)}] * 2
     Pruner(sb, concept_loss).prune(0.5, lambda: batches)
     layers = list(sb.masked_layers().values())
-    assert all(l.mask_weights.float().mean().item() == pytest.approx(0.5, abs=0.01) for l in layers)
-    differ = sum(int((l.mask_weights[0] != l.mask_weights[1]).sum()) for l in layers)
+    assert all(lyr.mask_weights.float().mean().item() == pytest.approx(0.5, abs=0.01) for lyr in layers)
+    differ = sum(int((lyr.mask_weights[0] != lyr.mask_weights[1]).sum()) for lyr in layers)
     assert differ > 0  # scores come from each concept's own loss, so the subnetworks differ
 
 
@@ -223,7 +223,7 @@ def test_structured_pruning_keeps_whole_units():
     Pruner(sb).prune(0.5)
     group = next(iter(sb.unit_groups().values()))
     assert group.mask_units.sum(1).tolist() == [1, 1, 1]  # 1 of 2 heads per concept
-    q = next(l for n, l in sb.masked_layers().items() if n.endswith("query"))
+    q = next(lyr for n, lyr in sb.masked_layers().items() if n.endswith("query"))
     rows = q.concept_mask(0).all(1)
     assert rows.sum() == 8 and torch.equal(rows, q.concept_mask(0).any(1))  # whole rows, 1 head = 8 rows
 

@@ -135,7 +135,7 @@ def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
 
 def remove(model: nn.Module) -> None:
     """Undo :func:`inject`: put every ``base_layer`` back (masks are dropped)."""
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, MaskedLinear):
                 setattr(module, child_name, child.base_layer)
