@@ -1,0 +1,270 @@
+"""Speed, memory and scaling benchmark: ``python -m sparsecbm.bench [overrides]``.
+
+Every configuration runs in this one process on the same CEBaB batches. Reported per config:
+training examples/s (median and inter-quartile range over timed steps after warm-up), the ratio to
+the dense floor measured in the same run, peak RSS while it ran (sampled), inference latency per
+example at batch 1 and 32, mask memory, intervention latencies; then scaling with K and with
+sequence length. Writes ``bench.json`` and ``bench.md`` (and ``docs_path`` if set).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.results import write_json
+
+log = logging.getLogger(__name__)
+
+
+class PeakRSS:
+    """Samples this process's resident set size in a thread; ``peak`` is the max seen (bytes)."""
+
+    def __init__(self, every_s: float = 0.005):
+        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.every_s)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def _stats(times: list[float], batch: int) -> dict[str, float]:
+    rates = sorted(batch / t for t in times)
+    q = statistics.quantiles(rates, n=4) if len(rates) >= 2 else [rates[0]] * 3
+    return {"examples_per_s": statistics.median(rates), "iqr": [q[0], q[2]], "steps": len(times)}
+
+
+def build_model(spec: dict[str, Any], concepts, backbone_cfg):
+    """A CBM (dense or with per-concept subnetworks at a fixed sparsity) for timing."""
+    from hydra.utils import instantiate
+
+    from sparsecbm.models.cbm import ConceptBottleneckModel
+
+    torch.manual_seed(0)
+    backbone = instantiate(backbone_cfg)
+    sparsity = spec.get("sparsity")
+    if sparsity:
+        from sparsecbm.sparsity import Pruner, SubnetworkBackbone
+
+        settings = {k: v for k, v in sparsity.items() if k != "level"}
+        backbone = SubnetworkBackbone(backbone, len(concepts), **settings)
+        Pruner(backbone).prune(float(sparsity.get("level", 0.7)))
+    return ConceptBottleneckModel(backbone, concepts, mode=spec.get("mode", "joint"))
+
+
+def _pad(batch: dict[str, torch.Tensor], length: int | None, pad_id: int) -> dict[str, torch.Tensor]:
+    if not length:
+        return batch
+    ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
+    extra = length - ids.shape[1]
+    if extra > 0:
+        ids = torch.cat([ids, torch.full((ids.shape[0], extra), pad_id, dtype=ids.dtype)], 1)
+        mask = torch.cat([mask, torch.zeros((mask.shape[0], extra), dtype=mask.dtype)], 1)
+    return {**batch, "input_ids": ids, "attention_mask": mask}
+
+
+def time_training(model, batches, warmup: int, steps: int, pad_to: int | None, pad_id: int) -> dict[str, Any]:
+    import torch.nn.functional as F
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    model.train()
+    times = []
+    with PeakRSS() as rss:
+        for i in range(warmup + steps):
+            b = _pad(batches[i % len(batches)], pad_to, pad_id)
+            t0 = time.perf_counter()
+            out = model(b["input_ids"], b["attention_mask"])
+            loss = F.cross_entropy(out.label_logits, b["label"])
+            if out.concept_logits:
+                loss = loss + sum(F.cross_entropy(lg, b["concepts"][:, k]) for k, lg in enumerate(out.concept_logits))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return {**_stats(times, batches[0]["label"].shape[0]), "peak_rss_bytes": rss.peak}
+
+
+@torch.no_grad()
+def time_inference(model, examples: list[dict], batch_size: int, reps: int) -> float:
+    """Seconds per example at ``batch_size`` (median over ``reps`` batches)."""
+    from sparsecbm.data.datamodule import Collator
+
+    model.eval()
+    times = []
+    for r in range(reps):
+        items = [examples[(r * batch_size + j) % len(examples)] for j in range(batch_size)]
+        b = Collator(0)(items)
+        t0 = time.perf_counter()
+        model(b["input_ids"], b["attention_mask"])
+        times.append((time.perf_counter() - t0) / batch_size)
+    return statistics.median(times)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "python": platform.python_version()}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
+             + (f", GPU {m['cuda']}" if m.get("cuda") else ""), "",
+             "| config | train ex/s (median [IQR]) | × dense | peak RSS (GB) | infer ms/ex @1 | infer ms/ex @32 | mask MB |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in result["configs"].items():
+        t = r["train"]
+        inf = r.get("inference", {})
+        fmt = lambda v: "-" if v is None else f"{1000 * v:.1f}"  # noqa: E731
+        lines.append(
+            f"| {name} | {t['examples_per_s']:.2f} [{t['iqr'][0]:.2f}, {t['iqr'][1]:.2f}] | {r['ratio_to_dense']:.3f} | "
+            f"{t['peak_rss_bytes'] / 2**30:.2f} | {fmt(inf.get('batch_1_s'))} | {fmt(inf.get('batch_32_s'))} | "
+            f"{r['mask_bytes'] / 2**20:.1f} |")
+    for title, key in (("Scaling with K", "k_scaling"), ("Scaling with sequence length", "length_scaling")):
+        rows = result.get(key) or {}
+        if rows:
+            lines += ["", f"{title}:", "", "| setting | dense ex/s | sparse ex/s | ratio |", "|---|---|---|---|"]
+            for setting, r in rows.items():
+                lines.append(f"| {setting} | {r['dense']:.2f} | {r['sparse']:.2f} | {r['sparse'] / r['dense']:.3f} |")
+    if result.get("intervention"):
+        lines += ["", "Intervention latency:", ""]
+        lines += [f"- {k}: {1000 * v:.1f} ms" for k, v in result["intervention"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    dm = instantiate(cfg.data)
+    dm.setup()
+    train = dm.splits["train"]
+    n_batches = max(cfg.steps.warmup + cfg.steps.timed, 1)
+    loader = dm.loader("train", shuffle=True, batch_size=cfg.batch_size)
+    batches = []
+    for b in loader:
+        batches.append(b)
+        if len(batches) >= n_batches:
+            break
+    pad_id = dm.tokenizer.pad_token_id
+    examples = [train[i] for i in range(min(len(train), 256))]
+    result: dict[str, Any] = {"machine": machine(), "batch_size": cfg.batch_size, "configs": {},
+                              "data": dm.describe(), "settings": OmegaConf.to_container(cfg.steps)}
+    dense_rate = None
+    for name, spec in cfg.configs.items():
+        spec = OmegaConf.to_container(spec, resolve=True)
+        log.info("bench: %s", name)
+        model = build_model(spec, dm.concept_set, cfg.backbone)
+        steps = spec.get("steps", cfg.steps.timed)
+        train_stats = time_training(model, batches, cfg.steps.warmup if steps > 2 else 1, steps, spec.get("pad_to"), pad_id)
+        entry = {"spec": spec, "train": train_stats,
+                 "mask_bytes": model.backbone.mask_bytes() if hasattr(model.backbone, "mask_bytes") else 0}
+        if spec.get("inference", True):
+            entry["inference"] = {f"batch_{bs}_s": time_inference(model, examples, bs, cfg.inference_reps)
+                                  for bs in cfg.inference_batches}
+        if dense_rate is None:
+            dense_rate = train_stats["examples_per_s"]
+        entry["ratio_to_dense"] = train_stats["examples_per_s"] / dense_rate
+        result["configs"][name] = entry
+        print(f"{name:>28}: {train_stats['examples_per_s']:7.2f} ex/s  x{entry['ratio_to_dense']:.3f} dense  "
+              f"peak RSS {train_stats['peak_rss_bytes'] / 2**30:.2f} GB", flush=True)
+        del model
+        gc.collect()
+    result["k_scaling"] = scaling_k(cfg, pad_id) if cfg.k_scaling else {}
+    result["length_scaling"] = scaling_length(cfg, dm, batches, pad_id) if cfg.length_scaling else {}
+    out_dir = Path(cfg.paths.output_dir)
+    write_json(out_dir / "bench.json", result)
+    md = markdown(result)
+    (out_dir / "bench.md").write_text(md)
+    if cfg.get("docs_path"):
+        Path(cfg.docs_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.docs_path).write_text(md)
+    print(md)
+    return result
+
+
+def _rate_pair(cfg, concepts, batches, pad_to, pad_id) -> dict[str, float]:
+    out = {}
+    for key, spec in (("dense", {"mode": "joint"}), ("sparse", OmegaConf.to_container(cfg.configs[cfg.scaling_config]))):
+        model = build_model(spec, concepts, cfg.backbone)
+        out[key] = time_training(model, batches, 1, cfg.steps.scaling, pad_to, pad_id)["examples_per_s"]
+        del model
+        gc.collect()
+    return out
+
+
+def scaling_k(cfg, pad_id) -> dict[str, dict[str, float]]:
+    """Training ex/s of dense vs the sparse default for K = the first k concepts of cebab_aug."""
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.k_data)
+    dm.setup()
+    batches = [b for _, b in zip(range(cfg.steps.scaling + 1), dm.loader("train", True, cfg.batch_size))]
+    out = {}
+    for k in cfg.k_scaling:
+        from sparsecbm.concepts import ConceptSet
+
+        cs = ConceptSet(dm.concept_set.concepts[:k], dm.concept_set.label)
+        kb = [{**b, "concepts": b["concepts"][:, :k]} for b in batches]
+        out[f"K={k}"] = _rate_pair(cfg, cs, kb, None, pad_id)
+        print(f"K={k}: {out[f'K={k}']}", flush=True)
+    return out
+
+
+def scaling_length(cfg, dm, batches, pad_id) -> dict[str, dict[str, float]]:
+    """Training ex/s with every sequence padded/truncated to a fixed length."""
+    out = {}
+    for length in cfg.length_scaling:
+        out[f"T={length}"] = _rate_pair(cfg, dm.concept_set, batches[: cfg.steps.scaling + 1], length, pad_id)
+        print(f"T={length}: {out[f'T={length}']}", flush=True)
+    return out
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
