@@ -36,6 +36,7 @@ class SubnetworkState:
     mode: str = "single"  # single | batched
     active: int = 0
     compact: bool = True  # batched structured: gather kept units (True) or multiply by masks (False)
+    mask_grad: bool = False  # single mode: masks become float leaves whose .grad is dL/dmask (interventions)
 
 
 class UnitGroup(nn.Module):
@@ -102,6 +103,7 @@ class MaskedLinear(nn.Module):
         elif role not in ("producer", "consumer"):
             raise ValueError(f"unknown role '{role}'")
         self.grad_hook = None  # scorers set a callable(grad, concept_or_None) to see per-concept grads
+        self.mask_var: torch.Tensor | None = None  # the float mask of the last single pass when state.mask_grad
 
     @property
     def weight(self) -> torch.Tensor:
@@ -127,13 +129,20 @@ class MaskedLinear(nn.Module):
         return w
 
     # ------------------------------------------------------------------ single
+    def _mask(self, m: torch.Tensor, dtype) -> torch.Tensor:
+        m = m.to(dtype)
+        if self.state.mask_grad:  # a leaf, so the concept's loss can be backpropagated to its mask
+            self.mask_var = m.detach().requires_grad_(True)
+            return self.mask_var
+        return m
+
     def _forward_single(self, x: torch.Tensor) -> torch.Tensor:
         k = self.state.active
         w, b = self.weight, self.bias
         if self.role == "weights":
-            return F.linear(x, self._watch(w * self.mask_weights[k], k), b)
+            return F.linear(x, self._watch(w * self._mask(self.mask_weights[k], w.dtype), k), b)
         if self.role == "producer":  # pruned units output exactly 0 (bias included)
-            return F.linear(x, self._watch(w, k), b) * self.group.row_mask(k).to(x.dtype)
+            return F.linear(x, self._watch(w, k), b) * self._mask(self.group.row_mask(k), x.dtype)
         return F.linear(x, self._watch(w, k), b)  # consumer: pruned inputs are already 0
 
     # ----------------------------------------------------------------- batched

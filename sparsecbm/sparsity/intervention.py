@@ -1,0 +1,167 @@
+"""Subnetwork-level intervention (SparseCBM): correct a concept by editing its own mask.
+
+For one example whose concept ``k`` is predicted wrong, concept ``k``'s loss against its right
+value is backpropagated to its mask (the masks are treated as {0,1} variables, ``dL/dm``). Flipping
+``m_i`` changes the loss by about ``dL/dm_i · (new - old)``, so in every masked layer the kept
+weights (or units) whose removal lowers the loss most are pruned and as many pruned ones whose
+return lowers it most are grown: ``mask_portion`` of the kept entries per layer are swapped, and
+the total sparsity is unchanged. Only concept ``k``'s mask changes.
+
+``restore=True`` (per example) puts the mask back afterwards; ``restore=False`` keeps it (online
+adaptation) until :meth:`MaskEditor.reset`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from sparsecbm.sparsity.backbone import SubnetworkBackbone
+
+
+@dataclass
+class MaskEdit:
+    """What one mask-level intervention did."""
+
+    concept: str
+    target: int
+    before_probs: list[float]
+    after_probs: list[float]
+    swapped: int
+    sparsity_before: float
+    sparsity_after: float
+    seconds: float
+    rectified: bool
+    per_layer: dict[str, int] = field(default_factory=dict)
+
+
+class MaskEditor:
+    """Edits concept masks of a model with a :class:`SubnetworkBackbone`.
+
+    Args:
+        model: A ``ConceptBottleneckModel`` whose backbone has per-concept subnetworks.
+        mask_portion: Fraction of each layer's kept entries of the concept swapped per intervention.
+    """
+
+    def __init__(self, model, mask_portion: float = 0.05):
+        sb = model.backbone
+        if not isinstance(sb, SubnetworkBackbone):
+            raise ValueError("mask-level intervention needs a model trained with per-concept subnetworks "
+                             "(sparsity=magnitude|movement|obert|neuron|head); this one has none")
+        if sb.shared:
+            raise ValueError("mask-level intervention edits one concept's own mask; sparsity.shared=true has one mask")
+        if not 0 < mask_portion < 1:
+            raise ValueError(f"mask_portion must be in (0, 1), got {mask_portion}")
+        self.model, self.sb, self.portion = model, sb, float(mask_portion)
+        self._original = self.snapshot()
+
+    # ----------------------------------------------------------------- masks
+    def _targets(self) -> dict[str, torch.nn.Module]:
+        if self.sb.granularity == "unstructured":
+            return self.sb.masked_layers()
+        return self.sb.unit_groups()
+
+    def snapshot(self, concept: int | None = None) -> dict[str, torch.Tensor]:
+        """Copies of the masks (of one concept, or all)."""
+        out = {}
+        for name, t in self._targets().items():
+            m = t.mask_weights if hasattr(t, "mask_weights") else t.mask_units
+            out[name] = (m if concept is None else m[concept]).clone()
+        return out
+
+    def load(self, masks: dict[str, torch.Tensor], concept: int | None = None) -> None:
+        for name, t in self._targets().items():
+            if hasattr(t, "mask_weights"):
+                (t.mask_weights if concept is None else t.mask_weights[concept]).copy_(masks[name])
+            else:
+                full = t.mask_units.clone()
+                if concept is None:
+                    full.copy_(masks[name])
+                else:
+                    full[concept] = masks[name]
+                t.set_units(full)
+
+    def reset(self) -> None:
+        """Undo every kept (online) edit: back to the masks the model was loaded with."""
+        self.load(self._original)
+
+    # ------------------------------------------------------------ gradients
+    def mask_gradients(self, concept: int, input_ids, attention_mask, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``dL/dm`` of concept ``concept``'s cross-entropy to ``target`` for its mask, per masked target."""
+        sb, m = self.sb, self.model
+        layers = sb.masked_layers()
+        sb.state.mask_grad = True
+        try:
+            with torch.enable_grad():
+                states = sb.concept_states(concept, input_ids, attention_mask)
+                feats = m.pool_states(states, attention_mask)
+                feats = feats[concept] if feats.dim() == 3 else feats
+                logits = m.concept_heads.heads[concept](feats)
+                loss = F.cross_entropy(logits, target)
+                vars_ = {n: lyr.mask_var for n, lyr in layers.items() if lyr.mask_var is not None}
+                grads = torch.autograd.grad(loss, list(vars_.values()), allow_unused=True)
+        finally:
+            sb.state.mask_grad = False
+            for lyr in layers.values():
+                lyr.mask_var = None
+        by_layer = {n: (g if g is not None else torch.zeros_like(v)) for (n, v), g in zip(vars_.items(), grads)}
+        if sb.granularity == "unstructured":
+            return by_layer
+        out = {}
+        for gname, group in sb.unit_groups().items():
+            prefix = gname.rsplit(".", 1)[0] + "."
+            rows = sum(g for n, g in by_layer.items() if n.startswith(prefix) and layers[n].group is group)
+            out[gname] = rows.view(group.n_units, group.unit_size).sum(1)
+        return out
+
+    # ----------------------------------------------------------------- edit
+    @torch.no_grad()
+    def concept_probs(self, concept: int, input_ids, attention_mask) -> torch.Tensor:
+        feats = self.model.pool_states(self.sb.concept_states(concept, input_ids, attention_mask), attention_mask)
+        feats = feats[concept] if feats.dim() == 3 else feats
+        return self.model.concept_heads.heads[concept](feats).softmax(-1)
+
+    def intervene(self, concept: int, input_ids, attention_mask, target: int, restore: bool = True) -> MaskEdit:
+        """Prune-and-grow ``mask_portion`` of concept ``concept``'s mask per layer toward ``target`` (one example)."""
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"mask-level intervention works per example; got a batch of {input_ids.shape[0]}")
+        was_training = self.model.training
+        self.model.eval()
+        t0 = time.perf_counter()
+        before = self.concept_probs(concept, input_ids, attention_mask)[0]
+        saved = self.snapshot(concept)
+        sparsity_before = self.sb.sparsity()[concept]
+        grads = self.mask_gradients(concept, input_ids, attention_mask, torch.tensor([target]))
+        per_layer, new_masks = {}, dict(saved)
+        with torch.no_grad():
+            for name in self._targets():
+                current = saved[name]
+                g = grads[name].reshape(current.shape)
+                kept, pruned = current.reshape(-1), ~current.reshape(-1)
+                n = min(max(1, round(self.portion * int(kept.sum()))), int(pruned.sum()), int(kept.sum()))
+                if n == 0:
+                    continue
+                flat = g.reshape(-1)
+                # removing a kept entry changes the loss by -g, adding a pruned one by +g
+                remove_gain = torch.where(kept, -flat, torch.full_like(flat, float("inf")))
+                add_gain = torch.where(pruned, flat, torch.full_like(flat, float("inf")))
+                new = current.reshape(-1).clone()
+                new[remove_gain.topk(n, largest=False).indices] = False
+                new[add_gain.topk(n, largest=False).indices] = True
+                new_masks[name] = new.view_as(current)
+                per_layer[name] = n
+            self.load(new_masks, concept)
+        after = self.concept_probs(concept, input_ids, attention_mask)[0]
+        edit = MaskEdit(
+            concept=self.model.concepts.names[concept], target=int(target), before_probs=before.tolist(),
+            after_probs=after.tolist(), swapped=sum(per_layer.values()), sparsity_before=sparsity_before,
+            sparsity_after=self.sb.sparsity()[concept], seconds=time.perf_counter() - t0,
+            rectified=bool(before.argmax() != target and after.argmax() == target), per_layer=per_layer,
+        )
+        if restore:
+            self.load(saved, concept)
+        self.model.train(was_training)
+        return edit
