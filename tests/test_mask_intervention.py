@@ -59,3 +59,19 @@ def test_errors():
         MaskEditor(model_for(), mask_portion=1.5)
     with pytest.raises(ValueError, match="works per example; got a batch of 2"):
         MaskEditor(model_for()).intervene(0, *batch(2), 1)
+
+
+@pytest.mark.parametrize("granularity", ["neuron", "head"])
+def test_subnetwork_attribution_respects_masks(granularity):
+    from sparsecbm.sparsity.attribution import subnetwork_attribution
+
+    model = model_for(granularity)
+    ids, mask = batch(1)
+    out = subnetwork_attribution(model, 1, ids, mask, top=40)
+    assert out["concept"] == "service" and set(out["blocks"]) == {"0", "1"}
+    group = next(iter(model.backbone.unit_groups().values()))  # block 0
+    kept = set(torch.nonzero(group.mask_units[1]).flatten().tolist())
+    kind = "neurons" if granularity == "neuron" else "heads"
+    listed = {i for i, _ in out["blocks"]["0"][kind]}
+    assert listed and listed <= kept  # pruned units contribute exactly nothing
+    assert out["blocks"]["0"][f"{kind}_kept"] == len(kept)

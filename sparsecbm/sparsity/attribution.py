@@ -1,0 +1,97 @@
+"""Which heads and FFN neurons of a concept's subnetwork mattered for one prediction.
+
+Activation × gradient of the concept's predicted-value logit, taken at the inputs of the attention
+output projection (grouped per head) and of the FFN down-projection (per neuron), in the concept's
+own subnetwork pass. Pruned units have zero activation there, so they score exactly 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sparsecbm.sparsity.backbone import SubnetworkBackbone
+from sparsecbm.sparsity.injector import FAMILY
+
+# (attention output projection, FFN down projection) suffixes per family
+READOUTS = {"bert": ("attention.output.dense", "output.dense"), "llama": ("self_attn.o_proj", "mlp.down_proj"),
+            "gpt2": ("attn.c_proj", "mlp.c_proj")}
+
+
+def _readout_modules(sb: SubnetworkBackbone) -> dict[tuple[int, str], torch.nn.Module]:
+    family = FAMILY.get(sb.model.config.model_type)
+    if family is None:
+        return {}
+    attn, ffn = READOUTS[family]
+    out = {}
+    for name, module in sb.model.named_modules():
+        if not name.startswith(sb.blocks_path + "."):
+            continue
+        rest = name[len(sb.blocks_path) + 1:]
+        idx, _, tail = rest.partition(".")
+        if tail == attn:
+            out[(int(idx), "heads")] = module
+        elif tail == ffn and not tail.startswith("attention"):
+            out[(int(idx), "neurons")] = module
+    return out
+
+
+def subnetwork_attribution(model, concept: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           top: int = 5) -> dict[str, Any]:
+    """Per block: the ``top`` heads and FFN neurons with the largest |activation × gradient| for ``concept``.
+
+    Args:
+        model: A ``ConceptBottleneckModel`` with a :class:`SubnetworkBackbone`.
+        concept: Concept index.
+        input_ids, attention_mask: One example (batch of 1).
+
+    Returns:
+        ``{"concept", "value", "blocks": {block: {"heads": [[index, score], ...], "neurons": [...],
+        "heads_kept": n, "neurons_kept": n}}}``.
+    """
+    sb = model.backbone
+    if not isinstance(sb, SubnetworkBackbone):
+        return {}
+    modules = _readout_modules(sb)
+    if not modules:
+        return {"note": f"unit attribution is not available for model type {sb.model.config.model_type}"}
+    captured: dict[tuple[int, str], torch.Tensor] = {}
+    hooks = []
+    for key, module in modules.items():
+        def pre(mod, args, key=key):
+            x = args[0]
+            x.retain_grad()
+            captured[key] = x
+        hooks.append(module.register_forward_pre_hook(pre))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            states = sb.concept_states(concept, input_ids, attention_mask)
+            feats = model.pool_states(states, attention_mask)
+            feats = feats[concept] if feats.dim() == 3 else feats
+            logits = model.concept_heads.heads[concept](feats)
+            value = int(logits.argmax(-1)[0])
+            logits[0, value].backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    n_heads = sb.model.config.num_attention_heads
+    blocks: dict[str, dict[str, Any]] = {}
+    for (block, kind), x in sorted(captured.items()):
+        contrib = (x * x.grad).detach()[0].sum(0)  # [features], summed over tokens
+        if kind == "heads":
+            contrib = contrib.view(n_heads, -1).sum(1)
+        scores = contrib.abs()
+        kept = int((x.detach()[0].abs().sum(0).view(n_heads, -1).sum(1) if kind == "heads"
+                    else x.detach()[0].abs().sum(0)).gt(0).sum())
+        k = min(top, scores.numel())
+        vals, idx = scores.topk(k)
+        entry = blocks.setdefault(str(block), {})
+        entry[kind] = [[int(i), round(float(v), 6)] for i, v in zip(idx, vals) if v > 0]
+        entry[f"{kind}_kept"] = kept
+        entry[f"{kind}_total"] = int(scores.numel())
+    return {"concept": model.concepts.names[concept], "value": value, "blocks": blocks}
