@@ -1,0 +1,63 @@
+"""The benchmark's quick configuration (schema and sanity, never speed) and the results-table generator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY_DATA
+
+from sparsecbm.bench import run
+from sparsecbm.tables import load_runs, table
+
+
+def test_bench_quick(cfg_factory, tmp_path):
+    cfg = cfg_factory([
+        "backbone=tiny_bert", f"data.root={TINY_DATA}", f"k_data.root={TINY_DATA}", "data.max_length=32",
+        "steps.warmup=1", "steps.timed=2", "steps.scaling=1", "inference_reps=2", "k_scaling=[1,10]",
+        "length_scaling=[16]", "configs.reference_style.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
+    ], name="bench")
+    result = run(cfg)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert list(saved["configs"])[0] == "dense_standard" and saved["configs"]["dense_standard"]["ratio_to_dense"] == 1.0
+    for r in saved["configs"].values():
+        assert r["train"]["examples_per_s"] > 0 and r["train"]["peak_rss_bytes"] > 50 * 2**20
+        assert r["train"]["iqr"][0] <= r["train"]["examples_per_s"] <= r["train"]["iqr"][1]
+    masked = saved["configs"]["sparse_unstructured_all"]
+    assert masked["mask_bytes"] == 4 * 2 * (3 * 32 * 32 + 32 * 32 + 2 * 32 * 64) + 4  # K x masked weights, bool
+    assert saved["configs"]["dense_joint_cbm"]["mask_bytes"] == 0
+    assert "inference" not in saved["configs"]["reference_style"]
+    assert set(saved["k_scaling"]) == {"K=1", "K=10"} and set(saved["length_scaling"]) == {"T=16"}
+    assert saved["machine"]["torch"] and result["configs"].keys() == saved["configs"].keys()
+    assert (tmp_path / "docs/bench.md").read_text().startswith("Machine:")
+
+
+def fake_run(folder, mode, seed, acc, sub=None):
+    folder.mkdir(parents=True)
+    r = {"run": {"epochs": 5, "train_examples_per_s": 10.0, "wall_time_s": 120.0, "seed": seed},
+         "model": {"mode": mode, "activation": "logits"}, "config": {"cbm": {}},
+         "test": {"label": {"acc": acc, "f1": acc - 0.1}, "concept": {"acc": 0.8, "f1": 0.7}},
+         "reference": {"true_concept_logreg": {"test_acc": 0.511, "test_f1": 0.448},
+                       "majority_class": {"test_acc": 0.27, "test_f1": 0.08}}}
+    if sub:
+        r["subnetworks"] = sub
+    (folder / "results.json").write_text(json.dumps(r))
+
+
+def test_results_table(tmp_path):
+    fake_run(tmp_path / "a", "joint", 1, 0.60)
+    fake_run(tmp_path / "b", "joint", 2, 0.70)
+    fake_run(tmp_path / "c", "standard", 1, 0.68)
+    fake_run(tmp_path / "d", "joint", 1, 0.64, {"scorer": "obert", "granularity": "unstructured", "target_sparsity": 0.7})
+    md = table(load_runs([str(tmp_path)]))
+    assert "| joint CBM (logits) | 2 | 5 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 0.0 |" in md
+    assert "| SparseCBM obert/unstructured @ 0.7 | 1 |" in md and "| standard | 1 |" in md
+    assert "one-hot *true* concepts: test acc 51.1, macro-F1 44.8" in md
+    with pytest.raises(SystemExit):
+        import sys
+
+        from sparsecbm import tables
+
+        sys.argv = ["tables", str(tmp_path / "empty")]
+        (tmp_path / "empty").mkdir()
+        tables.main()
