@@ -205,8 +205,7 @@ def test_obert_scores_are_per_concept():
     model = ConceptBottleneckModel(sb, CS, dropout=0.0).eval()
 
     def concept_loss(k, b):
-        states = sb.concept_states(k, b["input_ids"], b["attention_mask"])
-        logits = model.concept_heads.heads[k](model.pool_states(states, b["attention_mask"]))
+        logits = model.single_concept_logits(k, b["input_ids"], b["attention_mask"])
         return torch.nn.functional.cross_entropy(logits, b["concepts"][:, k])
 
     ids, mask = batch(4)

@@ -110,12 +110,7 @@ class CBMLitModule(L.LightningModule):
 
     def concept_only_loss(self, concept: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concept ``concept``'s cross-entropy through its own subnetwork alone (used by pruning scorers)."""
-        m = self.model
-        states = m.backbone.concept_states(concept, batch["input_ids"], batch["attention_mask"])
-        features = m.pool_states(states, batch["attention_mask"])
-        if features.dim() == 3:
-            features = features[concept]
-        logits = m.concept_heads.heads[concept](features)
+        logits = self.model.single_concept_logits(concept, batch["input_ids"], batch["attention_mask"])
         return F.cross_entropy(logits, batch["concepts"][:, concept])
 
     def concept_loss(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:

@@ -138,6 +138,14 @@ class ConceptBottleneckModel(nn.Module):
     def concept_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         return self.concept_heads(self.concept_features(input_ids, attention_mask))
 
+    def single_concept_logits(self, concept: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Concept ``concept``'s logits from a pass through its own subnetwork alone (per-concept backbones)."""
+        states = self.backbone.concept_states(concept, input_ids, attention_mask)
+        features = self.pool_states(states, attention_mask)
+        if features.dim() == 3:
+            features = features[concept]
+        return self.concept_heads.heads[concept](self.concept_heads.dropout(features))
+
     def label_from_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """Label logits from a label-head input ``[B, sum(card)]`` (activations or one-hots)."""
         return self.label_head(inputs)

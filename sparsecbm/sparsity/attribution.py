@@ -68,10 +68,7 @@ def subnetwork_attribution(model, concept: int, input_ids: torch.Tensor, attenti
     model.eval()
     try:
         with torch.enable_grad():
-            states = sb.concept_states(concept, input_ids, attention_mask)
-            feats = model.pool_states(states, attention_mask)
-            feats = feats[concept] if feats.dim() == 3 else feats
-            logits = model.concept_heads.heads[concept](feats)
+            logits = model.single_concept_logits(concept, input_ids, attention_mask)
             value = int(logits.argmax(-1)[0])
             logits[0, value].backward()
     finally:

@@ -91,15 +91,12 @@ class MaskEditor:
     # ------------------------------------------------------------ gradients
     def mask_gradients(self, concept: int, input_ids, attention_mask, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """``dL/dm`` of concept ``concept``'s cross-entropy to ``target`` for its mask, per masked target."""
-        sb, m = self.sb, self.model
+        sb = self.sb
         layers = sb.masked_layers()
         sb.state.mask_grad = True
         try:
             with torch.enable_grad():
-                states = sb.concept_states(concept, input_ids, attention_mask)
-                feats = m.pool_states(states, attention_mask)
-                feats = feats[concept] if feats.dim() == 3 else feats
-                logits = m.concept_heads.heads[concept](feats)
+                logits = self.model.single_concept_logits(concept, input_ids, attention_mask)
                 loss = F.cross_entropy(logits, target)
                 vars_ = {n: lyr.mask_var for n, lyr in layers.items() if lyr.mask_var is not None}
                 grads = torch.autograd.grad(loss, list(vars_.values()), allow_unused=True)
@@ -120,9 +117,7 @@ class MaskEditor:
     # ----------------------------------------------------------------- edit
     @torch.no_grad()
     def concept_probs(self, concept: int, input_ids, attention_mask) -> torch.Tensor:
-        feats = self.model.pool_states(self.sb.concept_states(concept, input_ids, attention_mask), attention_mask)
-        feats = feats[concept] if feats.dim() == 3 else feats
-        return self.model.concept_heads.heads[concept](feats).softmax(-1)
+        return self.model.single_concept_logits(concept, input_ids, attention_mask).softmax(-1)
 
     def intervene(self, concept: int, input_ids, attention_mask, target: int, restore: bool = True) -> MaskEdit:
         """Prune-and-grow ``mask_portion`` of concept ``concept``'s mask per layer toward ``target`` (one example)."""
