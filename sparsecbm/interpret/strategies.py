@@ -93,3 +93,46 @@ def ground_truth_targets(values: torch.Tensor, cardinalities: list[int]) -> list
 def random_concept_mask(batch: int, n_concepts: int, prob: float, generator=None, device=None) -> torch.Tensor:
     """``[B, K]`` bool: each concept of each example is chosen with probability ``prob``."""
     return torch.rand(batch, n_concepts, generator=generator, device=device) < prob
+
+
+class Bottleneck:
+    """Concept logits of a set of examples plus the model's label head: all an intervention needs.
+
+    The backbone runs once; every edit afterwards only re-runs the (cheap) label head.
+
+    Args:
+        concept_logits: Per concept ``[N, C_k]`` predicted logits.
+        label_head: Maps a label-head input ``[N, sum(C)]`` to label logits ``[N, L]``.
+        activation: What the label head reads: ``logits`` | ``probs`` | ``hard``.
+        eps: See :func:`target_activation`.
+    """
+
+    def __init__(self, concept_logits: list[torch.Tensor], label_head, activation: str, eps: float = LOGIT_EPS,
+                 device: torch.device | str = "cpu"):
+        self.concept_logits = [lg.detach().float().cpu() for lg in concept_logits]
+        self.label_head, self.activation, self.eps, self.device = label_head, activation, eps, device
+
+    @classmethod
+    def from_model(cls, model, concept_logits: list[torch.Tensor], eps: float = LOGIT_EPS) -> Bottleneck:
+        """Use ``model``'s label head and activation (the head stays on its device)."""
+        device = next(model.label_head.parameters()).device
+        return cls(concept_logits, model.label_from_inputs, model.activation, eps, device)
+
+    @property
+    def n_concepts(self) -> int:
+        return len(self.concept_logits)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [lg.shape[-1] for lg in self.concept_logits]
+
+    def concept_probs(self) -> list[torch.Tensor]:
+        return [lg.softmax(-1) for lg in self.concept_logits]
+
+    @torch.no_grad()
+    def label_probs(self, targets: list[torch.Tensor | None] | None = None, masks=None) -> torch.Tensor:
+        """``[N, L]`` label distribution with concepts replaced by ``targets`` where ``masks`` is true."""
+        targets = targets if targets is not None else [None] * self.n_concepts
+        masks = masks if masks is not None else [None] * self.n_concepts
+        inputs = edited_inputs(self.concept_logits, self.activation, targets, masks, self.eps)
+        return self.label_head(inputs.to(self.device)).float().cpu().softmax(-1)
