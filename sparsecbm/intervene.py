@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from sparsecbm.checkpoint import load_checkpoint
 from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
@@ -35,7 +35,7 @@ SPLITS = ("train", "dev", "test")
 
 
 def policy_names(policy: Any) -> list[str]:
-    """``policy=oracle`` or ``policy=[random,oracle]`` -> checked list of names."""
+    """``policy=oracle`` or ``policy=[random,oracle]`` (a list or ListConfig) -> checked list of names."""
     names = [policy] if isinstance(policy, str) else list(policy or POLICIES)
     bad = [p for p in names if p not in POLICIES]
     if bad:
@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> InterventionResult | InterventionCurve:
 
     if cfg.get("set") is not None:
         raise InterventionError("set=... edits one text: pass text='...' too (a split uses ground-truth edits)")
-    policies = policy_names(cfg.policy if not isinstance(cfg.policy, ListConfig) else list(cfg.policy))
+    policies = policy_names(cfg.policy)
     if cfg.split not in SPLITS:
         raise InterventionError(f"split='{cfg.split}' is not valid; expected one of {list(SPLITS)}")
     from sparsecbm.evaluate import datamodule_from_cfg
