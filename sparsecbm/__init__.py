@@ -2,6 +2,11 @@
 
 from sparsecbm.checkpoint import load_checkpoint
 from sparsecbm.concepts import ConceptSet, ConceptSpec, LabelSpec
+from sparsecbm.interpret.curves import InterventionCurve, intervention_curve
+from sparsecbm.interpret.intervention import InterventionError, InterventionResult, intervene
 
 __version__ = "0.1.0"
-__all__ = ["ConceptSet", "ConceptSpec", "LabelSpec", "load_checkpoint", "__version__"]
+__all__ = [
+    "ConceptSet", "ConceptSpec", "InterventionCurve", "InterventionError", "InterventionResult", "LabelSpec",
+    "intervene", "intervention_curve", "load_checkpoint", "__version__",
+]

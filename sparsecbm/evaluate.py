@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sparsecbm.checkpoint import load_checkpoint
 from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
 from sparsecbm.data.loading import DataError
+from sparsecbm.interpret.curves import ground_truth_effect
 from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,20 @@ def datamodule_for(module, data_cfg: DictConfig | None, data_root: str | None, c
     return dm
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    start = time.perf_counter()
-    module = load_checkpoint(cfg.ckpt_path)
+def datamodule_from_cfg(cfg: DictConfig, module):
+    """The datamodule an entry point's ``data=`` / ``data_root=`` options ask for (set up)."""
     data_cfg = None
     if cfg.get("data") is not None:
         with open_dict(cfg):  # data configs read the tokenizer from the backbone group
             cfg.backbone = {"tokenizer": module.model.backbone.tokenizer_name}
         data_cfg = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
-    dm = datamodule_for(module, data_cfg, cfg.get("data_root"), cfg.paths.cache_dir + "/tokenized")
+    return datamodule_for(module, data_cfg, cfg.get("data_root"), cfg.paths.cache_dir + "/tokenized")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    start = time.perf_counter()
+    module = load_checkpoint(cfg.ckpt_path)
+    dm = datamodule_from_cfg(cfg, module)
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_progress_bar=False)
     names = module.concept_set.names if module.model.has_concepts else []
     results: dict[str, Any] = {}
@@ -67,6 +73,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run = trainer.validate if split == "dev" else trainer.test
         metrics = run(module, dataloaders=loader, verbose=False)[0]
         results[STAGES[split]] = split_metrics(metrics, STAGES[split], names)
+        if names:
+            results[STAGES[split]]["intervention"] = ground_truth_effect(module, loader)
     raw = dm.raw
     results.update(
         {

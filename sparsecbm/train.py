@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsecbm.callbacks import AtomicCheckpointIO, Throughput
 from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.interpret.curves import ground_truth_effect
 from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("test", True):
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         results["test"] = split_metrics(test, "test", names)
+        if module.model.has_concepts:  # does fixing concepts help? (best checkpoint, loaded by trainer.test)
+            results["test"]["intervention"] = ground_truth_effect(module, datamodule.loader("test"))
 
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     raw = datamodule.raw

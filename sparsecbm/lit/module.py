@@ -74,6 +74,7 @@ class CBMLitModule(L.LightningModule):
         self.mode = self.model.mode
         self.concept_weight = float(self.cbm_cfg.get("concept_loss_weight", 1.0))
         self.label_epochs = int(self.cbm_cfg.get("label_epochs", 0))
+        self.train_intervention_prob = float(self.cbm_cfg.get("train_intervention_prob", 0.0))
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         with_c = self.model.has_concepts
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, saved in checkpoints
@@ -128,7 +129,7 @@ class CBMLitModule(L.LightningModule):
             m.concept_heads.eval()
             with torch.no_grad():
                 logits = m.concept_logits(batch["input_ids"], batch["attention_mask"])
-            label_logits, _ = m.label_from_concepts([lg.detach() for lg in logits])
+            label_logits = self.label_logits_for_training([lg.detach() for lg in logits], batch["concepts"])
             task = F.cross_entropy(label_logits, batch["label"])
             return task, {"task": task}, (label_logits, logits)
         out = m(batch["input_ids"], batch["attention_mask"])
@@ -139,8 +140,22 @@ class CBMLitModule(L.LightningModule):
             truth = one_hot_concepts(batch["concepts"], self.concept_set.cardinalities, closs.dtype)
             task = F.cross_entropy(m.label_from_inputs(truth), batch["label"])
             return closs + task, {"concept": closs, "task": task}, out
-        task = F.cross_entropy(out.label_logits, batch["label"])
+        label_logits = self.label_logits_for_training(out.concept_logits, batch["concepts"])
+        task = F.cross_entropy(label_logits, batch["label"])
         return task + self.concept_weight * closs, {"concept": closs, "task": task}, out
+
+    def label_logits_for_training(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
+        """Label logits; with ``cbm.train_intervention_prob`` > 0 each concept of each example is
+        replaced by its true value with that probability (as in concept-embedding-model training),
+        so the label head learns to trust corrected concepts at intervention time."""
+        if self.train_intervention_prob <= 0:
+            return self.model.label_from_concepts(concept_logits)[0]
+        from sparsecbm.interpret.strategies import edited_inputs, ground_truth_targets, random_concept_mask
+
+        mask = random_concept_mask(concepts.shape[0], len(concept_logits), self.train_intervention_prob,
+                                   device=concepts.device)
+        targets = ground_truth_targets(concepts, self.concept_set.cardinalities)
+        return self.model.label_from_inputs(edited_inputs(concept_logits, self.model.activation, targets, mask))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts, out = self.training_losses(batch)

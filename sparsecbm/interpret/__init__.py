@@ -1,0 +1,1 @@
+"""Interpretation tools: concept interventions (policies x strategies)."""
