@@ -75,3 +75,41 @@ def test_subnetwork_attribution_respects_masks(granularity):
     listed = {i for i, _ in out["blocks"]["0"][kind]}
     assert listed and listed <= kept  # pruned units contribute exactly nothing
     assert out["blocks"]["0"][f"{kind}_kept"] == len(kept)
+
+
+def test_evaluate_mask_interventions_restore_has_no_breakage():
+    from sparsecbm.sparsity.intervention import evaluate_mask_interventions
+
+    model = model_for()
+    exs = []
+    for i in range(6):
+        ids, mask = batch(1, seed=i)
+        exs.append({"input_ids": ids, "attention_mask": mask, "concepts": torch.tensor([[i % 3, (i + 1) % 3, 2]]),
+                    "label": torch.tensor([i % 3])})
+    before = model(exs[0]["input_ids"], exs[0]["attention_mask"]).label_logits
+    r = evaluate_mask_interventions(model, exs[:4], exs[4:], 0.2, restore=True)
+    assert r["intervened_concepts"] > 0 and 0 <= r["rectification_rate"] <= 1
+    assert r["breakage_rate"] == 0.0  # restored masks leave other examples untouched
+    assert r["ms_per_intervened_concept"] > 0
+    online = evaluate_mask_interventions(model, exs[:4], exs[4:], 0.2, restore=False)
+    assert online["mode"] == "online" and online["intervened_concepts"] == r["intervened_concepts"]
+    assert torch.equal(model(exs[0]["input_ids"], exs[0]["attention_mask"]).label_logits, before)  # reset after
+
+
+def test_intervene_cli_mask_level(cfg_factory, tmp_path):
+    import json
+
+    from conftest import TINY_BERT
+
+    from sparsecbm.intervene import run
+    from sparsecbm.train import train
+
+    results, _ = train(cfg_factory(["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT, "sparsity=neuron"],
+                                   out=tmp_path / "run"))
+    cfg = cfg_factory([f"ckpt_path={results['run']['best_checkpoint']}", "level=mask", "mask.examples=4",
+                       "mask.holdout=4", "mask.portion=0.1"], name="intervene", out=tmp_path / "iv")
+    run(cfg)
+    saved = json.loads((tmp_path / "iv" / "mask_intervention.json").read_text())
+    assert set(saved["results"]) == {"restore", "online"}
+    assert saved["results"]["restore"]["breakage_rate"] in (0.0, None)
+    assert saved["results"]["online"]["examples"] == 4

@@ -160,3 +160,62 @@ class MaskEditor:
             self.load(saved, concept)
         self.model.train(was_training)
         return edit
+
+
+@torch.no_grad()
+def _predict(model, ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(ids, mask)
+    return torch.stack([lg.argmax(-1) for lg in out.concept_logits], 1), out.label_logits.argmax(-1)
+
+
+def evaluate_mask_interventions(model, examples: list[dict], holdout: list[dict], mask_portion: float = 0.05,
+                                restore: bool = True) -> dict:
+    """Mask-level intervention on every wrongly predicted concept of each example, one example at a time.
+
+    Args:
+        model: A ``ConceptBottleneckModel`` with per-concept subnetworks.
+        examples: Batches of one example (``input_ids``, ``attention_mask``, ``concepts``, ``label``) to intervene on.
+        holdout: Batches never intervened on; breakage is measured on them.
+        restore: Per-example (masks restored after each example) or online adaptation (edits kept).
+
+    Returns:
+        Rectification rate (wrong concept -> right, on intervened concepts), breakage rate (right -> wrong
+        concept predictions on ``holdout``), task accuracy on ``examples`` before / after, and latency.
+    """
+    model.eval()
+    editor = MaskEditor(model, mask_portion)
+    before_hold = [_predict(model, b["input_ids"], b["attention_mask"])[0] for b in holdout]
+    wrong = rectified = 0
+    seconds, label_before, label_after = [], [], []
+    for b in examples:
+        ids, mask, truth = b["input_ids"], b["attention_mask"], b["concepts"][0]
+        concepts, label = _predict(model, ids, mask)
+        label_before.append(int(label[0] == b["label"][0]))
+        for k in torch.nonzero(concepts[0] != truth).flatten().tolist():
+            edit = editor.intervene(k, ids, mask, int(truth[k]), restore=False)
+            wrong += 1
+            rectified += int(edit.after_probs.index(max(edit.after_probs)) == int(truth[k]))
+            seconds.append(edit.seconds)
+        label_after.append(int(_predict(model, ids, mask)[1][0] == b["label"][0]))
+        if restore:
+            editor.reset()
+    right_hold = broken = 0
+    for b, before in zip(holdout, before_hold):
+        after = _predict(model, b["input_ids"], b["attention_mask"])[0]
+        ok = before[0] == b["concepts"][0]
+        right_hold += int(ok.sum())
+        broken += int((ok & (after[0] != b["concepts"][0])).sum())
+    editor.reset()
+    n = max(len(examples), 1)
+    return {
+        "mode": "restore" if restore else "online",
+        "mask_portion": mask_portion,
+        "examples": len(examples),
+        "intervened_concepts": wrong,
+        "rectification_rate": rectified / wrong if wrong else None,
+        "breakage_rate": broken / right_hold if right_hold else None,
+        "holdout_examples": len(holdout),
+        "task_acc_before": sum(label_before) / n,
+        "task_acc_after": sum(label_after) / n,
+        "ms_per_intervened_concept": 1000 * sum(seconds) / len(seconds) if seconds else None,
+    }
