@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +65,17 @@ def batches_for(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[str
     return _text_batches(cfg, module) if cfg.get("text") else _data_batches(cfg, module)
 
 
-def compare_faithfulness(module, batches, tokenizer, methods: list[str], options: dict, fractions, steps: int,
-                         concepts: str = "all", on_method=None) -> dict[str, dict[str, float]]:
+def compare_faithfulness(
+    module,
+    batches,
+    tokenizer,
+    methods: list[str],
+    options: dict,
+    fractions,
+    steps: int,
+    concepts: str = "all",
+    on_method=None,
+) -> dict[str, dict[str, float]]:
     """Faithfulness summary and attribution seconds per (example, concept) pair of every method.
 
     ``concepts=all`` scores every concept of every example; ``round_robin`` scores example ``i`` on
@@ -81,7 +89,11 @@ def compare_faithfulness(module, batches, tokenizer, methods: list[str], options
     for batch, _ in batches:
         size = len(batch["input_ids"])
         for k in range(n_concepts):
-            rows = torch.arange(size) if concepts == "all" else torch.nonzero((torch.arange(size) + seen) % n_concepts == k).flatten()
+            rows = (
+                torch.arange(size)
+                if concepts == "all"
+                else torch.nonzero((torch.arange(size) + seen) % n_concepts == k).flatten()
+            )
             if len(rows):
                 jobs.append(({key: v[rows] for key, v in batch.items()}, k))
         seen += size
@@ -110,8 +122,10 @@ def markdown_table(table: dict[str, dict[str, float]], fractions) -> str:
         cells = " | ".join(f"{row[k]:.3f}" for k in keys)
         lines.append(f"| {name} | {cells} | {row['deletion_auc']:.3f} | {row['seconds_per_pair']:.3f} |")
     lines.append("")
-    lines.append("comprehensiveness: higher is better; sufficiency and deletion AUC: lower is better. "
-                 f"{next(iter(table.values()))['n']} (example, concept) pairs per method.")
+    lines.append(
+        "comprehensiveness: higher is better; sufficiency and deletion AUC: lower is better. "
+        f"{next(iter(table.values()))['n']} (example, concept) pairs per method."
+    )
     return "\n".join(lines)
 
 
@@ -123,29 +137,58 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = load_checkpoint(cfg.ckpt_path)
     tokenizer, batches = batches_for(cfg, module)
     options = OmegaConf.to_container(cfg.attribution, resolve=True)
-    es = ExplanationSet([], method=resolve_name(cfg.method, module), checkpoint=str(cfg.ckpt_path),
-                        label_layer=label_layer_summary(module), label_sparsity=module.cbm_cfg.get("label_sparsity", "none"),
-                        subnetwork=None,  # HOOK (sparsecbm/sparsity): model-level weight-mask summary
-                        meta={"attribution": options})
+    es = ExplanationSet(
+        [],
+        method=resolve_name(cfg.method, module),
+        checkpoint=str(cfg.ckpt_path),
+        label_layer=label_layer_summary(module),
+        label_sparsity=module.cbm_cfg.get("label_sparsity", "none"),
+        subnetwork=None,  # HOOK (sparsecbm/sparsity): model-level weight-mask summary
+        meta={"attribution": options},
+    )
     kept = []
     for batch, texts in batches:
         es.explanations += explain_batch(module, batch, tokenizer, cfg.method, texts, **options)
         if module.model.token_pooler is not None:
-            kept.append(module.model.token_pooler.kept_fraction(module.model.last_pooler_extras, batch["attention_mask"]))
+            kept.append(
+                module.model.token_pooler.kept_fraction(
+                    module.model.last_pooler_extras, batch["attention_mask"]
+                )
+            )
     if kept:
-        es.token_gates = {"budget": module.model.token_pooler.budget, "kept_fraction": float(torch.cat(kept, 1).mean())}
+        es.token_gates = {
+            "budget": module.model.token_pooler.budget,
+            "kept_fraction": float(torch.cat(kept, 1).mean()),
+        }
     result: dict[str, Any] = {"explanations": str(es.save(out_dir / "explanations.json"))}
     md = None
     if cfg.faithfulness:
 
         def save(table):  # after every method, so a long comparison leaves partial results
-            write_json(out_dir / "faithfulness.json", {
-                "table": table, "checkpoint": str(cfg.ckpt_path), "attribution": options, "concepts": cfg.concepts,
-                "fractions": list(cfg.fractions), "deletion_steps": int(cfg.deletion_steps)})
+            write_json(
+                out_dir / "faithfulness.json",
+                {
+                    "table": table,
+                    "checkpoint": str(cfg.ckpt_path),
+                    "attribution": options,
+                    "concepts": cfg.concepts,
+                    "fractions": list(cfg.fractions),
+                    "deletion_steps": int(cfg.deletion_steps),
+                },
+            )
             (out_dir / "faithfulness.md").write_text(markdown_table(table, cfg.fractions) + "\n")
 
-        table = compare_faithfulness(module, batches, tokenizer, list(cfg.methods), options, cfg.fractions,
-                                     int(cfg.deletion_steps), cfg.concepts, save)
+        table = compare_faithfulness(
+            module,
+            batches,
+            tokenizer,
+            list(cfg.methods),
+            options,
+            cfg.fractions,
+            int(cfg.deletion_steps),
+            cfg.concepts,
+            save,
+        )
         md = markdown_table(table, cfg.fractions)
         result["faithfulness"] = table
     if cfg.report:
@@ -162,7 +205,10 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     result = run(cfg)
-    print(f"explanations: {result['explanations']}" + (f"\nreport: {result['report']}" if "report" in result else ""))
+    print(
+        f"explanations: {result['explanations']}"
+        + (f"\nreport: {result['report']}" if "report" in result else "")
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,19 @@ def gated_ckpt(tmp_path_factory):
 def test_explain_split_with_faithfulness(gated_ckpt, tmp_path):
     from sparsecbm.explain import run
 
-    cfg = compose_cfg(tmp_path, [f"ckpt_path={gated_ckpt}", "n=5", "batch_size=4", "faithfulness=true",
-                                 "methods=[ours,gradxinput,ablation]", "concepts=round_robin", "pngs=1"], "explain")
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            f"ckpt_path={gated_ckpt}",
+            "n=5",
+            "batch_size=4",
+            "faithfulness=true",
+            "methods=[ours,gradxinput,ablation]",
+            "concepts=round_robin",
+            "pngs=1",
+        ],
+        "explain",
+    )
     result = run(cfg)
     es = ExplanationSet.load(tmp_path / "explanations.json")
     assert len(es) == 5 and es.method == "gates" and es.subnetwork is None
@@ -37,7 +48,11 @@ def test_explain_split_with_faithfulness(gated_ckpt, tmp_path):
     e = es[0]
     assert [c.name for c in e.concepts] == ["food", "ambiance", "service", "noise"]
     assert all(len(c.token_scores) == len(e.tokens) == len(c.gates) for c in e.concepts)
-    assert abs(sum(e.label_probs) - 1) < 1e-5 and e.predicted_label in e.label_values and e.true_label is not None
+    assert (
+        abs(sum(e.label_probs) - 1) < 1e-5
+        and e.predicted_label in e.label_values
+        and e.true_label is not None
+    )
     assert set(e.contributions) == {"food", "ambiance", "service", "noise"}
     table = json.loads((tmp_path / "faithfulness.json").read_text())["table"]
     assert set(table) == {"ours (gates)", "gradxinput", "ablation"}
@@ -50,8 +65,13 @@ def test_explain_split_with_faithfulness(gated_ckpt, tmp_path):
 def test_json_schema_round_trip(gated_ckpt, tmp_path):
     from sparsecbm.explain import run
 
-    run(compose_cfg(tmp_path, [f"ckpt_path={gated_ckpt}", "text=[the food was great but the waiter was rude]",
-                               "report=false"], "explain"))
+    run(
+        compose_cfg(
+            tmp_path,
+            [f"ckpt_path={gated_ckpt}", "text=[the food was great but the waiter was rude]", "report=false"],
+            "explain",
+        )
+    )
     raw = json.loads((tmp_path / "explanations.json").read_text())
     es = ExplanationSet.from_dict(raw)
     assert es.to_dict() == raw and es.schema_version == 1
@@ -68,10 +88,22 @@ def test_report_renders_in_headless_chromium(gated_ckpt, tmp_path):
     text = "the pasta was superb and the room was quiet"
     run(compose_cfg(tmp_path, [f"ckpt_path={gated_ckpt}", f"text=[{text}]", "method=gradxinput"], "explain"))
     report = tmp_path / "report.html"
-    assert not re.search(r"(src|href)=['\"]?(https?:)?//", report.read_text())  # nothing fetched from a network
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           "--dump-dom", report.as_uri()]
+    assert not re.search(
+        r"(src|href)=['\"]?(https?:)?//", report.read_text()
+    )  # nothing fetched from a network
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        report.as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     for concept in ("food", "ambiance", "service", "noise"):
         assert f'data-concept="{concept}"' in dom

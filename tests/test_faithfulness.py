@@ -42,8 +42,10 @@ def test_metrics_rank_the_true_explanation_first():
     truth = torch.isin(batch["input_ids"], torch.tensor(CUES)).float()
     random = torch.rand(truth.shape, generator=torch.Generator().manual_seed(1))
     model = BagOfCues()
-    res = {name: faithfulness(model, batch, 0, s, TOKENS).summary()
-           for name, s in {"true": truth + 0.01 * random, "random": random, "reversed": -truth}.items()}
+    res = {
+        name: faithfulness(model, batch, 0, s, TOKENS).summary()
+        for name, s in {"true": truth + 0.01 * random, "random": random, "reversed": -truth}.items()
+    }
     for q in ("5%", "10%", "20%"):
         assert res["true"][f"comp@{q}"] > res["random"][f"comp@{q}"] >= res["reversed"][f"comp@{q}"]
         assert res["true"][f"suff@{q}"] < res["random"][f"suff@{q}"]

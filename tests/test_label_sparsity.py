@@ -37,7 +37,9 @@ def test_topk_holds_after_training_and_contributions_sum_to_logit(cfg_factory, t
     from sparsecbm import load_checkpoint
     from sparsecbm.train import train
 
-    _, objs = train(cfg_factory(["experiment=smoke", "cbm.label_sparsity=topk", "cbm.label_topk=1", *TINY_BERT]))
+    _, objs = train(
+        cfg_factory(["experiment=smoke", "cbm.label_sparsity=topk", "cbm.label_topk=1", *TINY_BERT])
+    )
     module = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
     assert isinstance(module.model.label_head, TopKConceptLinear)
     summary = label_layer_summary(module)
@@ -50,7 +52,10 @@ def test_topk_holds_after_training_and_contributions_sum_to_logit(cfg_factory, t
         contrib = concept_contributions(module, out.concept_logits, pred)
     logit = out.label_logits.gather(1, pred[:, None]).squeeze(1)
     assert torch.allclose(contrib.sum(-1) + module.model.label_head.bias[pred], logit, atol=1e-5)
-    unused = [[c.name not in {u.concept for u in summary[str(int(p) + 1)]} for c in module.concept_set] for p in pred]
+    unused = [
+        [c.name not in {u.concept for u in summary[str(int(p) + 1)]} for c in module.concept_set]
+        for p in pred
+    ]
     assert torch.all(contrib[torch.tensor(unused)] == 0)  # concepts a label does not read contribute nothing
 
 

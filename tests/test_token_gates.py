@@ -60,13 +60,18 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     from sparsecbm import load_checkpoint
     from sparsecbm.train import train
 
-    cfg = cfg_factory(["experiment=smoke", "trainer.max_epochs=2", "cbm.tokens=gates", "cbm.token_budget=0.3", *TINY_BERT])
+    cfg = cfg_factory(
+        ["experiment=smoke", "trainer.max_epochs=2", "cbm.tokens=gates", "cbm.token_budget=0.3", *TINY_BERT]
+    )
     _, objs = train(cfg)
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     budget = metrics["train/loss_token_budget"].dropna()
     assert len(budget) > 0 and budget.iloc[-1] < budget.iloc[0]  # the penalty is in the loss and decreases
     module = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    assert isinstance(module.model.token_pooler, HardConcreteTokenGates) and module.model.token_pooler.budget == 0.3
+    assert (
+        isinstance(module.model.token_pooler, HardConcreteTokenGates)
+        and module.model.token_pooler.budget == 0.3
+    )
     trained = objs["module"].model.token_pooler
     assert torch.equal(module.model.token_pooler.weight, trained.weight)
     batch = next(iter(objs["datamodule"].loader("test")))

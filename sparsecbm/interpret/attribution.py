@@ -50,7 +50,9 @@ def _model(module) -> ConceptBottleneckModel:
 
 def concept_prob_fn(model: ConceptBottleneckModel, concept: int) -> Callable[..., torch.Tensor]:
     """``f(input_ids, attention_mask) -> [B, card]`` probabilities of one concept."""
-    return lambda input_ids, attention_mask: model.concept_logits(input_ids, attention_mask)[concept].softmax(-1)
+    return lambda input_ids, attention_mask: model.concept_logits(input_ids, attention_mask)[concept].softmax(
+        -1
+    )
 
 
 @torch.no_grad()
@@ -81,13 +83,17 @@ class TokenAttribution:
             scores = torch.zeros(ids.shape, dtype=torch.float32)
             for b in range(ids.shape[0]):
                 keep = mask[b].bool()
-                s = self._scores(model, ids[b : b + 1, keep], mask[b : b + 1, keep], concept, target[b : b + 1])
+                s = self._scores(
+                    model, ids[b : b + 1, keep], mask[b : b + 1, keep], concept, target[b : b + 1]
+                )
                 scores[b, keep] = s[0].float()
         return torch.where(cand, scores.detach().float(), torch.zeros_like(scores, dtype=torch.float32))
 
     def baselines(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``ids`` with every candidate token replaced by the removal id."""
-        return torch.where(self.tokens.candidates(ids, mask), torch.full_like(ids, self.tokens.baseline_id), ids)
+        return torch.where(
+            self.tokens.candidates(ids, mask), torch.full_like(ids, self.tokens.baseline_id), ids
+        )
 
     def _scores(self, model, ids, mask, concept, target) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -127,7 +133,11 @@ class Saliency(TokenAttribution):
                 handle.remove()
 
         embeds = layer(ids).detach().requires_grad_(True)
-        return CaptumSaliency(forward).attribute(embeds, target=target, additional_forward_args=(ids, mask)).norm(dim=-1)
+        return (
+            CaptumSaliency(forward)
+            .attribute(embeds, target=target, additional_forward_args=(ids, mask))
+            .norm(dim=-1)
+        )
 
 
 class LayerIG(TokenAttribution):
@@ -140,8 +150,12 @@ class LayerIG(TokenAttribution):
 
         lig = LayerIntegratedGradients(concept_prob_fn(model, concept), _embedding_layer(model))
         attr = lig.attribute(
-            ids, baselines=self.baselines(ids, mask), target=target, additional_forward_args=(mask,),
-            n_steps=int(self.options.get("n_steps", 16)), internal_batch_size=self.options.get("internal_batch_size"),
+            ids,
+            baselines=self.baselines(ids, mask),
+            target=target,
+            additional_forward_args=(mask,),
+            n_steps=int(self.options.get("n_steps", 16)),
+            internal_batch_size=self.options.get("internal_batch_size"),
         )
         return attr.sum(-1)
 
@@ -175,8 +189,12 @@ class _Perturbation(TokenAttribution):
         feature_mask = torch.arange(ids.shape[1]).unsqueeze(0)
         with torch.no_grad():
             return method.attribute(
-                ids, baselines=self.baselines(ids, mask), target=target, additional_forward_args=(mask,),
-                feature_mask=feature_mask, perturbations_per_eval=int(self.options.get("perturbations_per_eval", 16)),
+                ids,
+                baselines=self.baselines(ids, mask),
+                target=target,
+                additional_forward_args=(mask,),
+                feature_mask=feature_mask,
+                perturbations_per_eval=int(self.options.get("perturbations_per_eval", 16)),
                 **self._kwargs(),
             )
 
@@ -214,7 +232,9 @@ class Shapley(_Perturbation):
         return {"n_samples": int(self.options.get("shapley_samples", 2))}
 
 
-_CLASSES = {c.name: c for c in (GradientXInput, Saliency, LayerIG, Gates, Ablation, Lime, KernelShap, Shapley)}
+_CLASSES = {
+    c.name: c for c in (GradientXInput, Saliency, LayerIG, Gates, Ablation, Lime, KernelShap, Shapley)
+}
 
 
 def get_method(name: str, tokens: Tokens, module=None, **options) -> TokenAttribution:

@@ -28,7 +28,9 @@ def label_layer_summary(module, eps: float = 0.0) -> dict[str, list[LabelConcept
     return out
 
 
-def concept_contributions(module, concept_logits: list[torch.Tensor], label: torch.Tensor) -> torch.Tensor | None:
+def concept_contributions(
+    module, concept_logits: list[torch.Tensor], label: torch.Tensor
+) -> torch.Tensor | None:
     """``[B, K]``: each concept's contribution to the logit of ``label`` (weight x activation per concept).
 
     With the bias, the contributions sum exactly to that logit. ``None`` for an MLP label head.
@@ -43,7 +45,9 @@ def concept_contributions(module, concept_logits: list[torch.Tensor], label: tor
 
 
 def token_strings(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[str]]:
-    return [tokenizer.convert_ids_to_tokens(ids[m.bool()].tolist()) for ids, m in zip(input_ids, attention_mask)]
+    return [
+        tokenizer.convert_ids_to_tokens(ids[m.bool()].tolist()) for ids, m in zip(input_ids, attention_mask)
+    ]
 
 
 @torch.no_grad()
@@ -54,8 +58,9 @@ def _forward(model, batch):
     return logits, extras, label_logits
 
 
-def explain_batch(module, batch: dict, tokenizer, method: str = "ours", texts: list[str] | None = None,
-                  **options) -> list[Explanation]:
+def explain_batch(
+    module, batch: dict, tokenizer, method: str = "ours", texts: list[str] | None = None, **options
+) -> list[Explanation]:
     """Explanations of every example of ``batch`` (``input_ids``, ``attention_mask``, optional ``label``/``concepts``).
 
     Args:
@@ -76,7 +81,7 @@ def explain_batch(module, batch: dict, tokenizer, method: str = "ours", texts: l
     scores = [attributor.attribute(module, batch, k) for k in range(len(logits))]
     pred = label_logits.argmax(-1)
     contrib = concept_contributions(module, logits, pred)
-    bias = model.label_head.bias[pred] if contrib is not None else None
+    bias = model.label_head.bias.detach()[pred] if contrib is not None else None
     cs = model.concepts
     toks = token_strings(tokenizer, ids, mask)
     if texts is None:
@@ -89,15 +94,30 @@ def explain_batch(module, batch: dict, tokenizer, method: str = "ours", texts: l
             p = logits[k][b].softmax(-1)
             gates = extras["gates"][k, b, real].tolist() if extras is not None else None
             true = spec.values[int(batch["concepts"][b, k])] if "concepts" in batch else None
-            concepts.append(ConceptExplanation(spec.name, list(spec.values), p.tolist(), spec.values[int(p.argmax())],
-                                               scores[k][b, real].tolist(), gates, true))
+            concepts.append(
+                ConceptExplanation(
+                    spec.name,
+                    list(spec.values),
+                    p.tolist(),
+                    spec.values[int(p.argmax())],
+                    scores[k][b, real].tolist(),
+                    gates,
+                    true,
+                )
+            )
         lp = label_logits[b].softmax(-1)
-        out.append(Explanation(
-            text=texts[b], tokens=toks[b], concepts=concepts, label_values=[str(v) for v in cs.label.values],
-            label_probs=lp.tolist(), predicted_label=str(cs.label.values[int(pred[b])]),
-            contributions=dict(zip(cs.names, contrib[b].tolist())) if contrib is not None else None,
-            label_bias=float(bias[b]) if bias is not None else None,
-            true_label=str(cs.label.values[int(batch["label"][b])]) if "label" in batch else None,
-            subnetwork=None,  # HOOK (sparsecbm/sparsity): per-concept weight-mask summary for this example
-        ))
+        out.append(
+            Explanation(
+                text=texts[b],
+                tokens=toks[b],
+                concepts=concepts,
+                label_values=[str(v) for v in cs.label.values],
+                label_probs=lp.tolist(),
+                predicted_label=str(cs.label.values[int(pred[b])]),
+                contributions=dict(zip(cs.names, contrib[b].tolist())) if contrib is not None else None,
+                label_bias=float(bias[b]) if bias is not None else None,
+                true_label=str(cs.label.values[int(batch["label"][b])]) if "label" in batch else None,
+                subnetwork=None,  # HOOK (sparsecbm/sparsity): per-concept weight-mask summary for this example
+            )
+        )
     return out

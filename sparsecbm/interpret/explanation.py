@@ -120,5 +120,8 @@ class ExplanationSet:
         for c in e.concepts:
             ranked = sorted(range(len(e.tokens)), key=lambda t: -c.token_scores[t])[:top]
             contrib = f" contribution {e.contributions[c.name]:+.2f}" if e.contributions else ""
-            lines.append(f"  {c.name}={c.predicted} ({max(c.probs):.2f}){contrib}: " + " ".join(e.tokens[t] for t in ranked))
+            lines.append(
+                f"  {c.name}={c.predicted} ({max(c.probs):.2f}){contrib}: "
+                + " ".join(e.tokens[t] for t in ranked)
+            )
         return "\n".join(lines)

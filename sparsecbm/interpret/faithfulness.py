@@ -33,7 +33,10 @@ class FaithfulnessScores:
     deletion_auc: list[float] = field(default_factory=list)
 
     def extend(self, other: FaithfulnessScores) -> None:
-        for mine, theirs in ((self.comprehensiveness, other.comprehensiveness), (self.sufficiency, other.sufficiency)):
+        for mine, theirs in (
+            (self.comprehensiveness, other.comprehensiveness),
+            (self.sufficiency, other.sufficiency),
+        ):
             for key, values in theirs.items():
                 mine.setdefault(key, []).extend(values)
         self.deletion_auc.extend(other.deletion_auc)
@@ -48,6 +51,12 @@ class FaithfulnessScores:
         out["deletion_auc"] = float(np.mean(self.deletion_auc))
         out["n"] = len(self.deletion_auc)
         return out
+
+
+def _replace(ids: torch.Tensor, positions: torch.Tensor, baseline_id: int) -> torch.Tensor:
+    out = ids.clone()
+    out[positions] = baseline_id
+    return out
 
 
 def _label(q: float) -> str:
@@ -83,23 +92,12 @@ def faithfulness(
         n = len(pos)
         order = pos[torch.argsort(scores[b, real][pos].float(), descending=True, stable=True)] if n else pos
         variants = [ids]
-
-        def removed(idx):
-            v = ids.clone()
-            v[idx] = tokens.baseline_id
-            return v
-
-        def top(q):
-            return order[: max(1, math.ceil(q * n))] if n else order
-
         for q in fractions:
-            variants.append(removed(top(q)))
-            keep_only = ids.clone()
-            rest = order[len(top(q)):]
-            keep_only[rest] = tokens.baseline_id
-            variants.append(keep_only)
+            k = max(1, math.ceil(q * n)) if n else 0
+            variants.append(_replace(ids, order[:k], tokens.baseline_id))  # top-q removed
+            variants.append(_replace(ids, order[k:], tokens.baseline_id))  # only top-q kept
         for f in steps[1:]:
-            variants.append(removed(order[: round(f * n)]))
+            variants.append(_replace(ids, order[: round(f * n)], tokens.baseline_id))
         probs = fn(torch.stack(variants), torch.ones(len(variants), len(ids), dtype=mask_all.dtype))
         y = probs[0].argmax()
         p = probs[:, y].tolist()
@@ -107,6 +105,6 @@ def faithfulness(
         for i, q in enumerate(fractions):
             out.comprehensiveness.setdefault(_label(q), []).append(full - p[1 + 2 * i])
             out.sufficiency.setdefault(_label(q), []).append(full - p[2 + 2 * i])
-        curve = [full, *p[1 + 2 * len(fractions):]]
+        curve = [full, *p[1 + 2 * len(fractions) :]]
         out.deletion_auc.append(float(np.trapezoid(curve, steps)))
     return out

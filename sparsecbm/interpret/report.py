@@ -30,15 +30,19 @@ def token_heatmap(tokens: list[str], scores: list[float], concept: str) -> str:
     for tok, s in zip(tokens, scores):
         a = min(abs(s) / peak, 1.0)
         rgb = "68,119,170" if s >= 0 else "204,102,119"
-        spans.append(f'<span class="tok" title="{s:.4f}" style="background:rgba({rgb},{a:.2f})">{_esc(tok)}</span>')
+        spans.append(
+            f'<span class="tok" title="{s:.4f}" style="background:rgba({rgb},{a:.2f})">{_esc(tok)}</span>'
+        )
     return f'<div class="heatmap" data-concept="{_esc(concept)}">{"".join(spans)}</div>'
 
 
 def _bar_row(name: str, value: float, scale: float, text: str) -> str:
     width = int(240 * min(abs(value) / (scale or 1.0), 1.0))
     cls = "bar" + (" neg" if value < 0 else "")
-    return (f'<div class="row"><span class="name">{_esc(name)}</span><span class="track">'
-            f'<span class="{cls}" style="width:{width}px"></span></span><span>{_esc(text)}</span></div>')
+    return (
+        f'<div class="row"><span class="name">{_esc(name)}</span><span class="track">'
+        f'<span class="{cls}" style="width:{width}px"></span></span><span>{_esc(text)}</span></div>'
+    )
 
 
 def subnetwork_heatmap(subnetwork: dict | None) -> str:
@@ -50,19 +54,26 @@ def subnetwork_heatmap(subnetwork: dict | None) -> str:
     head = "".join(f"<th>{_esc(layer)}</th>" for layer in layers)
     rows = []
     for concept, d in density.items():
-        cells = "".join(f'<td style="background:rgba(68,119,170,{d.get(layer, 0):.2f})">{d.get(layer, 0):.2f}</td>' for layer in layers)
+        cells = "".join(
+            f'<td style="background:rgba(68,119,170,{d.get(layer, 0):.2f})">{d.get(layer, 0):.2f}</td>'
+            for layer in layers
+        )
         rows.append(f"<tr><th>{_esc(concept)}</th>{cells}</tr>")
     return f'<table class="subnetwork"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
 
 
 def example_html(i: int, e: Explanation) -> str:
-    parts = [f'<div class="example" id="ex{i}"><h2>Example {i}: predicted {_esc(e.predicted_label)}'
-             + (f' <span class="muted">(true {_esc(e.true_label)})</span>' if e.true_label is not None else "")
-             + f"</h2><p>{_esc(e.text)}</p><h3>Tokens per concept</h3>"]
+    parts = [
+        f'<div class="example" id="ex{i}"><h2>Example {i}: predicted {_esc(e.predicted_label)}'
+        + (f' <span class="muted">(true {_esc(e.true_label)})</span>' if e.true_label is not None else "")
+        + f"</h2><p>{_esc(e.text)}</p><h3>Tokens per concept</h3>"
+    ]
     for c in e.concepts:
         true = f", true {_esc(c.true)}" if c.true is not None else ""
-        parts.append(f'<div class="row"><span class="name">{_esc(c.name)}</span>'
-                     f"<span>{_esc(c.predicted)} ({max(c.probs):.2f}{true})</span></div>")
+        parts.append(
+            f'<div class="row"><span class="name">{_esc(c.name)}</span>'
+            f"<span>{_esc(c.predicted)} ({max(c.probs):.2f}{true})</span></div>"
+        )
         parts.append(token_heatmap(e.tokens, c.token_scores, c.name))
     parts.append("<h3>Concept probabilities</h3>")
     for c in e.concepts:
@@ -87,20 +98,29 @@ def label_layer_html(es: ExplanationSet) -> str:
         return '<p class="muted">The label head is not linear: no per-label concept weights.</p>'
     rows = []
     for label, used in es.label_layer.items():
-        cells = "; ".join(f"{_esc(c.concept)} (" + ", ".join(f"{_esc(v)} {w:+.2f}" for v, w in c.weights.items()) + ")"
-                          for c in used)
+        cells = "; ".join(
+            f"{_esc(c.concept)} (" + ", ".join(f"{_esc(v)} {w:+.2f}" for v, w in c.weights.items()) + ")"
+            for c in used
+        )
         rows.append(f"<tr><th>{_esc(label)}</th><td style='text-align:left'>{cells}</td></tr>")
     return f"<table class='label-layer'><tr><th>label</th><th>concepts used (value weights)</th></tr>{''.join(rows)}</table>"
 
 
 def render_html(es: ExplanationSet, faithfulness_md: str | None = None) -> str:
     """The whole report as one HTML string (opens offline: no external resources)."""
-    head = (f"<!doctype html><html><head><meta charset='utf-8'><title>sparsecbm explanations</title>"
-            f"<style>{CSS}</style></head><body><h1>sparsecbm explanations</h1>"
-            f"<p>method: <b>{_esc(es.method)}</b>; checkpoint: {_esc(es.checkpoint)}; "
-            f"label sparsity: {_esc(es.label_sparsity)}; token gates: {_esc(es.token_gates)}</p>")
-    body = [head, "<h2>Label layer</h2>", label_layer_html(es), "<h2>Subnetwork (model)</h2>",
-            subnetwork_heatmap(es.subnetwork)]
+    head = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>sparsecbm explanations</title>"
+        f"<style>{CSS}</style></head><body><h1>sparsecbm explanations</h1>"
+        f"<p>method: <b>{_esc(es.method)}</b>; checkpoint: {_esc(es.checkpoint)}; "
+        f"label sparsity: {_esc(es.label_sparsity)}; token gates: {_esc(es.token_gates)}</p>"
+    )
+    body = [
+        head,
+        "<h2>Label layer</h2>",
+        label_layer_html(es),
+        "<h2>Subnetwork (model)</h2>",
+        subnetwork_heatmap(es.subnetwork),
+    ]
     if faithfulness_md:
         body.append(f"<h2>Faithfulness</h2><pre>{_esc(faithfulness_md)}</pre>")
     body += [example_html(i, e) for i, e in enumerate(es.explanations)]

@@ -37,7 +37,9 @@ class HardConcreteTokenGates(nn.Module):
     "p_open": [K, B, T]}``.
     """
 
-    def __init__(self, hidden: int, n_concepts: int, budget: float = 0.2, penalty: float = 1.0, init_open: float = 1.0):
+    def __init__(
+        self, hidden: int, n_concepts: int, budget: float = 0.2, penalty: float = 1.0, init_open: float = 1.0
+    ):
         super().__init__()
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"token budget must be in (0, 1]; got {budget}")
@@ -78,13 +80,17 @@ class HardConcreteTokenGates(nn.Module):
             features = torch.einsum("kbt,kbth->kbh", weights, states)
         return features, {"gates": z, "log_alpha": log_alpha, "p_open": self.p_open(log_alpha) * mask}
 
-    def expected_fraction(self, extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
+    def expected_fraction(
+        self, extras: dict[str, torch.Tensor], attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Expected fraction of real tokens kept, ``[K, B]``."""
         return extras["p_open"].sum(-1) / attention_mask.sum(-1).clamp_min(1).to(extras["p_open"].dtype)
 
     def penalty(self, extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
         """Budget penalty added to the training loss: ``penalty * mean |expected fraction - budget|``."""
-        return self.penalty_weight * (self.expected_fraction(extras, attention_mask) - self.budget).abs().mean()
+        return (
+            self.penalty_weight * (self.expected_fraction(extras, attention_mask) - self.budget).abs().mean()
+        )
 
     @staticmethod
     def kept_fraction(extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
@@ -100,7 +106,10 @@ def build_token_pooler(cbm: dict, hidden: int, n_concepts: int) -> nn.Module | N
         return None
     if kind == "gates":
         return HardConcreteTokenGates(
-            hidden, n_concepts, budget=float(cbm.get("token_budget", 0.2)),
-            penalty=float(cbm.get("token_penalty", 1.0)), init_open=float(cbm.get("token_init_open", 1.0)),
+            hidden,
+            n_concepts,
+            budget=float(cbm.get("token_budget", 0.2)),
+            penalty=float(cbm.get("token_penalty", 1.0)),
+            init_open=float(cbm.get("token_init_open", 1.0)),
         )
     raise ValueError(f"cbm.tokens='{kind}' is not valid; expected one of {TOKEN_POOLERS}")
