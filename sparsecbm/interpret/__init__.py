@@ -1,0 +1,1 @@
+"""Explanations: per-concept token attributions, faithfulness metrics, explanation results and reports."""
