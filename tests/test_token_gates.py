@@ -78,3 +78,19 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     out = module(batch["input_ids"], batch["attention_mask"])
     assert module.model.last_pooler_extras["gates"].shape[:2] == (4, batch["input_ids"].shape[0])
     assert out.label_logits.shape == (batch["input_ids"].shape[0], 5)
+
+
+def test_init_from_a_dense_checkpoint_adds_fresh_gates(cfg_factory, tmp_path):
+    from sparsecbm.train import build, train
+
+    train(cfg_factory(["experiment=smoke", *TINY_BERT], out=tmp_path / "dense"))
+    dense = torch.load(tmp_path / "dense/checkpoints/last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
+    init = f"init_from={tmp_path / 'dense/checkpoints/last.ckpt'}"
+    _, module, _ = build(
+        cfg_factory(["experiment=smoke", "cbm.tokens=gates", init, *TINY_BERT], out=tmp_path / "g")
+    )
+    state = module.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in dense.items())
+    assert "model.token_pooler.weight" in state and "model.token_pooler.weight" not in dense
