@@ -94,3 +94,19 @@ def test_init_from_a_dense_checkpoint_adds_fresh_gates(cfg_factory, tmp_path):
     state = module.state_dict()
     assert all(torch.equal(state[k], v) for k, v in dense.items())
     assert "model.token_pooler.weight" in state and "model.token_pooler.weight" not in dense
+
+
+def test_gates_in_sequential_mode_and_not_in_standard(cfg_factory, tmp_path):
+    import pytest
+
+    from sparsecbm.train import train
+
+    extra = ["cbm=sequential", "trainer.max_epochs=2", "cbm.label_epochs=1", "cbm.tokens=gates", *TINY_BERT]
+    results, objs = train(cfg_factory(["experiment=smoke", *extra]))
+    assert not objs["module"].model.token_pooler.weight.requires_grad  # frozen with X->C in the label phase
+    with pytest.raises(ValueError, match="standard"):
+        train(
+            cfg_factory(
+                ["experiment=smoke", "cbm=standard", "cbm.tokens=gates", *TINY_BERT], out=tmp_path / "s"
+            )
+        )

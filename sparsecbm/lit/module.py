@@ -106,7 +106,8 @@ class CBMLitModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.in_label_phase():
             # X->C is frozen: no gradients, no dropout, so C->Y sees the concepts used at test time
-            for module in (self.model.backbone, self.model.concept_heads):
+            frozen = (self.model.backbone, self.model.concept_heads, self.model.token_pooler)
+            for module in (m for m in frozen if m is not None):
                 module.eval()
                 module.requires_grad_(False)
 
@@ -127,6 +128,8 @@ class CBMLitModule(L.LightningModule):
         if self.mode == "sequential" and self.in_label_phase():
             m.backbone.eval()  # Lightning puts modules back in train mode after validation
             m.concept_heads.eval()
+            if m.token_pooler is not None:
+                m.token_pooler.eval()
             with torch.no_grad():
                 logits = m.concept_logits(batch["input_ids"], batch["attention_mask"])
             label_logits, _ = m.label_from_concepts([lg.detach() for lg in logits])

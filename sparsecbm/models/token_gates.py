@@ -105,6 +105,8 @@ def build_token_pooler(cbm: dict, hidden: int, n_concepts: int) -> nn.Module | N
     if kind == "none":
         return None
     if kind == "gates":
+        if cbm.get("mode") == "standard":
+            raise ValueError("cbm.tokens=gates needs concepts; cbm.mode=standard has none")
         return HardConcreteTokenGates(
             hidden,
             n_concepts,
