@@ -147,7 +147,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         meta={"attribution": options},
     )
     kept = []
-    for batch, texts in batches:
+    for batch, texts in batches if cfg.get("explanations", True) else []:
         es.explanations += explain_batch(module, batch, tokenizer, cfg.method, texts, **options)
         if module.model.token_pooler is not None:
             kept.append(
