@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -61,6 +62,10 @@ def build(cfg: DictConfig):
         backbone = instantiate(cfg.sparsity)(backbone=backbone, n_concepts=len(datamodule.concept_set))
     module = instantiate(cfg.model)(backbone=backbone, concepts=datamodule.concept_set)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("init_from"):  # start from a trained model's weights; new modules (e.g. token gates) stay fresh
+        state = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["state_dict"]
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        log.info("init_from %s: new parameters %s, ignored %s", cfg.init_from, missing, unexpected)
     # a group entry set to null (callbacks.progress_bar=null) is switched off
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if sparse:

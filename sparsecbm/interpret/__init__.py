@@ -1,1 +1,2 @@
-"""Interpretation tools: concept interventions (policies x strategies)."""
+"""Interpretation tools: concept interventions (policies x strategies), per-concept token attributions,
+faithfulness metrics, explanation results and reports."""

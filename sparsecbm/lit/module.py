@@ -14,6 +14,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.lit.metrics import CBMMetrics
 from sparsecbm.models.cbm import ConceptBottleneckModel, one_hot_concepts
+from sparsecbm.models.label_sparsity import label_l1_penalty, make_sparse_label_head
+from sparsecbm.models.token_gates import build_token_pooler
 
 CHECKPOINT_KEY = "sparsecbm"
 
@@ -70,7 +72,11 @@ class CBMLitModule(L.LightningModule):
             label_head=self.cbm_cfg.get("label_head", "linear"),
             mlp_hidden=int(self.cbm_cfg.get("mlp_hidden", 64)),
             dropout=float(self.cbm_cfg.get("dropout", 0.1)),
+            token_pooler=build_token_pooler(self.cbm_cfg, backbone.hidden_size, len(concepts.names)),
         )
+        # interpretability: sparse concept->label layer (cbm.label_sparsity = none | l1 | topk)
+        if self.model.has_concepts:
+            self.model.label_head = make_sparse_label_head(self.model.label_head, self.cbm_cfg, concepts.cardinalities)
         self.mode = self.model.mode
         self.concept_weight = float(self.cbm_cfg.get("concept_loss_weight", 1.0))
         self.label_epochs = int(self.cbm_cfg.get("label_epochs", 0))
@@ -101,7 +107,8 @@ class CBMLitModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.in_label_phase():
             # X->C is frozen: no gradients, no dropout, so C->Y sees the concepts used at test time
-            for module in (self.model.backbone, self.model.concept_heads):
+            frozen = (self.model.backbone, self.model.concept_heads, self.model.token_pooler)
+            for module in (m for m in frozen if m is not None):
                 module.eval()
                 module.requires_grad_(False)
 
@@ -127,6 +134,8 @@ class CBMLitModule(L.LightningModule):
         if self.mode == "sequential" and self.in_label_phase():
             m.backbone.eval()  # Lightning puts modules back in train mode after validation
             m.concept_heads.eval()
+            if m.token_pooler is not None:
+                m.token_pooler.eval()
             with torch.no_grad():
                 logits = m.concept_logits(batch["input_ids"], batch["attention_mask"])
             label_logits = self.label_logits_for_training([lg.detach() for lg in logits], batch["concepts"])
@@ -157,8 +166,19 @@ class CBMLitModule(L.LightningModule):
         targets = ground_truth_targets(concepts, self.concept_set.cardinalities)
         return self.model.label_from_inputs(edited_inputs(concept_logits, self.model.activation, targets, mask))
 
+    def sparsity_penalties(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Token-gate budget and label-layer L1 penalties (empty when both are off)."""
+        out, m = {}, self.model
+        if m.token_pooler is not None and m.last_pooler_extras is not None and torch.is_grad_enabled():
+            out["token_budget"] = m.token_pooler.penalty(m.last_pooler_extras, batch["attention_mask"])
+        if m.has_concepts and (l1 := label_l1_penalty(m.label_head, self.cbm_cfg)) is not None:
+            out["label_l1"] = l1
+        return out
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts, out = self.training_losses(batch)
+        for name, penalty in self.sparsity_penalties(batch).items():
+            loss, parts[name] = loss + penalty, penalty
         label_logits, concept_logits = out if isinstance(out, tuple) else (out.label_logits, out.concept_logits)
         self.metrics["train_metrics"].update(label_logits.detach(), batch["label"],
                                      [c.detach() for c in concept_logits], batch.get("concepts"))

@@ -166,4 +166,6 @@ class ConceptBottleneckModel(nn.Module):
         """Parameters by role: ``backbone``, ``concept`` heads and ``label`` head."""
         groups = {"backbone": list(self.backbone.parameters()), "label": list(self.label_head.parameters())}
         groups["concept"] = list(self.concept_heads.parameters()) if self.has_concepts else []
+        if self.token_pooler is not None:  # token gates train with the concept heads
+            groups["concept"] += list(self.token_pooler.parameters())
         return groups

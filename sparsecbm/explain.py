@@ -1,0 +1,215 @@
+"""Explain a checkpoint's predictions: ``python -m sparsecbm.explain ckpt_path=... text="..."``.
+
+Or on a data split: ``python -m sparsecbm.explain ckpt_path=... split=test n=50 [data=cebab data_root=DIR]``.
+Writes ``explanations.json``, ``report.html`` and PNGs into the run folder; with
+``faithfulness=true`` also ``faithfulness.json`` and ``faithfulness.md`` comparing ``methods``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sparsecbm.checkpoint import load_checkpoint
+from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.interpret.attribution import Tokens, get_method, resolve_name
+from sparsecbm.interpret.explainer import explain_batch, label_layer_summary
+from sparsecbm.interpret.explanation import ExplanationSet
+from sparsecbm.interpret.faithfulness import FaithfulnessScores, faithfulness
+from sparsecbm.interpret.report import write_pngs, write_report
+from sparsecbm.results import write_json
+
+log = logging.getLogger(__name__)
+
+
+def _text_batches(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[str]]]]:
+    from sparsecbm.models.backbone import load_tokenizer
+
+    tokenizer = load_tokenizer(module.model.backbone.tokenizer_name)
+    texts = [cfg.text] if isinstance(cfg.text, str) else list(cfg.text)
+    max_length = int(((module.run_config or {}).get("data") or {}).get("max_length", 128))
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    return tokenizer, [({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, texts)]
+
+
+def _data_batches(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[str]]]]:
+    from sparsecbm.evaluate import datamodule_for
+
+    data_cfg = None
+    if cfg.get("data") is not None:
+        with open_dict(cfg):  # data configs read the tokenizer from the backbone group
+            cfg.backbone = {"tokenizer": module.model.backbone.tokenizer_name}
+        data_cfg = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+    dm = datamodule_for(module, data_cfg, cfg.get("data_root"), cfg.paths.cache_dir + "/tokenized")
+    raw, out, seen = dm.raw[cfg.split], [], 0
+    for batch in dm.loader(cfg.split, batch_size=int(cfg.batch_size)):
+        take = min(len(batch["label"]), int(cfg.n) - seen)
+        batch = {k: v[:take] for k, v in batch.items()}
+        width = int(batch["attention_mask"].sum(-1).max())  # right padding: drop all-pad columns
+        batch = {k: (v[:, :width] if k in ("input_ids", "attention_mask") else v) for k, v in batch.items()}
+        out.append((batch, [raw.texts[int(i)] for i in batch["index"]]))
+        seen += take
+        if seen >= int(cfg.n):
+            break
+    return dm.tokenizer, out
+
+
+def batches_for(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[str]]]]:
+    """(tokenizer, [(batch, texts)]) for ``text=...`` or ``split=... n=...``."""
+    return _text_batches(cfg, module) if cfg.get("text") else _data_batches(cfg, module)
+
+
+def compare_faithfulness(
+    module,
+    batches,
+    tokenizer,
+    methods: list[str],
+    options: dict,
+    fractions,
+    steps: int,
+    concepts: str = "all",
+    on_method=None,
+) -> dict[str, dict[str, float]]:
+    """Faithfulness summary and attribution seconds per (example, concept) pair of every method.
+
+    ``concepts=all`` scores every concept of every example; ``round_robin`` scores example ``i`` on
+    concept ``i mod K`` only (K times cheaper, every concept equally often).
+    """
+    if concepts not in ("all", "round_robin"):
+        raise ValueError(f"concepts='{concepts}' is not valid; expected all | round_robin")
+    tokens = Tokens.from_tokenizer(tokenizer)
+    n_concepts = len(module.concept_set.names)
+    jobs, seen = [], 0  # (sub-batch, concept)
+    for batch, _ in batches:
+        size = len(batch["input_ids"])
+        for k in range(n_concepts):
+            rows = (
+                torch.arange(size)
+                if concepts == "all"
+                else torch.nonzero((torch.arange(size) + seen) % n_concepts == k).flatten()
+            )
+            if len(rows):
+                jobs.append(({key: v[rows] for key, v in batch.items()}, k))
+        seen += size
+    table = {}
+    for name in methods:
+        method, scores, seconds = get_method(name, tokens, module, **options), FaithfulnessScores(), 0.0
+        for batch, k in jobs:
+            start = time.perf_counter()
+            s = method.attribute(module, batch, k)
+            seconds += time.perf_counter() - start
+            scores.extend(faithfulness(module, batch, k, s, tokens, tuple(fractions), steps))
+        key = f"ours ({method.name})" if name == "ours" else name
+        summary = scores.summary()
+        table[key] = {**summary, "seconds_per_pair": seconds / max(summary["n"], 1), "examples": seen}
+        log.info("faithfulness %s: %s", key, table[key])
+        if on_method is not None:
+            on_method(table)
+    return table
+
+
+def markdown_table(table: dict[str, dict[str, float]], fractions) -> str:
+    keys = [f"comp@{round(q * 100):g}%" for q in fractions] + [f"suff@{round(q * 100):g}%" for q in fractions]
+    head = "| method | " + " | ".join(keys) + " | deletion AUC | s / (example, concept) |"
+    lines = [head, "|" + "---|" * (len(keys) + 3)]
+    for name, row in table.items():
+        cells = " | ".join(f"{row[k]:.3f}" for k in keys)
+        lines.append(f"| {name} | {cells} | {row['deletion_auc']:.3f} | {row['seconds_per_pair']:.3f} |")
+    lines.append("")
+    lines.append(
+        "comprehensiveness: higher is better; sufficiency and deletion AUC: lower is better. "
+        f"{next(iter(table.values()))['n']} (example, concept) pairs per method."
+    )
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Explain (and optionally compare attribution methods); write the artefacts. Returns their paths and tables."""
+    torch.manual_seed(int(cfg.seed))
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = load_checkpoint(cfg.ckpt_path)
+    tokenizer, batches = batches_for(cfg, module)
+    options = OmegaConf.to_container(cfg.attribution, resolve=True)
+    es = ExplanationSet(
+        [],
+        method=resolve_name(cfg.method, module),
+        checkpoint=str(cfg.ckpt_path),
+        label_layer=label_layer_summary(module),
+        label_sparsity=module.cbm_cfg.get("label_sparsity", "none"),
+        subnetwork=None,  # HOOK (sparsecbm/sparsity): model-level weight-mask summary
+        meta={"attribution": options},
+    )
+    kept = []
+    for batch, texts in batches if cfg.get("explanations", True) else []:
+        es.explanations += explain_batch(module, batch, tokenizer, cfg.method, texts, **options)
+        if module.model.token_pooler is not None:
+            kept.append(
+                module.model.token_pooler.kept_fraction(
+                    module.model.last_pooler_extras, batch["attention_mask"]
+                )
+            )
+    if kept:
+        es.token_gates = {
+            "budget": module.model.token_pooler.budget,
+            "kept_fraction": float(torch.cat(kept, 1).mean()),
+        }
+    result: dict[str, Any] = {"explanations": str(es.save(out_dir / "explanations.json"))}
+    md = None
+    if cfg.faithfulness:
+
+        def save(table):  # after every method, so a long comparison leaves partial results
+            write_json(
+                out_dir / "faithfulness.json",
+                {
+                    "table": table,
+                    "checkpoint": str(cfg.ckpt_path),
+                    "attribution": options,
+                    "concepts": cfg.concepts,
+                    "fractions": list(cfg.fractions),
+                    "deletion_steps": int(cfg.deletion_steps),
+                },
+            )
+            (out_dir / "faithfulness.md").write_text(markdown_table(table, cfg.fractions) + "\n")
+
+        table = compare_faithfulness(
+            module,
+            batches,
+            tokenizer,
+            list(cfg.methods),
+            options,
+            cfg.fractions,
+            int(cfg.deletion_steps),
+            cfg.concepts,
+            save,
+        )
+        md = markdown_table(table, cfg.fractions)
+        result["faithfulness"] = table
+    if cfg.report:
+        result["report"] = str(write_report(es, out_dir / "report.html", md))
+        result["pngs"] = [str(p) for p in write_pngs(es, out_dir, int(cfg.pngs))]
+    log.info("explanations written to %s", out_dir)
+    return result
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    result = run(cfg)
+    print(
+        f"explanations: {result['explanations']}"
+        + (f"\nreport: {result['report']}" if "report" in result else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Build :class:`~sparsecbm.interpret.explanation.Explanation` objects from a model and a batch."""
+
+from __future__ import annotations
+
+import torch
+
+from sparsecbm.interpret.attribution import Tokens, _model, get_method
+from sparsecbm.interpret.explanation import ConceptExplanation, Explanation, LabelConcept
+from sparsecbm.models.cbm import concept_activations
+from sparsecbm.models.label_sparsity import concept_blocks, label_weight
+
+
+def label_layer_summary(module, eps: float = 0.0) -> dict[str, list[LabelConcept]] | None:
+    """Per label, the concepts it reads (weight-block norm > ``eps``), largest first; ``None`` for an MLP head."""
+    model = _model(module)
+    w = label_weight(model.label_head) if model.has_concepts else None
+    if w is None:
+        return None
+    cs = model.concepts
+    out = {}
+    for row, label in enumerate(cs.label.values):
+        used = []
+        for spec, block in zip(cs.concepts, concept_blocks(cs.cardinalities)):
+            ws = w[row, block].detach()
+            if float(ws.norm()) > eps:
+                used.append(LabelConcept(spec.name, dict(zip(spec.values, map(float, ws))), float(ws.norm())))
+        out[str(label)] = sorted(used, key=lambda c: -c.norm)
+    return out
+
+
+def concept_contributions(
+    module, concept_logits: list[torch.Tensor], label: torch.Tensor
+) -> torch.Tensor | None:
+    """``[B, K]``: each concept's contribution to the logit of ``label`` (weight x activation per concept).
+
+    With the bias, the contributions sum exactly to that logit. ``None`` for an MLP label head.
+    """
+    model = _model(module)
+    w = label_weight(model.label_head)
+    if w is None:
+        return None
+    acts = concept_activations(concept_logits, model.activation)  # [B, sum(card)]
+    per_col = acts * w[label]  # [B, sum(card)]
+    return torch.stack([per_col[:, s].sum(-1) for s in concept_blocks(model.concepts.cardinalities)], dim=-1)
+
+
+def token_strings(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[str]]:
+    return [
+        tokenizer.convert_ids_to_tokens(ids[m.bool()].tolist()) for ids, m in zip(input_ids, attention_mask)
+    ]
+
+
+@torch.no_grad()
+def _forward(model, batch):
+    logits = model.concept_logits(batch["input_ids"], batch["attention_mask"])
+    extras = model.last_pooler_extras if model.token_pooler is not None else None
+    label_logits, _ = model.label_from_concepts(logits)
+    return logits, extras, label_logits
+
+
+def explain_batch(
+    module, batch: dict, tokenizer, method: str = "ours", texts: list[str] | None = None, **options
+) -> list[Explanation]:
+    """Explanations of every example of ``batch`` (``input_ids``, ``attention_mask``, optional ``label``/``concepts``).
+
+    Args:
+        module: A :class:`~sparsecbm.lit.CBMLitModule` (or its model) with concepts.
+        batch: A collated batch.
+        tokenizer: The checkpoint's tokenizer.
+        method: Token attribution method (see :mod:`sparsecbm.interpret.attribution`).
+        texts: The raw texts (decoded from the ids when ``None``).
+        **options: Method options (``n_steps``, ``n_samples``, ...).
+    """
+    model = _model(module).eval()
+    if not model.has_concepts:
+        raise ValueError("explanations need a concept-bottleneck model (cbm.mode=standard has no concepts)")
+    tokens = Tokens.from_tokenizer(tokenizer)
+    attributor = get_method(method, tokens, module, **options)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits, extras, label_logits = _forward(model, batch)
+    scores = [attributor.attribute(module, batch, k) for k in range(len(logits))]
+    pred = label_logits.argmax(-1)
+    contrib = concept_contributions(module, logits, pred)
+    bias = model.label_head.bias.detach()[pred] if contrib is not None else None
+    cs = model.concepts
+    toks = token_strings(tokenizer, ids, mask)
+    if texts is None:
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    out = []
+    for b in range(ids.shape[0]):
+        real = mask[b].bool()
+        concepts = []
+        for k, spec in enumerate(cs.concepts):
+            p = logits[k][b].softmax(-1)
+            gates = extras["gates"][k, b, real].tolist() if extras is not None else None
+            true = spec.values[int(batch["concepts"][b, k])] if "concepts" in batch else None
+            concepts.append(
+                ConceptExplanation(
+                    spec.name,
+                    list(spec.values),
+                    p.tolist(),
+                    spec.values[int(p.argmax())],
+                    scores[k][b, real].tolist(),
+                    gates,
+                    true,
+                )
+            )
+        lp = label_logits[b].softmax(-1)
+        out.append(
+            Explanation(
+                text=texts[b],
+                tokens=toks[b],
+                concepts=concepts,
+                label_values=[str(v) for v in cs.label.values],
+                label_probs=lp.tolist(),
+                predicted_label=str(cs.label.values[int(pred[b])]),
+                contributions=dict(zip(cs.names, contrib[b].tolist())) if contrib is not None else None,
+                label_bias=float(bias[b]) if bias is not None else None,
+                true_label=str(cs.label.values[int(batch["label"][b])]) if "label" in batch else None,
+                subnetwork=None,  # HOOK (sparsecbm/sparsity): per-concept weight-mask summary for this example
+            )
+        )
+    return out
