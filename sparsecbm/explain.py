@@ -24,6 +24,7 @@ from sparsecbm.interpret.explanation import ExplanationSet
 from sparsecbm.interpret.faithfulness import FaithfulnessScores, faithfulness
 from sparsecbm.interpret.report import write_pngs, write_report
 from sparsecbm.results import write_json
+from sparsecbm.sparsity.attribution import subnetwork_summary
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoint=str(cfg.ckpt_path),
         label_layer=label_layer_summary(module),
         label_sparsity=module.cbm_cfg.get("label_sparsity", "none"),
-        subnetwork=None,  # HOOK (sparsecbm/sparsity): model-level weight-mask summary
+        subnetwork=subnetwork_summary(module.model),
         meta={"attribution": options},
     )
     kept = []

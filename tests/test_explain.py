@@ -110,3 +110,21 @@ def test_report_renders_in_headless_chromium(gated_ckpt, tmp_path):
     tokens = re.findall(r'<span class="tok"[^>]*>([^<]*)</span>', dom)
     assert {"pasta", "superb", "quiet"} <= set(tokens)
     assert "Label layer" in dom and "subnetwork" in dom
+
+
+def test_explain_sparse_model_has_subnetwork_level(tmp_path):
+    """With per-concept subnetworks, every explanation carries the subnetwork level (density + units)."""
+    from sparsecbm.explain import run
+    from sparsecbm.train import train
+
+    train(compose_cfg(tmp_path / "t", ["experiment=smoke", "trainer.max_epochs=2", "sparsity=head", *TINY_BERT]))
+    cfg = compose_cfg(tmp_path / "e", [f"ckpt_path={tmp_path / 't/checkpoints/best.ckpt'}", "n=2", "batch_size=2",
+                                       "pngs=0"], "explain")
+    run(cfg)
+    es = ExplanationSet.load(tmp_path / "e" / "explanations.json")
+    assert es.subnetwork["granularity"] == "head" and set(es.subnetwork["density"]) == {
+        "food", "ambiance", "service", "noise"}
+    e = es[0]
+    units = e.subnetwork["units"]["food"]["blocks"]["0"]
+    assert units["heads_kept"] == 2 and all(0 <= h < 4 for h, _ in units["heads"])  # 50% of 4 heads
+    assert 'class="subnetwork"' in (tmp_path / "e" / "report.html").read_text()

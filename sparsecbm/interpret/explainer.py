@@ -84,6 +84,9 @@ def explain_batch(
     bias = model.label_head.bias.detach()[pred] if contrib is not None else None
     cs = model.concepts
     toks = token_strings(tokenizer, ids, mask)
+    from sparsecbm.sparsity.attribution import example_subnetworks, subnetwork_summary
+
+    summary = subnetwork_summary(model)
     if texts is None:
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     out = []
@@ -117,7 +120,7 @@ def explain_batch(
                 contributions=dict(zip(cs.names, contrib[b].tolist())) if contrib is not None else None,
                 label_bias=float(bias[b]) if bias is not None else None,
                 true_label=str(cs.label.values[int(batch["label"][b])]) if "label" in batch else None,
-                subnetwork=None,  # HOOK (sparsecbm/sparsity): per-concept weight-mask summary for this example
+                subnetwork=example_subnetworks(model, ids[b : b + 1], mask[b : b + 1], summary),
             )
         )
     return out

@@ -92,3 +92,28 @@ def subnetwork_attribution(model, concept: int, input_ids: torch.Tensor, attenti
         entry[f"{kind}_kept"] = kept
         entry[f"{kind}_total"] = int(scores.numel())
     return {"concept": model.concepts.names[concept], "value": value, "blocks": blocks}
+
+
+def subnetwork_summary(model) -> dict[str, Any] | None:
+    """Model level: granularity, scorer, sparsity and ``density`` (concept -> block -> kept fraction)."""
+    from sparsecbm.sparsity.report import subnetwork_stats
+
+    sb = model.backbone
+    if not isinstance(sb, SubnetworkBackbone):
+        return None
+    stats = subnetwork_stats(sb, model.concepts.names)
+    density = {c: {b: round(1 - v, 4) for b, v in s["per_layer"].items()} for c, s in stats["concepts"].items()}
+    return {"granularity": stats["granularity"], "scorer": stats["scorer"], "target_sparsity": stats["target_sparsity"],
+            "density": density, "jaccard": stats["jaccard"]}
+
+
+def example_subnetworks(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, summary: dict | None,
+                        top: int = 5) -> dict[str, Any] | None:
+    """Example level: the model's ``density`` plus, per concept, the heads/neurons that mattered most here."""
+    if summary is None:
+        return None
+    real = attention_mask[0].bool()
+    ids, mask = input_ids[:, real], attention_mask[:, real]
+    units = {model.concepts.names[k]: subnetwork_attribution(model, k, ids, mask, top)
+             for k in range(len(model.concepts))}
+    return {"density": summary["density"], "units": units}
