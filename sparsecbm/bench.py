@@ -130,6 +130,38 @@ def time_inference(model, examples: list[dict], batch_size: int, reps: int) -> f
     return statistics.median(times)
 
 
+def time_interventions(model, examples: list[dict], n: int = 5, portion: float = 0.05) -> dict[str, float]:
+    """Seconds per intervened concept: concept level (edit one concept, recompute the label) and, for
+    models with subnetworks, mask level (backprop to the mask, prune-and-grow, re-predict; restored)."""
+    from sparsecbm.data.datamodule import Collator
+    from sparsecbm.models.cbm import concept_activations, one_hot_concepts
+
+    model.eval()
+    concept_s, mask_s = [], []
+    editor = None
+    if hasattr(model.backbone, "masked_layers") and not model.backbone.shared:
+        from sparsecbm.sparsity.intervention import MaskEditor
+
+        editor = MaskEditor(model, portion)
+    for i in range(n):
+        b = Collator(0)([examples[i % len(examples)]])
+        with torch.no_grad():
+            logits = model(b["input_ids"], b["attention_mask"]).concept_logits
+            t0 = time.perf_counter()
+            inputs = concept_activations(logits, "probs")
+            truth = one_hot_concepts(b["concepts"], model.concepts.cardinalities)
+            inputs[:, : model.concepts.cardinalities[0]] = truth[:, : model.concepts.cardinalities[0]]
+            model.label_from_inputs(inputs).softmax(-1)
+            concept_s.append(time.perf_counter() - t0)
+        if editor is not None:
+            edit = editor.intervene(0, b["input_ids"], b["attention_mask"], int(b["concepts"][0, 0]), restore=True)
+            mask_s.append(edit.seconds)
+    out = {"concept_level_s": statistics.median(concept_s)}
+    if mask_s:
+        out["mask_level_s"] = statistics.median(mask_s)
+    return out
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -154,16 +186,20 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {t['examples_per_s']:.2f} [{t['iqr'][0]:.2f}, {t['iqr'][1]:.2f}] | {r['ratio_to_dense']:.3f} | "
             f"{t['peak_rss_bytes'] / 2**30:.2f} | {fmt(inf.get('batch_1_s'))} | {fmt(inf.get('batch_32_s'))} | "
-            f"{r['mask_bytes'] / 2**20:.1f} |")
+            f"{r['mask_bytes'] / 2**20:.2f} |")
     for title, key in (("Scaling with K", "k_scaling"), ("Scaling with sequence length", "length_scaling")):
         rows = result.get(key) or {}
         if rows:
             lines += ["", f"{title}:", "", "| setting | dense ex/s | sparse ex/s | ratio |", "|---|---|---|---|"]
             for setting, r in rows.items():
                 lines.append(f"| {setting} | {r['dense']:.2f} | {r['sparse']:.2f} | {r['sparse'] / r['dense']:.3f} |")
-    if result.get("intervention"):
-        lines += ["", "Intervention latency:", ""]
-        lines += [f"- {k}: {1000 * v:.1f} ms" for k, v in result["intervention"].items()]
+    rows = [(n, r["intervention"]) for n, r in result["configs"].items() if r.get("intervention")]
+    if rows:
+        lines += ["", "Intervention latency per intervened concept (one example):", "",
+                  "| config | concept level (ms) | mask level (ms) |", "|---|---|---|"]
+        for n, iv in rows:
+            mask = f"{1000 * iv['mask_level_s']:.1f}" if "mask_level_s" in iv else "-"
+            lines.append(f"| {n} | {1000 * iv['concept_level_s']:.2f} | {mask} |")
     return "\n".join(lines) + "\n"
 
 
@@ -199,6 +235,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if spec.get("inference", True):
             entry["inference"] = {f"batch_{bs}_s": time_inference(model, examples, bs, cfg.inference_reps)
                                   for bs in cfg.inference_batches}
+        if spec.get("inference", True) and spec.get("mode", "joint") != "standard":
+            entry["intervention"] = time_interventions(model, examples)
         if dense_rate is None:
             dense_rate = train_stats["examples_per_s"]
         entry["ratio_to_dense"] = train_stats["examples_per_s"] / dense_rate

@@ -27,6 +27,10 @@ def test_bench_quick(cfg_factory, tmp_path):
     assert masked["mask_bytes"] == 4 * 2 * (3 * 32 * 32 + 32 * 32 + 2 * 32 * 64) + 4  # K x masked weights, bool
     assert saved["configs"]["dense_joint_cbm"]["mask_bytes"] == 0
     assert "inference" not in saved["configs"]["reference_style"]
+    iv = saved["configs"]["sparse_default"]["intervention"]
+    assert iv["concept_level_s"] > 0 and iv["mask_level_s"] > 0
+    assert "mask_level_s" not in saved["configs"]["dense_joint_cbm"]["intervention"]
+    assert "intervention" not in saved["configs"]["dense_standard"]
     assert set(saved["k_scaling"]) == {"K=1", "K=10"} and set(saved["length_scaling"]) == {"T=16"}
     assert saved["machine"]["torch"] and result["configs"].keys() == saved["configs"].keys()
     assert (tmp_path / "docs/bench.md").read_text().startswith("Machine:")
