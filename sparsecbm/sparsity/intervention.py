@@ -88,9 +88,17 @@ class MaskEditor:
         """Undo every kept (online) edit: back to the masks the model was loaded with."""
         self.load(self._original)
 
+    def _unit_size(self, name: str) -> int:
+        """Weights per mask entry (1 for unstructured; rows x inputs of a unit otherwise, for sparsity)."""
+        if self.sb.granularity == "unstructured":
+            return 1
+        group = self.sb.unit_groups()[name]
+        return group.unit_size
+
     # ------------------------------------------------------------ gradients
-    def mask_gradients(self, concept: int, input_ids, attention_mask, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``dL/dm`` of concept ``concept``'s cross-entropy to ``target`` for its mask, per masked target."""
+    def mask_gradients(self, concept: int, input_ids, attention_mask, target: torch.Tensor):
+        """``dL/dm`` of concept ``concept``'s cross-entropy to ``target`` for its mask, per masked target,
+        and the concept's logits from that pass."""
         sb = self.sb
         layers = sb.masked_layers()
         sb.state.mask_grad = True
@@ -100,19 +108,20 @@ class MaskEditor:
                 loss = F.cross_entropy(logits, target)
                 vars_ = {n: lyr.mask_var for n, lyr in layers.items() if lyr.mask_var is not None}
                 grads = torch.autograd.grad(loss, list(vars_.values()), allow_unused=True)
+                logits = logits.detach()
         finally:
             sb.state.mask_grad = False
             for lyr in layers.values():
                 lyr.mask_var = None
         by_layer = {n: (g if g is not None else torch.zeros_like(v)) for (n, v), g in zip(vars_.items(), grads)}
         if sb.granularity == "unstructured":
-            return by_layer
+            return by_layer, logits
         out = {}
         for gname, group in sb.unit_groups().items():
             prefix = gname.rsplit(".", 1)[0] + "."
             rows = sum(g for n, g in by_layer.items() if n.startswith(prefix) and layers[n].group is group)
             out[gname] = rows.view(group.n_units, group.unit_size).sum(1)
-        return out
+        return out, logits
 
     # ----------------------------------------------------------------- edit
     @torch.no_grad()
@@ -126,10 +135,9 @@ class MaskEditor:
         was_training = self.model.training
         self.model.eval()
         t0 = time.perf_counter()
-        before = self.concept_probs(concept, input_ids, attention_mask)[0]
         saved = self.snapshot(concept)
-        sparsity_before = self.sb.sparsity()[concept]
-        grads = self.mask_gradients(concept, input_ids, attention_mask, torch.tensor([target]))
+        grads, logits = self.mask_gradients(concept, input_ids, attention_mask, torch.tensor([target]))
+        before = logits[0].softmax(-1)
         per_layer, new_masks = {}, dict(saved)
         with torch.no_grad():
             for name in self._targets():
@@ -150,10 +158,13 @@ class MaskEditor:
                 per_layer[name] = n
             self.load(new_masks, concept)
         after = self.concept_probs(concept, input_ids, attention_mask)[0]
+        kept = lambda masks: sum(int(m.sum()) * self._unit_size(n) for n, m in masks.items())  # noqa: E731
+        total = sum(m.numel() * self._unit_size(n) for n, m in saved.items())
+        sparsity_before, sparsity_after = 1 - kept(saved) / total, 1 - kept(new_masks) / total
         edit = MaskEdit(
             concept=self.model.concepts.names[concept], target=int(target), before_probs=before.tolist(),
             after_probs=after.tolist(), swapped=sum(per_layer.values()), sparsity_before=sparsity_before,
-            sparsity_after=self.sb.sparsity()[concept], seconds=time.perf_counter() - t0,
+            sparsity_after=sparsity_after, seconds=time.perf_counter() - t0,
             rectified=bool(before.argmax() != target and after.argmax() == target), per_layer=per_layer,
         )
         if restore:
