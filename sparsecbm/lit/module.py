@@ -48,7 +48,10 @@ class CBMLitModule(L.LightningModule):
         cbm: ``mode``, ``activation``, ``label_head``, ``mlp_hidden``, ``dropout``,
             ``concept_loss_weight`` (joint λ), ``label_epochs`` (sequential: epochs of C->Y at the end).
         optimizer: ``functools.partial`` of a torch optimizer (lr = backbone lr).
-        head_lr: Learning rate of the concept and label heads.
+        head_lr: Learning rate of the concept heads.
+        label_lr: Learning rate of the label head (default ``head_lr``). Probabilities and one-hots in
+            [0, 1] need weights of several units, so a label head reading them needs a larger rate
+            than one reading logits.
         warmup_ratio: Fraction of each phase's steps spent warming up.
     """
 
@@ -59,6 +62,7 @@ class CBMLitModule(L.LightningModule):
         cbm: Mapping[str, Any],
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         head_lr: float = 1e-3,
+        label_lr: float | None = None,
         warmup_ratio: float = 0.1,
     ):
         super().__init__()
@@ -82,6 +86,7 @@ class CBMLitModule(L.LightningModule):
         self.label_epochs = int(self.cbm_cfg.get("label_epochs", 0))
         self.train_intervention_prob = float(self.cbm_cfg.get("train_intervention_prob", 0.0))
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
+        self.label_lr = float(label_lr) if label_lr is not None else head_lr
         with_c = self.model.has_concepts
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, saved in checkpoints
         self.metrics = torch.nn.ModuleDict(
@@ -231,7 +236,7 @@ class CBMLitModule(L.LightningModule):
         param_groups = [
             {"params": encoder, "name": "backbone"},
             {"params": heads, "lr": self.head_lr, "name": "concept_heads"},
-            {"params": groups["label"], "lr": self.head_lr, "name": "label_head"},
+            {"params": groups["label"], "lr": self.label_lr, "name": "label_head"},
         ]
         optimizer = self.optimizer_fn([g for g in param_groups if g["params"]])
         total = int(self.trainer.estimated_stepping_batches)
