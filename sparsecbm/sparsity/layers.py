@@ -102,7 +102,7 @@ class MaskedLinear(nn.Module):
             self.register_buffer("mask_weights", torch.ones(state.n_masks, out_f, in_f, dtype=torch.bool))
         elif role not in ("producer", "consumer"):
             raise ValueError(f"unknown role '{role}'")
-        self.grad_hook = None  # scorers set a callable(grad, concept_or_None) to see per-concept grads
+        self.grad_hook = None  # scorers set a callable(grad, concept) to see each concept's gradient
         self.mask_var: torch.Tensor | None = None  # the float mask of the last single pass when state.mask_grad
 
     @property
@@ -122,7 +122,7 @@ class MaskedLinear(nn.Module):
             return self.group.row_mask(k).unsqueeze(1).expand(self.out_features, self.in_features)
         return self.group.row_mask(k).unsqueeze(0).expand(self.out_features, self.in_features)
 
-    def _watch(self, w: torch.Tensor, concept: int | None) -> torch.Tensor:
+    def _watch(self, w: torch.Tensor, concept: int) -> torch.Tensor:
         if self.grad_hook is not None and w.requires_grad:
             hook = self.grad_hook
             w.register_hook(lambda g: hook(g, concept))

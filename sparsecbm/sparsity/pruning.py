@@ -78,11 +78,8 @@ class Pruner:
 
             def hook(grad, concept, layer=layer):
                 w = layer.weight.detach()
-                with torch.no_grad():
-                    if concept is None:
-                        layer.mask_movement.sub_(w.unsqueeze(0) * grad)
-                    else:
-                        layer.mask_movement[concept].sub_(w * grad)
+                with torch.no_grad():  # every pass (single or batched) reports its concept's gradient
+                    layer.mask_movement[concept].sub_(w * grad)
 
             layer.grad_hook = hook
 
