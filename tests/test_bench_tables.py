@@ -34,6 +34,31 @@ def test_bench_quick(cfg_factory, tmp_path):
     assert set(saved["k_scaling"]) == {"K=1", "K=10"} and set(saved["length_scaling"]) == {"T=16"}
     assert saved["machine"]["torch"] and result["configs"].keys() == saved["configs"].keys()
     assert (tmp_path / "docs/bench.md").read_text().startswith("Machine:")
+    assert "Targets:" in (tmp_path / "docs/bench.md").read_text()
+    checked = {(t["config"], t["metric"]) for t in saved["targets"]}
+    assert ("sparse_default", "train_ratio") in checked and ("sparse_default", "mask_intervention_ms") in checked
+    assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in saved["targets"])
+
+
+def test_bench_targets_are_checked_against_measured_values():
+    from omegaconf import OmegaConf
+
+    from sparsecbm.bench import targets
+
+    result = {"configs": {
+        "dense": {"ratio_to_dense": 1.0, "train": {"peak_rss_bytes": 2**30}, "inference": {"batch_1_s": 0.010}},
+        "sparse": {"ratio_to_dense": 0.4, "train": {"peak_rss_bytes": 3 * 2**29}, "inference": {"batch_1_s": 0.015},
+                   "intervention": {"mask_level_s": 0.2}}}}
+    spec = OmegaConf.create([{"config": "sparse", "metric": "train_ratio", "min": 0.5},
+                             {"config": "sparse", "metric": "peak_rss_gb", "max": 2.0},
+                             {"config": "sparse", "metric": "inference_ratio@1", "max": 2.0},
+                             {"config": "sparse", "metric": "mask_intervention_ms", "max": 100},
+                             {"config": "absent", "metric": "train_ratio", "min": 0.5}])
+    got = [(t["metric"], round(t["value"], 3), t["met"]) for t in targets(result, spec)]
+    assert got == [("train_ratio", 0.4, False), ("peak_rss_gb", 1.5, True), ("inference_ratio@1", 1.5, True),
+                   ("mask_intervention_ms", 200.0, False)]
+    with pytest.raises(ValueError, match="unknown metric 'speed'"):
+        targets(result, OmegaConf.create([{"config": "sparse", "metric": "speed", "min": 1}]))
 
 
 def fake_run(folder, mode, seed, acc, sub=None):
