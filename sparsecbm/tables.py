@@ -34,11 +34,14 @@ def config_key(r: dict[str, Any]) -> str:
     sub = r.get("subnetworks")
     if sub:
         name = f"SparseCBM {sub['scorer']}/{sub['granularity']} @ {sub['target_sparsity']:.1f}"
+        layers = (r["config"].get("sparsity") or {}).get("masked_layers")
+        if layers:
+            name += f" (blocks {','.join(str(b) for b in sub.get('masked_blocks', layers))})"
     extras = []
     cbm = r["config"].get("cbm", {})
     if cbm.get("train_intervention_prob"):
         extras.append(f"train interventions {cbm['train_intervention_prob']}")
-    if cbm.get("token_gates"):
+    if cbm.get("tokens") not in (None, "none"):
         extras.append("token gates")
     if cbm.get("label_sparsity") not in (None, "none"):
         extras.append(f"label {cbm['label_sparsity']}")
@@ -52,22 +55,37 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
+def subnetwork_stats(r: dict[str, Any]) -> tuple[float, float] | None:
+    """(realised sparsity averaged over concepts, mean pairwise Jaccard of concept masks over pairs and layers)."""
+    sub = r.get("subnetworks")
+    if not sub or not sub.get("concepts"):
+        return None
+    sparsity = statistics.mean(c["sparsity"] for c in sub["concepts"].values())
+    overlaps = [v for per_layer in (sub.get("jaccard") or {}).values() for v in per_layer.values()]
+    return sparsity, statistics.mean(overlaps) if overlaps else float("nan")
+
+
 def table(runs: list[dict[str, Any]]) -> str:
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault(config_key(r), []).append(r)
+        groups.setdefault((config_key(r), int(r["run"].get("epochs") or 0)), []).append(r)
     lines = ["| configuration | seeds | epochs | test task acc | test task macro-F1 | test concept acc | "
-             "test concept macro-F1 | train ex/s | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, rs in groups.items():
+             "test concept macro-F1 | realised sparsity | mask Jaccard | train ex/s | wall (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (key, epochs), rs in groups.items():
         def get(path, rs=rs):
             return [x for x in (_dig(r, path) for r in rs) if x is not None]
 
         eps = get(("run", "train_examples_per_s"))
         wall = get(("run", "wall_time_s"))
+        stats = [s for s in map(subnetwork_stats, rs) if s]
+        sparsity = f"{100 * statistics.mean(s[0] for s in stats):.1f}" if stats else "-"
+        jaccard = f"{statistics.mean(s[1] for s in stats):.2f}" if stats else "-"
         lines.append(
-            f"| {key} | {len(rs)} | {statistics.mean(get(('run', 'epochs'))):.0f} | {_fmt(get(('test', 'label', 'acc')))} | "
+            f"| {key} | {len(rs)} | {epochs} | {_fmt(get(('test', 'label', 'acc')))} | "
             f"{_fmt(get(('test', 'label', 'f1')))} | {_fmt(get(('test', 'concept', 'acc')))} | "
-            f"{_fmt(get(('test', 'concept', 'f1')))} | {statistics.mean(eps):.1f} | {statistics.mean(wall) / 60:.1f} |"
+            f"{_fmt(get(('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | {statistics.mean(eps):.1f} | "
+            f"{statistics.mean(wall) / 60:.1f} |"
         )
     ref = next((r["reference"] for r in runs if r.get("reference", {}).get("true_concept_logreg")), None)
     if ref:

@@ -61,10 +61,10 @@ def test_bench_targets_are_checked_against_measured_values():
         targets(result, OmegaConf.create([{"config": "sparse", "metric": "speed", "min": 1}]))
 
 
-def fake_run(folder, mode, seed, acc, sub=None):
+def fake_run(folder, mode, seed, acc, sub=None, epochs=5, cbm=None, sparsity=None):
     folder.mkdir(parents=True)
-    r = {"run": {"epochs": 5, "train_examples_per_s": 10.0, "wall_time_s": 120.0, "seed": seed},
-         "model": {"mode": mode, "activation": "logits"}, "config": {"cbm": {}},
+    r = {"run": {"epochs": epochs, "train_examples_per_s": 10.0, "wall_time_s": 120.0, "seed": seed},
+         "model": {"mode": mode, "activation": "logits"}, "config": {"cbm": cbm or {}, "sparsity": sparsity},
          "test": {"label": {"acc": acc, "f1": acc - 0.1}, "concept": {"acc": 0.8, "f1": 0.7}},
          "reference": {"true_concept_logreg": {"test_acc": 0.511, "test_f1": 0.448},
                        "majority_class": {"test_acc": 0.27, "test_f1": 0.08}}}
@@ -77,10 +77,18 @@ def test_results_table(tmp_path):
     fake_run(tmp_path / "a", "joint", 1, 0.60)
     fake_run(tmp_path / "b", "joint", 2, 0.70)
     fake_run(tmp_path / "c", "standard", 1, 0.68)
-    fake_run(tmp_path / "d", "joint", 1, 0.64, {"scorer": "obert", "granularity": "unstructured", "target_sparsity": 0.7})
+    fake_run(tmp_path / "d", "joint", 1, 0.64, {"scorer": "obert", "granularity": "unstructured", "target_sparsity": 0.7,
+                                                "masked_blocks": [4, 5],
+                                                "concepts": {"food": {"sparsity": 0.68}, "noise": {"sparsity": 0.72}},
+                                                "jaccard": {"food|noise": {"4": 0.5, "5": 0.3}}},
+             sparsity={"masked_layers": [-2, -1]})
+    fake_run(tmp_path / "e", "joint", 1, 0.50, epochs=3)
+    fake_run(tmp_path / "f", "joint", 1, 0.55, cbm={"tokens": "gates", "label_sparsity": "topk"})
     md = table(load_runs([str(tmp_path)]))
-    assert "| joint CBM (logits) | 2 | 5 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 0.0 |" in md
-    assert "| SparseCBM obert/unstructured @ 0.7 | 1 |" in md and "| standard | 1 |" in md
+    assert "| joint CBM (logits) | 2 | 5 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 0.0 | 70.0 ± 0.0 | - | - |" in md
+    assert "| joint CBM (logits) | 1 | 3 | 50.0 |" in md  # other epochs: its own row, never averaged in
+    assert "| SparseCBM obert/unstructured @ 0.7 (blocks 4,5) | 1 | 5 | 64.0 | 54.0 | 80.0 | 70.0 | 70.0 | 0.40 |" in md
+    assert "| joint CBM (logits) [token gates, label topk] | 1 |" in md and "| standard | 1 |" in md
     assert "one-hot *true* concepts: test acc 51.1, macro-F1 44.8" in md
     with pytest.raises(SystemExit):
         import sys
@@ -90,3 +98,26 @@ def test_results_table(tmp_path):
         sys.argv = ["tables", str(tmp_path / "empty")]
         (tmp_path / "empty").mkdir()
         tables.main()
+
+
+def test_cebab_table_experiment_sweeps_every_row(cfg_factory):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    rows = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/table_row").glob("*.yaml"))
+    assert len(rows) == 11
+    experiment = OmegaConf.load(Path(__file__).parents[1] / "conf/experiment/cebab_table.yaml")
+    assert sorted(experiment.hydra.sweeper.params["+table_row"].split(",")) == rows
+    seen = {}
+    for row in rows:
+        c = cfg_factory(["experiment=cebab_table", f"+table_row={row}"])
+        assert c.trainer.max_epochs == 3
+        sp = c.sparsity or None
+        seen[row] = (c.cbm.mode, sp and sp.granularity, sp and sp.scorer.name, sp and sp.schedule.final_sparsity,
+                     sp and sp.masked_layers)
+    assert seen["standard"] == ("standard", None, None, None, None)
+    assert seen["joint"] == ("joint", None, None, None, None)
+    assert seen["neuron_0.9"] == ("joint", "neuron", "magnitude", 0.9, None)
+    assert seen["obert_0.5"] == ("joint", "unstructured", "obert", 0.5, [-3, -2, -1])
+    assert seen["magnitude_0.7"] == ("joint", "unstructured", "magnitude", 0.7, [-3, -2, -1])
