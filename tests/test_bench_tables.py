@@ -106,7 +106,7 @@ def test_cebab_table_experiment_sweeps_every_row(cfg_factory):
     from omegaconf import OmegaConf
 
     rows = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/table_row").glob("*.yaml"))
-    assert len(rows) == 11
+    assert len(rows) == 14
     experiment = OmegaConf.load(Path(__file__).parents[1] / "conf/experiment/cebab_table.yaml")
     assert sorted(experiment.hydra.sweeper.params["+table_row"].split(",")) == rows
     seen = {}

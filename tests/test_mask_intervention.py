@@ -16,7 +16,7 @@ def model_for(granularity="unstructured"):
     return ConceptBottleneckModel(sb, CS, dropout=0.0).eval()
 
 
-@pytest.mark.parametrize("granularity", ["unstructured", "neuron", "head"])
+@pytest.mark.parametrize("granularity", ["unstructured", "neuron", "head", "structured"])
 def test_edit_keeps_sparsity_and_touches_one_concept(granularity):
     model = model_for(granularity)
     ids, mask = batch(1)

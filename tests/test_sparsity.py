@@ -54,7 +54,7 @@ def copy_masks(src: SubnetworkBackbone, dst: SubnetworkBackbone):
 @pytest.mark.parametrize("kind,granularity,layers", [
     ("bert", "unstructured", None), ("bert", "unstructured", [-1]), ("bert", "neuron", None),
     ("bert", "head", [1]), ("gpt2", "unstructured", None), ("gpt2", "neuron", [-1]), ("llama", "neuron", None),
-    ("llama_mha", "head", None),
+    ("llama_mha", "head", None), ("bert", "structured", None), ("llama_mha", "structured", [-1]),
 ])
 def test_batched_equals_naive(kind, granularity, layers):
     fast = sparse(kind, granularity, "batched", masked_layers=layers)
@@ -129,6 +129,30 @@ def test_structured_skips_compute_and_matches_masked_dense():
     h.remove()
     torch.testing.assert_close(compact, dense, atol=1e-5, rtol=1e-5)
     assert widths == [8, 32]  # 25% of 32 FFN neurons computed, vs all 32 when multiplying by masks
+
+
+def test_structured_granularity_prunes_heads_and_neurons_in_every_projection():
+    sb = sparse(granularity="structured")
+    assert sorted(sb.unit_groups()) == [f"encoder.layer.{b}.{k}" for b in (0, 1) for k in ("head", "neuron")]
+    Pruner(sb).prune(0.5)
+    for name, group in sb.unit_groups().items():
+        assert group.mask_units.sum(1).tolist() == [group.n_units // 2] * K, name  # 1 of 2 heads, 16 of 32 neurons
+    roles = {n.split("encoder.layer.0.")[1]: lyr.role for n, lyr in sb.masked_layers().items() if ".0." in n}
+    assert roles == {"attention.self.query": "producer", "attention.self.key": "producer",
+                     "attention.self.value": "producer", "attention.output.dense": "consumer",
+                     "intermediate.dense": "producer", "output.dense": "consumer"}
+    ids, mask = batch()
+    widths = {}
+    hooks = [lyr.register_forward_hook(lambda m, i, o, n=n: widths.setdefault(n, o.shape[-1]) and None)
+             for n, lyr in sb.masked_layers().items() if lyr.role == "producer"]
+    compact = sb.token_states(ids, mask)
+    for h in hooks:
+        h.remove()
+    assert widths["encoder.layer.0.attention.self.query"] == 8 and widths["encoder.layer.0.intermediate.dense"] == 16
+    sb.state.compact = False
+    torch.testing.assert_close(compact, sb.token_states(ids, mask), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="granularity=structured is supported for .*not 'gpt2' \\(no head structure"):
+        sparse("gpt2", "structured")
 
 
 def test_masks_are_bool_and_small():
@@ -238,3 +262,20 @@ def test_bad_settings():
         sparse(target_modules=["nonexistent"])
     with pytest.raises(ValueError, match="movement needs granularity=unstructured"):
         Pruner(sparse(granularity="neuron", scorer={"name": "movement"}))
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "structured"])
+def test_inference_weight_cache_follows_mask_and_weight_changes(granularity):
+    fast, ref = sparse(granularity=granularity), sparse(granularity=granularity, impl="naive")
+    random_masks(fast, 0.5)
+    ids, mask = batch()
+    with torch.no_grad():
+        first = fast.token_states(ids, mask)
+        random_masks(fast, 0.5, seed=7)  # new masks: the cached per-concept weights must not be reused
+        layer = next(iter(fast.masked_layers().values()))
+        layer.base_layer.weight.mul_(1.5)  # an optimizer-like in-place update
+        second = fast.token_states(ids, mask)
+        copy_masks(fast, ref)
+        assert not torch.allclose(first, second, atol=1e-4)
+        torch.testing.assert_close(second, ref.token_states(ids, mask), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fast.token_states(ids, mask), second)  # served from the cache

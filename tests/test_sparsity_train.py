@@ -20,6 +20,7 @@ SMOKE = ["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT]
     ("obert", ["sparsity.scorer.batches=2", "sparsity.schedule.every=4"]),
     ("movement", ["sparsity.impl=naive"]),
     ("neuron", ["sparsity.schedule.scope=global"]),
+    ("obert", ["sparsity.granularity=structured", "sparsity.scorer.batches=2", "sparsity.schedule.every=4"]),
 ])
 def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     results, objs = train(cfg_factory([*SMOKE, f"sparsity={sparsity}", "sparsity.schedule.final_sparsity=0.5", *extra]))

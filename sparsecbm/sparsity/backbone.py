@@ -13,7 +13,7 @@ from sparsecbm.sparsity.injector import _get, inject
 from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState
 
 IMPLS = ("naive", "batched")
-GRANULARITIES = ("unstructured", "neuron", "head")
+GRANULARITIES = ("unstructured", "neuron", "head", "structured")
 
 
 def _repeat_batch(obj: Any, batch: int, times: int) -> Any:
@@ -40,7 +40,8 @@ class SubnetworkBackbone(nn.Module):
     Args:
         backbone: The dense backbone (modified in place: its Linear layers get wrapped).
         n_concepts: K, the number of concepts.
-        granularity: ``unstructured`` (weights) | ``neuron`` (FFN neurons) | ``head`` (attention heads).
+        granularity: ``unstructured`` (weights) | ``neuron`` (FFN neurons) | ``head`` (attention heads)
+            | ``structured`` (heads and FFN neurons: every projection of a block skips its pruned units).
         target_modules: peft-style names or a regex; ``None`` = every Linear in the chosen blocks.
         masked_layers: Block indices that get masks (negative = from the top); ``None`` = all.
             Blocks below the first masked one run once for all concepts.
@@ -101,8 +102,13 @@ class SubnetworkBackbone(nn.Module):
         return {n: _get(self.backbone.model, n) for n in self.layer_names}
 
     def unit_groups(self) -> dict:
-        return {n: _get(self.backbone.model, n.rsplit(".", 1)[0] + f".mask_{self.granularity}_group")
-                for n in self.group_names}
+        from sparsecbm.sparsity.injector import group_module_name
+
+        out = {}
+        for n in self.group_names:
+            block, kind = n.rsplit(".", 1)
+            out[n] = _get(self.backbone.model, f"{block}.{group_module_name(kind)}")
+        return out
 
     @property
     def final_sparsity(self) -> float:

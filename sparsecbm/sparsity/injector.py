@@ -22,6 +22,8 @@ STRUCTURE = {
               "neuron": (("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj")},
     "gpt2": {"neuron": (("mlp.c_fc",), "mlp.c_proj")},
 }
+# granularity=structured: attention heads and FFN neurons together (every projection of the block skips compute)
+STRUCTURED_KINDS = ("head", "neuron")
 FAMILY = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "llama": "llama",
           "qwen2": "llama", "mistral": "llama", "qwen3": "llama", "gpt2": "gpt2"}
 
@@ -90,35 +92,45 @@ def inject(
                     layers[full] = _get(block, name)
             continue
         family = FAMILY.get(model_type)
-        spec = STRUCTURE.get(family or "", {}).get(granularity)
-        if spec is None:
-            raise ValueError(
-                f"sparsity.granularity={granularity} is supported for "
-                f"{sorted(k for k, f in FAMILY.items() if granularity in STRUCTURE[f])}, not '{model_type}'; "
-                "use granularity=unstructured for this model"
-            )
-        producers, consumer = spec
-        first = _get(block, producers[0])
-        out_rows = (first.weight.shape[0] if isinstance(first, nn.Linear) else first.weight.shape[1])
-        if granularity == "head":
-            cfg = model.config
-            n_heads = cfg.num_attention_heads
-            if getattr(cfg, "num_key_value_heads", n_heads) != n_heads:
-                raise ValueError("granularity=head needs as many key/value heads as query heads (no GQA)")
-            group = UnitGroup(state.n_masks, n_heads, out_rows // n_heads, "head")
-        else:
-            group = UnitGroup(state.n_masks, out_rows, 1, "neuron")
-        gname = f"{prefix}.{granularity}"
-        groups[gname] = group
-        block.add_module(f"mask_{granularity}_group", group)
-        for p in producers:
-            _replace(block, p, MaskedLinear(_get(block, p), state, "producer", group))
-            layers[f"{prefix}.{p}"] = _get(block, p)
-        _replace(block, consumer, MaskedLinear(_get(block, consumer), state, "consumer", group))
-        layers[f"{prefix}.{consumer}"] = _get(block, consumer)
+        kinds = STRUCTURED_KINDS if granularity == "structured" else (granularity,)
+        for kind in kinds:
+            spec = STRUCTURE.get(family or "", {}).get(kind)
+            if spec is None:
+                supported = sorted(k for k, f in FAMILY.items() if all(x in STRUCTURE[f] for x in kinds))
+                raise ValueError(
+                    f"sparsity.granularity={granularity} is supported for {supported}, not '{model_type}' "
+                    f"(no {kind} structure known); use granularity=unstructured for this model"
+                )
+            _wrap_units(model, block, prefix, kind, spec, state, layers, groups)
     if not layers:
         raise ValueError(f"sparsity.target_modules={target_modules} matched no Linear layer in blocks {chosen}")
     return {"blocks_path": blocks_path, "blocks": chosen, "layers": layers, "groups": groups, "n_blocks": len(blocks)}
+
+
+def _wrap_units(model, block, prefix, kind, spec, state, layers, groups) -> None:
+    """One :class:`UnitGroup` of ``kind`` (head | neuron) in ``block``: its producers' rows and consumer's columns."""
+    producers, consumer = spec
+    first = _get(block, producers[0])
+    out_rows = (first.weight.shape[0] if isinstance(first, nn.Linear) else first.weight.shape[1])
+    if kind == "head":
+        cfg = model.config
+        n_heads = cfg.num_attention_heads
+        if getattr(cfg, "num_key_value_heads", n_heads) != n_heads:
+            raise ValueError("granularity=head needs as many key/value heads as query heads (no GQA)")
+        group = UnitGroup(state.n_masks, n_heads, out_rows // n_heads, "head")
+    else:
+        group = UnitGroup(state.n_masks, out_rows, 1, "neuron")
+    groups[f"{prefix}.{kind}"] = group
+    block.add_module(group_module_name(kind), group)
+    for p in producers:
+        _replace(block, p, MaskedLinear(_get(block, p), state, "producer", group))
+        layers[f"{prefix}.{p}"] = _get(block, p)
+    _replace(block, consumer, MaskedLinear(_get(block, consumer), state, "consumer", group))
+    layers[f"{prefix}.{consumer}"] = _get(block, consumer)
+
+
+def group_module_name(kind: str) -> str:
+    return f"mask_{kind}_group"
 
 
 def _get(root: nn.Module, dotted: str) -> nn.Module:
