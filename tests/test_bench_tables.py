@@ -36,15 +36,18 @@ def test_bench_quick(cfg_factory, tmp_path):
     assert (tmp_path / "docs/bench.md").read_text().startswith("Machine:")
 
 
-def fake_run(folder, mode, seed, acc, sub=None):
+def fake_run(folder, mode, seed, acc, sub=None, activation="logits", cbm=None, bottleneck=None):
     folder.mkdir(parents=True)
     r = {"run": {"epochs": 5, "train_examples_per_s": 10.0, "wall_time_s": 120.0, "seed": seed},
-         "model": {"mode": mode, "activation": "logits"}, "config": {"cbm": {}},
+         "model": {"mode": mode, "activation": activation}, "config": {"cbm": cbm or {}},
          "test": {"label": {"acc": acc, "f1": acc - 0.1}, "concept": {"acc": 0.8, "f1": 0.7}},
          "reference": {"true_concept_logreg": {"test_acc": 0.511, "test_f1": 0.448},
                        "majority_class": {"test_acc": 0.27, "test_f1": 0.08}}}
     if sub:
         r["subnetworks"] = sub
+    if bottleneck:
+        r["test"]["bottleneck"] = bottleneck
+        r["test"]["intervention"] = {"all_ground_truth": bottleneck["all_ground_truth"]}
     (folder / "results.json").write_text(json.dumps(r))
 
 
@@ -53,7 +56,12 @@ def test_results_table(tmp_path):
     fake_run(tmp_path / "b", "joint", 2, 0.70)
     fake_run(tmp_path / "c", "standard", 1, 0.68)
     fake_run(tmp_path / "d", "joint", 1, 0.64, {"scorer": "obert", "granularity": "unstructured", "target_sparsity": 0.7})
+    leak = {"hard": {"acc": 0.5}, "all_ground_truth": {"acc": 0.55}, "ceiling": {"acc": 0.511},
+            "leakage": {"acc": 0.2}, "residual": {"share": 0.25}}
+    fake_run(tmp_path / "e", "joint", 1, 0.70, activation="probs", cbm={"residual_dim": 8}, bottleneck=leak)
     md = table(load_runs([str(tmp_path)]))
+    assert "| joint CBM (probs) [residual 8] | 1 | 5 | 70.0 | 60.0 | 80.0 | 70.0 | 10.0 | 2.0 | 50.0 | 55.0 | 51.1 | 20.0 | 25.0 |" in md
+    assert md.count("| - | - | - | - | - |") == 3  # runs without the report
     assert "| joint CBM (logits) | 2 | 5 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 0.0 |" in md
     assert "| SparseCBM obert/unstructured @ 0.7 | 1 |" in md and "| standard | 1 |" in md
     assert "one-hot *true* concepts: test acc 51.1, macro-F1 44.8" in md
