@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sparsecbm.checkpoint import load_checkpoint
 from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
 from sparsecbm.data.loading import DataError
-from sparsecbm.interpret.curves import ground_truth_effect
+from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
 from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_progress_bar=False)
     names = module.concept_set.names if module.model.has_concepts else []
     results: dict[str, Any] = {}
+    ceiling = ConceptCeiling.from_datamodule(dm)
     for split in cfg.splits:
         if split not in STAGES:
             raise ValueError(f"splits: '{split}' is not valid; expected some of {list(STAGES)}")
@@ -73,8 +74,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run = trainer.validate if split == "dev" else trainer.test
         metrics = run(module, dataloaders=loader, verbose=False)[0]
         results[STAGES[split]] = split_metrics(metrics, STAGES[split], names)
-        if names:
-            results[STAGES[split]]["intervention"] = ground_truth_effect(module, loader)
+        results[STAGES[split]].update(bottleneck_report(module, loader, ceiling))
     raw = dm.raw
     results.update(
         {

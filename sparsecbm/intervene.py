@@ -67,8 +67,8 @@ def run(cfg: DictConfig) -> InterventionResult | InterventionCurve:
     from sparsecbm.evaluate import datamodule_from_cfg
 
     dm = datamodule_from_cfg(cfg, module)
-    logits, truth, labels = collect(module, dm.loader(cfg.split, batch_size=cfg.batch_size))
-    curve = intervention_curve(Bottleneck.from_model(module.model, logits, cfg.logit_eps), truth, labels,
+    outputs, truth, labels = collect(module, dm.loader(cfg.split, batch_size=cfg.batch_size))
+    curve = intervention_curve(Bottleneck.from_model(module.model, outputs, cfg.logit_eps), truth, labels,
                                module.concept_set.names, policies, seeds=range(int(cfg.random_seeds)))
     curve.meta.update({"checkpoint": str(cfg.ckpt_path), "split": cfg.split, "mode": module.mode,
                        "activation": module.model.activation, "logit_eps": cfg.logit_eps,

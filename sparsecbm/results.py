@@ -29,29 +29,25 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
     """What a strict bottleneck can reach at best on this data, to put a run beside.
 
     ``true_concept_logreg``: logistic regression from one-hot *true* concepts (train -> test);
+    ``true_concept_lookup``: the majority train label of each combination of true concept values
+    (see :class:`~sparsecbm.interpret.leakage.ConceptCeiling`);
     ``majority_class``: always predict the most frequent training label.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
-    def onehot(c):
-        c = np.asarray(c)
-        return np.concatenate([np.eye(k)[c[:, i]] for i, k in enumerate(cardinalities)], axis=1)
+    def scores(pred) -> dict[str, float]:
+        return {"test_acc": float(accuracy_score(test_labels, pred)),
+                "test_f1": float(f1_score(test_labels, pred, average="macro", labels=list(range(n_labels))))}
 
     out: dict[str, Any] = {}
     majority = int(np.bincount(train_labels, minlength=n_labels).argmax())
-    pred = np.full(len(test_labels), majority)
-    out["majority_class"] = {
-        "test_acc": float(accuracy_score(test_labels, pred)),
-        "test_f1": float(f1_score(test_labels, pred, average="macro", labels=list(range(n_labels)))),
-    }
+    out["majority_class"] = scores(np.full(len(test_labels), majority))
     if cardinalities:
-        clf = LogisticRegression(max_iter=2000).fit(onehot(train_concepts), train_labels)
-        pred = clf.predict(onehot(test_concepts))
-        out["true_concept_logreg"] = {
-            "test_acc": float(accuracy_score(test_labels, pred)),
-            "test_f1": float(f1_score(test_labels, pred, average="macro", labels=list(range(n_labels)))),
-        }
+        from sparsecbm.interpret.leakage import ConceptCeiling
+
+        ceiling = ConceptCeiling.fit(train_concepts, train_labels, cardinalities, n_labels)
+        out["true_concept_logreg"] = scores(ceiling.predict(test_concepts, "logreg"))
+        out["true_concept_lookup"] = scores(ceiling.predict(test_concepts, "lookup"))
     return out
 
 
@@ -66,11 +62,18 @@ def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
 
 
 def summary_table(results: Mapping[str, Any], title: str):
-    """A rich table of task and concept metrics per split."""
+    """A rich table of task and concept metrics per split, with the ceiling / leakage figures.
+
+    ``hard``: task accuracy with the predicted concepts as hard values; ``all GT``: every concept set to
+    its true value; ``ceiling``: the best label head on the true concepts; ``leakage``: soft - hard
+    accuracy in points (what the soft activations carry beyond the concept values).
+    """
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("split", "task acc", "task macro-F1", "concept acc", "concept macro-F1", "task acc, true concepts"):
+    cols = ("split", "task acc", "task macro-F1", "concept acc", "concept macro-F1", "acc hard concepts",
+            "acc all GT", "ceiling acc", "leakage (pts)")
+    for col in cols:
         table.add_column(col, justify="right" if col != "split" else "left")
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for split in ("val", "test"):
@@ -79,6 +82,13 @@ def summary_table(results: Mapping[str, Any], title: str):
             continue
         c = r.get("concept", {})
         gt = (r.get("intervention") or {}).get("all_ground_truth", {})  # every concept set to its true value
+        b = r.get("bottleneck") or {}
+        leak = (b.get("leakage") or {}).get("acc")
         table.add_row(split, fmt(r["label"]["acc"]), fmt(r["label"]["f1"]), fmt(c.get("acc")), fmt(c.get("f1")),
-                      fmt(gt.get("acc")))
+                      fmt((b.get("hard") or {}).get("acc")), fmt(gt.get("acc")),
+                      fmt((b.get("ceiling") or {}).get("acc")), "-" if leak is None else f"{100 * leak:+.1f}")
+    residual = ((results.get("test") or {}).get("bottleneck") or {}).get("residual")
+    if residual:
+        table.caption = (f"hybrid bottleneck: residual share of the decision {100 * residual['share']:.0f}%, "
+                         f"test acc with the residual at its mean {fmt(residual['without']['acc'])}")
     return table

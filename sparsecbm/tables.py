@@ -3,7 +3,9 @@
 Finds every ``results.json`` below the given folders, groups runs by configuration (mode,
 label-head input, sparsity scorer/granularity/final sparsity) and reports test task accuracy /
 macro-F1 and concept accuracy / macro-F1 as mean ± std over seeds, with the number of seeds,
-epochs and training examples/s. Generated, never typed by hand.
+epochs and training examples/s; when the runs report them, task accuracy with the predicted concepts
+as hard values, after setting every concept to its true value, the concept set's ceiling, the
+leakage (soft - hard accuracy) and a hybrid bottleneck's residual share. Generated, never typed by hand.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def config_key(r: dict[str, Any]) -> str:
         extras.append(f"train interventions {cbm['train_intervention_prob']}")
     if cbm.get("tokens") not in (None, "none"):
         extras.append("token gates")
+    if m.get("activation") == "embedding" and cbm.get("embedding_dim"):
+        extras.append(f"embedding dim {cbm['embedding_dim']}")
+    if cbm.get("residual_dim"):
+        extras.append(f"residual {cbm['residual_dim']}")
     if cbm.get("label_sparsity") not in (None, "none"):
         extras.append(f"label {cbm['label_sparsity']}")
     return name + (f" [{', '.join(extras)}]" if extras else "")
@@ -70,8 +76,9 @@ def table(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         groups.setdefault((config_key(r), int(r["run"].get("epochs") or 0)), []).append(r)
     lines = ["| configuration | seeds | epochs | test task acc | test task macro-F1 | test concept acc | "
-             "test concept macro-F1 | realised sparsity | mask Jaccard | train ex/s | wall (min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "test concept macro-F1 | realised sparsity | mask Jaccard | acc hard concepts | acc all GT | "
+             "ceiling acc | leakage (pts) | residual share | train ex/s | wall (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (key, epochs), rs in groups.items():
         def get(path, rs=rs):
             return [x for x in (_dig(r, path) for r in rs) if x is not None]
@@ -84,7 +91,11 @@ def table(runs: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {key} | {len(rs)} | {epochs} | {_fmt(get(('test', 'label', 'acc')))} | "
             f"{_fmt(get(('test', 'label', 'f1')))} | {_fmt(get(('test', 'concept', 'acc')))} | "
-            f"{_fmt(get(('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | {statistics.mean(eps):.1f} | "
+            f"{_fmt(get(('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | "
+            f"{_fmt(get(('test', 'bottleneck', 'hard', 'acc')))} | "
+            f"{_fmt(get(('test', 'intervention', 'all_ground_truth', 'acc')))} | "
+            f"{_fmt(get(('test', 'bottleneck', 'ceiling', 'acc')))} | {_fmt(get(('test', 'bottleneck', 'leakage', 'acc')))} | "
+            f"{_fmt(get(('test', 'bottleneck', 'residual', 'share')))} | {statistics.mean(eps):.1f} | "
             f"{statistics.mean(wall) / 60:.1f} |"
         )
     ref = next((r["reference"] for r in runs if r.get("reference", {}).get("true_concept_logreg")), None)
@@ -93,6 +104,14 @@ def table(runs: list[dict[str, Any]]) -> str:
         lines += ["", f"Reference on the same data: logistic regression on one-hot *true* concepts: test acc "
                       f"{100 * t['test_acc']:.1f}, macro-F1 {100 * t['test_f1']:.1f}; majority class acc "
                       f"{100 * ref['majority_class']['test_acc']:.1f}."]
+        if "true_concept_lookup" in ref:
+            t = ref["true_concept_lookup"]
+            lines[-1] += (f" Best function of the true concepts (majority label per combination): test acc "
+                          f"{100 * t['test_acc']:.1f}, macro-F1 {100 * t['test_f1']:.1f}.")
+        lines += ["", "*acc hard concepts*: the label head reading the predicted concept values as hard choices; "
+                      "*acc all GT*: every concept set to its true value; *ceiling*: logistic regression on the "
+                      "true concepts; *leakage*: test acc minus acc hard concepts (what soft activations carry "
+                      "beyond the concept values); *residual share*: a hybrid bottleneck's share of the decision."]
     lines += ["", "Runs: " + ", ".join(sorted(r["_path"] for r in runs))]
     return "\n".join(lines) + "\n"
 

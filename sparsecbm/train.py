@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsecbm.callbacks import AtomicCheckpointIO, Throughput
 from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
-from sparsecbm.interpret.curves import ground_truth_effect
+from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
 from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("test", True):
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         results["test"] = split_metrics(test, "test", names)
-        if module.model.has_concepts:  # does fixing concepts help? (best checkpoint, loaded by trainer.test)
-            results["test"]["intervention"] = ground_truth_effect(module, datamodule.loader("test"))
+        # interventions, the concept set's ceiling and leakage (best checkpoint, loaded by trainer.test)
+        ceiling = ConceptCeiling.from_datamodule(datamodule)
+        results["test"].update(bottleneck_report(module, datamodule.loader("test"), ceiling))
 
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     raw = datamodule.raw

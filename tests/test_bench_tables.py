@@ -61,15 +61,19 @@ def test_bench_targets_are_checked_against_measured_values():
         targets(result, OmegaConf.create([{"config": "sparse", "metric": "speed", "min": 1}]))
 
 
-def fake_run(folder, mode, seed, acc, sub=None, epochs=5, cbm=None, sparsity=None):
+def fake_run(folder, mode, seed, acc, sub=None, epochs=5, cbm=None, sparsity=None, activation="logits",
+             bottleneck=None):
     folder.mkdir(parents=True)
     r = {"run": {"epochs": epochs, "train_examples_per_s": 10.0, "wall_time_s": 120.0, "seed": seed},
-         "model": {"mode": mode, "activation": "logits"}, "config": {"cbm": cbm or {}, "sparsity": sparsity},
+         "model": {"mode": mode, "activation": activation}, "config": {"cbm": cbm or {}, "sparsity": sparsity},
          "test": {"label": {"acc": acc, "f1": acc - 0.1}, "concept": {"acc": 0.8, "f1": 0.7}},
          "reference": {"true_concept_logreg": {"test_acc": 0.511, "test_f1": 0.448},
                        "majority_class": {"test_acc": 0.27, "test_f1": 0.08}}}
     if sub:
         r["subnetworks"] = sub
+    if bottleneck:
+        r["test"]["bottleneck"] = bottleneck
+        r["test"]["intervention"] = {"all_ground_truth": bottleneck["all_ground_truth"]}
     (folder / "results.json").write_text(json.dumps(r))
 
 
@@ -84,7 +88,13 @@ def test_results_table(tmp_path):
              sparsity={"masked_layers": [-2, -1]})
     fake_run(tmp_path / "e", "joint", 1, 0.50, epochs=3)
     fake_run(tmp_path / "f", "joint", 1, 0.55, cbm={"tokens": "gates", "label_sparsity": "topk"})
+    leak = {"hard": {"acc": 0.5}, "all_ground_truth": {"acc": 0.55}, "ceiling": {"acc": 0.511},
+            "leakage": {"acc": 0.2}, "residual": {"share": 0.25}}
+    fake_run(tmp_path / "g", "joint", 1, 0.70, activation="probs", cbm={"residual_dim": 8}, bottleneck=leak)
     md = table(load_runs([str(tmp_path)]))
+    assert ("| joint CBM (probs) [residual 8] | 1 | 5 | 70.0 | 60.0 | 80.0 | 70.0 | - | - | 50.0 | 55.0 | 51.1 | 20.0 | "
+            "25.0 | 10.0 | 2.0 |") in md
+    assert md.count("| - | - | - | - | - |") == 5  # runs without the bottleneck report
     assert "| joint CBM (logits) | 2 | 5 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 0.0 | 70.0 ± 0.0 | - | - |" in md
     assert "| joint CBM (logits) | 1 | 3 | 50.0 |" in md  # other epochs: its own row, never averaged in
     assert "| SparseCBM obert/unstructured @ 0.7 (blocks 4,5) | 1 | 5 | 64.0 | 54.0 | 80.0 | 70.0 | 70.0 | 0.40 |" in md

@@ -27,8 +27,10 @@ def test_modes_on_smoke(cfg_factory, tmp_path, mode):
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     assert "true_concept_logreg" in saved["reference"] and saved["model"]["n_params"]["total"] > 22_000_000
+    assert saved["test"]["bottleneck"]["ceiling"]["acc"] == pytest.approx(saved["reference"]["true_concept_logreg"]["test_acc"])
     if mode == "standard":
         assert "concept" not in saved["test"] and saved["model"]["activation"] is None
+        assert "intervention" not in saved["test"] and "leakage" not in saved["test"]["bottleneck"]
     else:
         assert set(saved["test"]["per_concept"]) == {"food", "ambiance", "service", "noise"}
         assert saved["model"]["activation"] == ("probs" if mode == "independent" else "logits")
@@ -112,3 +114,38 @@ def test_evaluate_round_trip(cfg_factory, tmp_path):
     with pytest.raises(ValueError, match="not written by sparsecbm"):
         torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
         evaluate(cfg_factory([f"ckpt_path={tmp_path / 'foreign.ckpt'}"], name="evaluate", out=tmp_path / "e3"))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["cbm=cem"],
+    ["cbm=hybrid", "cbm.residual_dim=4"],
+    ["cbm=cem", "cbm.embedding_dim=8", "sparsity=neuron", "trainer.max_epochs=2", "sparsity.schedule.final_sparsity=0.5"],
+])
+def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overrides):
+    """cem / hybrid train end to end; results.json has the ceiling/leakage block; reload, intervene, explain."""
+    from sparsecbm import load_checkpoint
+    from sparsecbm.interpret.explainer import concept_contributions, label_layer_summary
+    from sparsecbm.intervention import intervene
+
+    results, objs = train(cfg_factory(["experiment=smoke", *TINY_BERT, *overrides]))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    b = saved["test"]["bottleneck"]
+    assert {"ceiling", "ceiling_lookup", "soft", "hard", "all_ground_truth", "ceiling_on_predicted", "leakage",
+            "above_ceiling"} <= set(b)
+    assert b["soft"] == pytest.approx(saved["test"]["label"], abs=1e-6)  # the report re-derives the test metrics
+    assert b["leakage"]["acc"] == pytest.approx(b["soft"]["acc"] - b["hard"]["acc"])
+    assert b["ceiling"]["acc"] == pytest.approx(saved["reference"]["true_concept_logreg"]["test_acc"])
+    assert saved["test"]["intervention"]["all_ground_truth"] == b["all_ground_truth"]
+    assert ("residual" in b) == ("cbm=hybrid" in overrides)
+    module = load_checkpoint(results["run"]["best_checkpoint"])
+    result = intervene(module, "The food was cold.", {"food": "Positive"})
+    assert result.after.concepts["food"] == "Positive"
+    batch = next(iter(objs["datamodule"].loader("test")))
+    with torch.no_grad():
+        out = module(batch["input_ids"], batch["attention_mask"])
+        pred = out.label_logits.argmax(-1)
+        contrib = concept_contributions(module, out, pred)
+    logit = out.label_logits.gather(1, pred[:, None]).squeeze(1)
+    torch.testing.assert_close(contrib.sum(-1) + module.model.label_head.bias[pred], logit)
+    assert contrib.shape[1] == 4 + ("cbm=hybrid" in overrides)
+    assert all(len(used) >= 1 for used in label_layer_summary(module).values())

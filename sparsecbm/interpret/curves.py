@@ -18,6 +18,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from sparsecbm.interpret.policies import POLICIES, budget_masks, get_policy
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
+from sparsecbm.models.cbm import ConceptOutputs
 
 
 @dataclass
@@ -116,18 +117,21 @@ class InterventionCurve:
 
 
 @torch.no_grad()
-def collect(module, loader) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Run the backbone once: ``(concept logits per concept [N, C_k], true concepts [N, K], labels [N])``."""
+def collect(module, loader) -> tuple[ConceptOutputs, torch.Tensor, torch.Tensor]:
+    """Run the backbone once: ``(concept outputs [N, ...], true concepts [N, K], labels [N])``.
+
+    The outputs' ``logits`` are per concept ``[N, C_k]``; value embeddings and the residual channel
+    come along when the model has them.
+    """
     module.eval()
     device = next(module.parameters()).device
-    logits, truth, labels = [], [], []
+    outputs, truth, labels = [], [], []
     for batch in loader:
-        logits.append([lg.float().cpu() for lg in module.model.concept_logits(
-            batch["input_ids"].to(device), batch["attention_mask"].to(device))])
+        out = module.model.concept_outputs(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        outputs.append(out.apply(lambda t: t.float().cpu()))
         truth.append(batch["concepts"])
         labels.append(batch["label"])
-    per_concept = [torch.cat([b[k] for b in logits]) for k in range(len(logits[0]))]
-    return per_concept, torch.cat(truth), torch.cat(labels)
+    return ConceptOutputs.cat(outputs), torch.cat(truth), torch.cat(labels)
 
 
 def task_metrics(label_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -177,8 +181,8 @@ def ground_truth_effect(module, loader, eps: float = LOGIT_EPS) -> dict[str, Any
     """
     if not module.model.has_concepts:
         return None
-    logits, truth, labels = collect(module, loader)
-    curve = intervention_curve(Bottleneck.from_model(module.model, logits, eps), truth, labels,
+    outputs, truth, labels = collect(module, loader)
+    curve = intervention_curve(Bottleneck.from_model(module.model, outputs, eps), truth, labels,
                                module.concept_set.names, policies=["oracle"])
     return {"none": {"acc": curve.no_intervention.acc, "f1": curve.no_intervention.f1},
             "all_ground_truth": {"acc": curve.all_ground_truth.acc, "f1": curve.all_ground_truth.f1}, "n_examples": curve.n_examples}

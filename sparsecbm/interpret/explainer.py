@@ -6,42 +6,64 @@ import torch
 
 from sparsecbm.interpret.attribution import Tokens, _model, get_method
 from sparsecbm.interpret.explanation import ConceptExplanation, Explanation, LabelConcept
-from sparsecbm.models.cbm import concept_activations
-from sparsecbm.models.label_sparsity import concept_blocks, label_weight
+from sparsecbm.models.cbm import ConceptOutputs, as_outputs, concept_activations
+from sparsecbm.models.label_sparsity import label_weight
+
+#: The key of the residual channel's contribution (hybrid bottleneck) beside the concepts'.
+RESIDUAL = "(residual)"
 
 
 def label_layer_summary(module, eps: float = 0.0) -> dict[str, list[LabelConcept]] | None:
-    """Per label, the concepts it reads (weight-block norm > ``eps``), largest first; ``None`` for an MLP head."""
+    """Per label, the concepts it reads (weight-block norm > ``eps``), largest first; ``None`` for an MLP head.
+
+    The weights are keyed by concept value, or by embedding dimension (``d0``, ``d1``, ...) for
+    ``activation=embedding``; a hybrid bottleneck's residual channel is listed as ``(residual)``.
+    """
     model = _model(module)
     w = label_weight(model.label_head) if model.has_concepts else None
     if w is None:
         return None
     cs = model.concepts
+    names = [spec.values if model.activation != "embedding" else [f"d{i}" for i in range(width)]
+             for spec, width in zip(cs.concepts, model.block_widths)]
+    blocks = list(zip(cs.names, names, model.concept_blocks()))
+    if model.residual_block is not None:
+        blocks.append((RESIDUAL, [f"r{i}" for i in range(model.residual_dim)], model.residual_block))
     out = {}
     for row, label in enumerate(cs.label.values):
         used = []
-        for spec, block in zip(cs.concepts, concept_blocks(cs.cardinalities)):
+        for name, keys, block in blocks:
             ws = w[row, block].detach()
             if float(ws.norm()) > eps:
-                used.append(LabelConcept(spec.name, dict(zip(spec.values, map(float, ws))), float(ws.norm())))
+                used.append(LabelConcept(name, dict(zip(keys, map(float, ws))), float(ws.norm())))
         out[str(label)] = sorted(used, key=lambda c: -c.norm)
     return out
 
 
 def concept_contributions(
-    module, concept_logits: list[torch.Tensor], label: torch.Tensor
+    module, concepts: list[torch.Tensor] | ConceptOutputs, label: torch.Tensor
 ) -> torch.Tensor | None:
-    """``[B, K]``: each concept's contribution to the logit of ``label`` (weight x activation per concept).
+    """``[B, K]`` (``[B, K + 1]`` with a residual channel, last): each concept's contribution to the logit
+    of ``label`` (weight x activation summed over the concept's block: its values, or its embedding).
 
     With the bias, the contributions sum exactly to that logit. ``None`` for an MLP label head.
+
+    Args:
+        module: The module or model.
+        concepts: Concept outputs (or, for logits/probs/hard without residual, the concept logits alone).
+        label: ``[B]`` the label whose logit is explained.
     """
     model = _model(module)
     w = label_weight(model.label_head)
     if w is None:
         return None
-    acts = concept_activations(concept_logits, model.activation)  # [B, sum(card)]
-    per_col = acts * w[label]  # [B, sum(card)]
-    return torch.stack([per_col[:, s].sum(-1) for s in concept_blocks(model.concepts.cardinalities)], dim=-1)
+    out = as_outputs(concepts)
+    acts = concept_activations(out.logits, model.activation, out.embeddings)  # [B, D]
+    if out.residual is not None:
+        acts = torch.cat([acts, out.residual.to(acts.dtype)], dim=-1)
+    per_col = acts * w[label]  # [B, D (+ r)]
+    blocks = model.concept_blocks() + ([model.residual_block] if model.residual_block is not None else [])
+    return torch.stack([per_col[:, s].sum(-1) for s in blocks], dim=-1)
 
 
 def token_strings(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[str]]:
@@ -52,10 +74,10 @@ def token_strings(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 @torch.no_grad()
 def _forward(model, batch):
-    logits = model.concept_logits(batch["input_ids"], batch["attention_mask"])
+    outputs = model.concept_outputs(batch["input_ids"], batch["attention_mask"])
     extras = model.last_pooler_extras if model.token_pooler is not None else None
-    label_logits, _ = model.label_from_concepts(logits)
-    return logits, extras, label_logits
+    label_logits, _ = model.label_from_outputs(outputs)
+    return outputs, extras, label_logits
 
 
 def explain_batch(
@@ -77,10 +99,12 @@ def explain_batch(
     tokens = Tokens.from_tokenizer(tokenizer)
     attributor = get_method(method, tokens, module, **options)
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    logits, extras, label_logits = _forward(model, batch)
+    outputs, extras, label_logits = _forward(model, batch)
+    logits = outputs.logits
     scores = [attributor.attribute(module, batch, k) for k in range(len(logits))]
     pred = label_logits.argmax(-1)
-    contrib = concept_contributions(module, logits, pred)
+    contrib = concept_contributions(module, outputs, pred)
+    contrib_names = [*model.concepts.names, *([RESIDUAL] if model.residual_dim else [])]
     bias = model.label_head.bias.detach()[pred] if contrib is not None else None
     cs = model.concepts
     toks = token_strings(tokenizer, ids, mask)
@@ -117,7 +141,7 @@ def explain_batch(
                 label_values=[str(v) for v in cs.label.values],
                 label_probs=lp.tolist(),
                 predicted_label=str(cs.label.values[int(pred[b])]),
-                contributions=dict(zip(cs.names, contrib[b].tolist())) if contrib is not None else None,
+                contributions=dict(zip(contrib_names, contrib[b].tolist())) if contrib is not None else None,
                 label_bias=float(bias[b]) if bias is not None else None,
                 true_label=str(cs.label.values[int(batch["label"][b])]) if "label" in batch else None,
                 subnetwork=example_subnetworks(model, ids[b : b + 1], mask[b : b + 1], summary),

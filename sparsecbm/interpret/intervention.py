@@ -214,8 +214,9 @@ def _prediction(concepts: ConceptSet, concept_probs: list[torch.Tensor], label_p
 
 
 @torch.no_grad()
-def encode_texts(module, texts: Sequence[str], max_length: int | None = None) -> list[torch.Tensor]:
-    """Concept logits ``[N, C_k]`` for raw texts, tokenised like the model's training data."""
+def encode_texts(module, texts: Sequence[str], max_length: int | None = None):
+    """Concept outputs (:class:`~sparsecbm.models.cbm.ConceptOutputs`: logits ``[N, C_k]``, and value
+    embeddings / residual when the model has them) for raw texts, tokenised like the training data."""
     from sparsecbm.models.backbone import load_tokenizer
 
     if max_length is None:
@@ -224,7 +225,7 @@ def encode_texts(module, texts: Sequence[str], max_length: int | None = None) ->
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     module.eval()
     device = next(module.parameters()).device
-    return module.model.concept_logits(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+    return module.model.concept_outputs(enc["input_ids"].to(device), enc["attention_mask"].to(device))
 
 
 def intervene(module, texts: str | Sequence[str], set: Any = None, eps: float = LOGIT_EPS,
@@ -246,8 +247,8 @@ def intervene(module, texts: str | Sequence[str], set: Any = None, eps: float = 
     texts = [texts] if single else list(texts)
     concepts = module.concept_set
     edits = parse_set(set, concepts)
-    logits = encode_texts(module, texts, max_length)
-    bottleneck = Bottleneck.from_model(module.model, logits, eps)
+    outputs = encode_texts(module, texts, max_length)
+    bottleneck = Bottleneck.from_model(module.model, outputs, eps)
     before_c = bottleneck.concept_probs()
     targets = edit_targets(edits, concepts, len(texts))
     after_c = [p if t is None else t for p, t in zip(before_c, targets)]

@@ -25,10 +25,12 @@ from sparsecbm.models.label_sparsity import TopKConceptLinear, concept_blocks
 
 @torch.no_grad()
 def activations(module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label head's full input (concept activations, then the residual channel if any) and the labels."""
     acts, labels = [], []
     for batch in loader:
-        logits = module.model.concept_logits(batch["input_ids"], batch["attention_mask"])
-        acts.append(concept_activations(logits, module.model.activation))
+        out = module.model.concept_outputs(batch["input_ids"], batch["attention_mask"])
+        x = concept_activations(out.logits, module.model.activation, out.embeddings)
+        acts.append(x if out.residual is None else torch.cat([x, out.residual], dim=-1))
         labels.append(batch["label"])
     return torch.cat(acts), torch.cat(labels)
 
@@ -66,7 +68,9 @@ def main() -> None:
     module = load_checkpoint(args.ckpt)
     dm = datamodule_for(module, None, args.data_root, args.cache_dir)
     (xtr, ytr), (xte, yte) = activations(module, dm.loader("train")), activations(module, dm.loader("test"))
-    base, cards = module.model.label_head, module.concept_set.cardinalities
+    base, cards = module.model.label_head, module.model.block_widths  # columns per concept
+    if module.model.residual_dim and args.topk:
+        raise SystemExit("--topk selects concepts per label; this model has a residual channel (pass --topk with no value)")
 
     def evaluate(head) -> dict:
         with torch.no_grad():

@@ -11,6 +11,8 @@ The label head reads ``activation(q_k)`` with the model's own activation (see
 :func:`sparsecbm.models.cbm.concept_activations`):
 
 - ``probs``: ``q_k`` itself;  ``hard``: the one-hot of ``argmax q_k``.
+- ``embedding``: the mix ``sum_v q_k[v] e_{k,v}`` of the example's value embeddings, so a hard set
+  writes exactly the chosen value's embedding in place of the predicted mix.
 - ``logits``: a logit vector has a free offset that softmax ignores but a linear label head does
   not, so the written vector is ``log q'_k`` re-centred on the mean of the model's own logits for
   that example, with ``q'_k = (1 - eps) q_k + eps / C_k`` (``eps = LOGIT_EPS``) to keep it finite.
@@ -29,19 +31,30 @@ LOGIT_EPS = 0.01
 
 
 def target_activation(
-    target: torch.Tensor, predicted_logits: torch.Tensor, activation: str, eps: float = LOGIT_EPS
+    target: torch.Tensor,
+    predicted_logits: torch.Tensor,
+    activation: str,
+    eps: float = LOGIT_EPS,
+    embeddings: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The label-head input for one concept whose distribution is set to ``target``.
 
     Args:
         target: ``[B, C]`` probability vectors (rows sum to 1).
         predicted_logits: ``[B, C]`` the concept head's logits (only their mean is used, for ``logits``).
-        activation: ``logits`` | ``probs`` | ``hard``.
+        activation: ``logits`` | ``probs`` | ``hard`` | ``embedding``.
         eps: Mass spread uniformly before taking the log (``logits`` only).
+        embeddings: ``[B, C, m]`` the example's value embeddings (``embedding`` only).
 
     Returns:
-        ``[B, C]`` activations to write into the label head's input.
+        ``[B, C]`` (``[B, m]`` for ``embedding``) activations to write into the label head's input.
     """
+    if activation == "embedding":
+        from sparsecbm.models.cbm import mix_embeddings
+
+        if embeddings is None:
+            raise ValueError("activation=embedding: an intervention needs the concept's value embeddings")
+        return mix_embeddings(target, embeddings)
     if activation == "probs":
         return target.to(predicted_logits.dtype)
     if activation == "hard":
@@ -51,7 +64,7 @@ def target_activation(
         logq = mixed.log()
         offset = predicted_logits.detach().mean(-1, keepdim=True) - logq.mean(-1, keepdim=True)
         return (logq + offset).to(predicted_logits.dtype)
-    raise ValueError(f"unknown concept activation '{activation}'; expected one of ('logits', 'probs', 'hard')")
+    raise ValueError(f"unknown concept activation '{activation}'; expected one of ('logits', 'probs', 'hard', 'embedding')")
 
 
 def edited_inputs(
@@ -60,8 +73,9 @@ def edited_inputs(
     targets: list[torch.Tensor | None],
     masks: list[torch.Tensor | None] | torch.Tensor,
     eps: float = LOGIT_EPS,
+    embeddings: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Label-head input ``[B, sum(C)]`` with some concepts of some examples replaced.
+    """Concept part of the label-head input with some concepts of some examples replaced.
 
     Args:
         concept_logits: Per concept ``[B, C_k]`` predicted logits.
@@ -70,16 +84,18 @@ def edited_inputs(
         masks: Per concept ``[B]`` bool (which examples are edited), or a ``[B, K]`` bool tensor;
             ``None`` for a concept means all examples.
         eps: See :func:`target_activation`.
+        embeddings: Per concept ``[B, C_k, m]`` value embeddings (``embedding`` only).
     """
     from sparsecbm.models.cbm import concept_activations
 
     parts = []
     for k, lg in enumerate(concept_logits):
-        act = concept_activations([lg], activation)
+        emb = embeddings[k] if embeddings is not None else None
+        act = concept_activations([lg], activation, None if emb is None else [emb])
         target = targets[k]
         mask = masks[:, k] if isinstance(masks, torch.Tensor) else masks[k]
         if target is not None:
-            new = target_activation(target, lg, activation, eps)
+            new = target_activation(target, lg, activation, eps, emb)
             act = new if mask is None else torch.where(mask.unsqueeze(-1), new, act)
         parts.append(act)
     return torch.cat(parts, dim=-1)
@@ -96,27 +112,40 @@ def random_concept_mask(batch: int, n_concepts: int, prob: float, generator=None
 
 
 class Bottleneck:
-    """Concept logits of a set of examples plus the model's label head: all an intervention needs.
+    """Concept outputs of a set of examples plus the model's label head: all an intervention needs.
 
     The backbone runs once; every edit afterwards only re-runs the (cheap) label head.
 
     Args:
         concept_logits: Per concept ``[N, C_k]`` predicted logits.
-        label_head: Maps a label-head input ``[N, sum(C)]`` to label logits ``[N, L]``.
-        activation: What the label head reads: ``logits`` | ``probs`` | ``hard``.
+        label_head: Maps the concept part of the label-head input (and the residual, when there is one)
+            to label logits ``[N, L]``.
+        activation: What the label head reads: ``logits`` | ``probs`` | ``hard`` | ``embedding``.
         eps: See :func:`target_activation`.
+        embeddings: Per concept ``[N, C_k, m]`` value embeddings (``embedding`` only).
+        residual: ``[N, r]`` the unnamed channel of a hybrid bottleneck (never edited).
     """
 
     def __init__(self, concept_logits: list[torch.Tensor], label_head, activation: str, eps: float = LOGIT_EPS,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", embeddings: list[torch.Tensor] | None = None,
+                 residual: torch.Tensor | None = None):
         self.concept_logits = [lg.detach().float().cpu() for lg in concept_logits]
+        self.embeddings = None if embeddings is None else [e.detach().float().cpu() for e in embeddings]
+        self.residual = None if residual is None else residual.detach().float().cpu()
         self.label_head, self.activation, self.eps, self.device = label_head, activation, eps, device
 
     @classmethod
-    def from_model(cls, model, concept_logits: list[torch.Tensor], eps: float = LOGIT_EPS) -> Bottleneck:
-        """Use ``model``'s label head and activation (the head stays on its device)."""
+    def from_model(cls, model, concepts, eps: float = LOGIT_EPS) -> Bottleneck:
+        """Use ``model``'s label head and activation (the head stays on its device).
+
+        ``concepts``: a :class:`~sparsecbm.models.cbm.ConceptOutputs` (or concept logits alone, enough
+        for a strict bottleneck reading logits, probs or hard).
+        """
+        from sparsecbm.models.cbm import as_outputs
+
+        out = as_outputs(concepts)
         device = next(model.label_head.parameters()).device
-        return cls(concept_logits, model.label_from_inputs, model.activation, eps, device)
+        return cls(out.logits, model.label_from_inputs, model.activation, eps, device, out.embeddings, out.residual)
 
     @property
     def n_concepts(self) -> int:
@@ -129,10 +158,21 @@ class Bottleneck:
     def concept_probs(self) -> list[torch.Tensor]:
         return [lg.softmax(-1) for lg in self.concept_logits]
 
+    def inputs(self, targets: list[torch.Tensor | None] | None = None, masks=None) -> torch.Tensor:
+        """Concept part of the label-head input ``[N, D]`` with ``targets`` written where ``masks`` is true."""
+        targets = targets if targets is not None else [None] * self.n_concepts
+        masks = masks if masks is not None else [None] * self.n_concepts
+        return edited_inputs(self.concept_logits, self.activation, targets, masks, self.eps, self.embeddings)
+
+    @torch.no_grad()
+    def label_logits(self, inputs: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Label logits ``[N, L]`` (on CPU) from the concept part of the input (and the model's residual,
+        or ``residual`` in its place)."""
+        residual = self.residual if residual is None else residual
+        args = (inputs.to(self.device),) if residual is None else (inputs.to(self.device), residual.to(self.device))
+        return self.label_head(*args).float().cpu()
+
     @torch.no_grad()
     def label_probs(self, targets: list[torch.Tensor | None] | None = None, masks=None) -> torch.Tensor:
         """``[N, L]`` label distribution with concepts replaced by ``targets`` where ``masks`` is true."""
-        targets = targets if targets is not None else [None] * self.n_concepts
-        masks = masks if masks is not None else [None] * self.n_concepts
-        inputs = edited_inputs(self.concept_logits, self.activation, targets, masks, self.eps)
-        return self.label_head(inputs.to(self.device)).float().cpu().softmax(-1)
+        return self.label_logits(self.inputs(targets, masks)).softmax(-1)

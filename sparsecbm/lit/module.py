@@ -13,8 +13,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.lit.metrics import CBMMetrics
-from sparsecbm.models.cbm import ConceptBottleneckModel, one_hot_concepts
+from sparsecbm.models.cbm import ConceptBottleneckModel, ConceptOutputs, as_outputs, one_hot_concepts
 from sparsecbm.models.label_sparsity import label_l1_penalty, make_sparse_label_head
+from sparsecbm.models.residual import cross_correlation_penalty
 from sparsecbm.models.token_gates import build_token_pooler
 
 CHECKPOINT_KEY = "sparsecbm"
@@ -46,7 +47,9 @@ class CBMLitModule(L.LightningModule):
         backbone: Pooled-feature backbone (see :class:`~sparsecbm.models.backbone.Backbone`).
         concepts: Concept metadata of the data.
         cbm: ``mode``, ``activation``, ``label_head``, ``mlp_hidden``, ``dropout``,
-            ``concept_loss_weight`` (joint λ), ``label_epochs`` (sequential: epochs of C->Y at the end).
+            ``concept_loss_weight`` (joint λ), ``label_epochs`` (sequential: epochs of C->Y at the end),
+            ``embedding_dim`` (``activation=embedding``), ``residual_dim`` and ``residual_penalty``
+            (hybrid bottleneck), ``train_intervention_prob``, token gates and label sparsity.
         optimizer: ``functools.partial`` of a torch optimizer (lr = backbone lr).
         head_lr: Learning rate of the concept heads.
         label_lr: Learning rate of the label head (default ``head_lr``). Probabilities and one-hots in
@@ -77,14 +80,20 @@ class CBMLitModule(L.LightningModule):
             mlp_hidden=int(self.cbm_cfg.get("mlp_hidden", 64)),
             dropout=float(self.cbm_cfg.get("dropout", 0.1)),
             token_pooler=build_token_pooler(self.cbm_cfg, backbone.hidden_size, len(concepts.names)),
+            embedding_dim=int(self.cbm_cfg.get("embedding_dim", 16)),
+            residual_dim=int(self.cbm_cfg.get("residual_dim", 0) or 0),
         )
         # interpretability: sparse concept->label layer (cbm.label_sparsity = none | l1 | topk)
         if self.model.has_concepts:
-            self.model.label_head = make_sparse_label_head(self.model.label_head, self.cbm_cfg, concepts.cardinalities)
+            if self.model.residual_dim and (self.cbm_cfg.get("label_sparsity") or "none") == "topk":
+                raise ValueError("cbm.label_sparsity=topk selects concepts per label; it cannot be combined "
+                                 "with a residual channel (cbm.residual_dim > 0)")
+            self.model.label_head = make_sparse_label_head(self.model.label_head, self.cbm_cfg, self.model.block_widths)
         self.mode = self.model.mode
         self.concept_weight = float(self.cbm_cfg.get("concept_loss_weight", 1.0))
         self.label_epochs = int(self.cbm_cfg.get("label_epochs", 0))
         self.train_intervention_prob = float(self.cbm_cfg.get("train_intervention_prob", 0.0))
+        self.residual_penalty = float(self.cbm_cfg.get("residual_penalty", 1.0))
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         self.label_lr = float(label_lr) if label_lr is not None else head_lr
         with_c = self.model.has_concepts
@@ -142,10 +151,14 @@ class CBMLitModule(L.LightningModule):
             if m.token_pooler is not None:
                 m.token_pooler.eval()
             with torch.no_grad():
-                logits = m.concept_logits(batch["input_ids"], batch["attention_mask"])
-            label_logits = self.label_logits_for_training([lg.detach() for lg in logits], batch["concepts"])
+                features = m.concept_features(batch["input_ids"], batch["attention_mask"])
+                outputs = m.bottleneck(features).apply(torch.Tensor.detach)
+            if m.residual_head is not None:  # the residual channel trains with the label head
+                outputs.residual = m.residual_head(features)
+            parts = self.residual_penalties(outputs)
+            label_logits = self.label_logits_for_training(outputs, batch["concepts"])
             task = F.cross_entropy(label_logits, batch["label"])
-            return task, {"task": task}, (label_logits, logits)
+            return task + sum(parts.values()), {"task": task, **parts}, (label_logits, outputs.logits)
         out = m(batch["input_ids"], batch["attention_mask"])
         closs = self.concept_loss(out.concept_logits, batch["concepts"])
         if self.mode == "sequential":  # concept phase: X->C only
@@ -154,22 +167,37 @@ class CBMLitModule(L.LightningModule):
             truth = one_hot_concepts(batch["concepts"], self.concept_set.cardinalities, closs.dtype)
             task = F.cross_entropy(m.label_from_inputs(truth), batch["label"])
             return closs + task, {"concept": closs, "task": task}, out
-        label_logits = self.label_logits_for_training(out.concept_logits, batch["concepts"])
+        parts = self.residual_penalties(out.outputs)
+        label_logits = self.label_logits_for_training(out.outputs, batch["concepts"])
         task = F.cross_entropy(label_logits, batch["label"])
-        return task + self.concept_weight * closs, {"concept": closs, "task": task}, out
+        return task + self.concept_weight * closs + sum(parts.values()), {"concept": closs, "task": task, **parts}, out
 
-    def label_logits_for_training(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
-        """Label logits; with ``cbm.train_intervention_prob`` > 0 each concept of each example is
-        replaced by its true value with that probability (as in concept-embedding-model training),
-        so the label head learns to trust corrected concepts at intervention time."""
-        if self.train_intervention_prob <= 0:
-            return self.model.label_from_concepts(concept_logits)[0]
+    def residual_penalties(self, outputs: ConceptOutputs) -> dict[str, torch.Tensor]:
+        """Hybrid bottleneck: ``residual_penalty`` x cross-correlation of the residual with the concept
+        probabilities (empty without a residual channel)."""
+        if outputs.residual is None:
+            return {}
+        probs = torch.cat([lg.softmax(-1) for lg in outputs.logits], dim=-1)
+        return {"residual": self.residual_penalty * cross_correlation_penalty(outputs.residual, probs)}
+
+    def training_inputs(self, outputs: ConceptOutputs, concepts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concept part of the label head's input during training, and the ``[B, K]`` bool mask of the
+        concepts replaced by their true value (each with probability ``cbm.train_intervention_prob``, as in
+        concept-embedding-model training), so the label head learns to trust corrected concepts."""
         from sparsecbm.interpret.strategies import edited_inputs, ground_truth_targets, random_concept_mask
 
-        mask = random_concept_mask(concepts.shape[0], len(concept_logits), self.train_intervention_prob,
+        if self.train_intervention_prob <= 0:  # no random draw: runs without interventions keep their RNG stream
+            mask = torch.zeros(concepts.shape[0], len(outputs.logits), dtype=torch.bool, device=concepts.device)
+            return self.model.label_from_outputs(outputs)[1], mask
+        mask = random_concept_mask(concepts.shape[0], len(outputs.logits), self.train_intervention_prob,
                                    device=concepts.device)
         targets = ground_truth_targets(concepts, self.concept_set.cardinalities)
-        return self.model.label_from_inputs(edited_inputs(concept_logits, self.model.activation, targets, mask))
+        return edited_inputs(outputs.logits, self.model.activation, targets, mask, embeddings=outputs.embeddings), mask
+
+    def label_logits_for_training(self, outputs: ConceptOutputs | list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
+        """Label logits from (randomly intervened, see :meth:`training_inputs`) concept outputs."""
+        outputs = as_outputs(outputs)
+        return self.model.label_from_inputs(self.training_inputs(outputs, concepts)[0], outputs.residual)
 
     def sparsity_penalties(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Token-gate budget and label-layer L1 penalties (empty when both are off)."""
@@ -237,15 +265,17 @@ class CBMLitModule(L.LightningModule):
             {"params": encoder, "name": "backbone"},
             {"params": heads, "lr": self.head_lr, "name": "concept_heads"},
             {"params": groups["label"], "lr": self.label_lr, "name": "label_head"},
+            {"params": groups["residual"], "lr": self.head_lr, "name": "residual"},  # trains with the label head
         ]
         optimizer = self.optimizer_fn([g for g in param_groups if g["params"]])
         total = int(self.trainer.estimated_stepping_batches)
         if self.mode == "sequential":
             per_epoch = total // max(int(self.trainer.max_epochs), 1)
             split = per_epoch * self.concept_epochs
-            phases = {"backbone": [(0, split)], "concept_heads": [(0, split)], "label_head": [(split, total)]}
+            phases = {"backbone": [(0, split)], "concept_heads": [(0, split)], "label_head": [(split, total)],
+                      "residual": [(split, total)]}
         else:
-            phases = {name: [(0, total)] for name in ("backbone", "concept_heads", "label_head")}
+            phases = {name: [(0, total)] for name in ("backbone", "concept_heads", "label_head", "residual")}
         lambdas = [warmup_linear(phases[g["name"]], self.warmup_ratio) for g in optimizer.param_groups]
         scheduler = LambdaLR(optimizer, lambdas)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

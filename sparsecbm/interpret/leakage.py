@@ -1,0 +1,191 @@
+"""Ceiling and leakage: what the concept set allows, and what a model reads beyond its concepts.
+
+A strict concept bottleneck predicts the label from the concepts alone, so it cannot beat the best
+label head fitted on the *true* concepts — the concept set's **ceiling**. A model whose label head
+reads soft activations (logits, probabilities, context-dependent embeddings) can carry more than
+the concept values through them: **leakage**. For every trained model this module reports, on a
+split:
+
+- ``ceiling``: logistic regression on one-hot true concepts (fitted on train) on this split's true
+  concepts; ``ceiling_lookup``: the majority train label of each combination of true values (the
+  best any function of the true concepts does on train's distribution; unseen combinations fall
+  back to the regression);
+- ``soft``: the model as it predicts (its own soft activations);
+- ``hard``: its label head reading its *predicted values* as hard choices (every concept set to its
+  argmax with the model's intervention strategy: one-hot, a confident logit vector, or the chosen
+  value's embedding);
+- ``all_ground_truth``: every concept set to its true value;
+- ``ceiling_on_predicted``: the ceiling head reading the model's predicted values (concept values only);
+- ``leakage`` = ``soft - hard``: task accuracy (and macro-F1) the soft activations carry beyond the
+  hard concepts; ``above_ceiling`` = ``soft - ceiling``: positive means the model uses information
+  the true concepts do not hold;
+- ``residual`` (hybrid bottleneck): its share of the decision and the metrics with it held at its mean.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
+
+
+def metrics(
+    preds: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, n_labels: int
+) -> dict[str, float]:
+    """``{"acc", "f1"}`` (micro accuracy, macro-F1): the definitions training's torchmetrics use."""
+    preds, labels = torch.as_tensor(np.asarray(preds)), torch.as_tensor(np.asarray(labels))
+    return {
+        "acc": float(multiclass_accuracy(preds, labels, n_labels, average="micro")),
+        "f1": float(multiclass_f1_score(preds, labels, n_labels, average="macro")),
+    }
+
+
+class ConceptCeiling:
+    """Label heads fitted on the true concepts of the training split.
+
+    Args:
+        cardinalities: Values per concept.
+        n_labels: Number of labels.
+
+    Example:
+        >>> ceiling = ConceptCeiling.fit(train_concepts, train_labels, [3, 3, 3, 3], 5)
+        >>> ceiling.evaluate(test_concepts, test_labels)["logreg"]["acc"]
+    """
+
+    def __init__(self, cardinalities: list[int], n_labels: int):
+        self.cardinalities, self.n_labels = list(cardinalities), int(n_labels)
+        self.logreg = None
+        self.constant: int | None = None  # the one training label, when there is only one
+        self.table: dict[tuple[int, ...], int] = {}
+
+    def one_hot(self, concepts) -> np.ndarray:
+        c = np.asarray(concepts)
+        return np.concatenate([np.eye(k)[c[:, i]] for i, k in enumerate(self.cardinalities)], axis=1)
+
+    @classmethod
+    def fit(cls, concepts, labels, cardinalities: list[int], n_labels: int) -> ConceptCeiling:
+        """Fit both heads on ``[N, K]`` true concept values and ``[N]`` labels."""
+        from sklearn.linear_model import LogisticRegression
+
+        self = cls(cardinalities, n_labels)
+        concepts, labels = np.asarray(concepts), np.asarray(labels)
+        if len(np.unique(labels)) < 2:
+            self.constant = int(labels[0])
+        else:
+            self.logreg = LogisticRegression(max_iter=2000).fit(self.one_hot(concepts), labels)
+        groups: dict[tuple[int, ...], Counter] = {}
+        for row, y in zip(map(tuple, concepts.tolist()), labels.tolist()):
+            groups.setdefault(row, Counter())[int(y)] += 1
+        # majority label per combination; ties go to the smallest label
+        self.table = {row: min(c, key=lambda y, c=c: (-c[y], y)) for row, c in groups.items()}
+        return self
+
+    @classmethod
+    def from_datamodule(cls, datamodule) -> ConceptCeiling:
+        """Fitted on the datamodule's raw training split."""
+        train, cs = datamodule.raw["train"], datamodule.concept_set
+        return cls.fit(train.concepts, train.labels, cs.cardinalities, cs.label.num_classes)
+
+    def predict(self, concepts, kind: str = "logreg") -> np.ndarray:
+        """Labels for ``[N, K]`` concept values; ``kind`` is ``logreg`` or ``lookup``."""
+        concepts = np.asarray(concepts)
+        if self.constant is not None:
+            base = np.full(len(concepts), self.constant)
+        else:
+            base = self.logreg.predict(self.one_hot(concepts))
+        if kind == "logreg":
+            return base
+        if kind == "lookup":
+            return np.array([self.table.get(row, b) for row, b in zip(map(tuple, concepts.tolist()), base)])
+        raise ValueError(f"unknown ceiling head '{kind}'; expected logreg or lookup")
+
+    def evaluate(self, concepts, labels) -> dict[str, dict[str, float]]:
+        """``{"logreg": {acc, f1}, "lookup": {acc, f1}}`` on the given concept values."""
+        return {
+            kind: metrics(self.predict(concepts, kind), labels, self.n_labels)
+            for kind in ("logreg", "lookup")
+        }
+
+
+def _diff(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a[k] - b[k] for k in ("acc", "f1")}
+
+
+@torch.no_grad()
+def _label_predictions(module, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A model without concepts: (predicted labels, true concepts, labels)."""
+    module.eval()
+    device = next(module.parameters()).device
+    preds, truth, labels = [], [], []
+    for batch in loader:
+        out = module.model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        preds.append(out.label_logits.argmax(-1).cpu())
+        truth.append(batch["concepts"])
+        labels.append(batch["label"])
+    return torch.cat(preds), torch.cat(truth), torch.cat(labels)
+
+
+def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGIT_EPS) -> dict[str, Any]:
+    """The ``intervention`` (concept models) and ``bottleneck`` blocks of ``results.json`` for a split.
+
+    The backbone runs once; every variant only re-runs the label head.
+
+    Args:
+        module: A :class:`~sparsecbm.lit.CBMLitModule` (any mode).
+        loader: The split's dataloader (with true concepts and labels).
+        ceiling: Heads fitted on the training split's true concepts (:meth:`ConceptCeiling.from_datamodule`).
+        eps: See :func:`~sparsecbm.interpret.strategies.target_activation`.
+    """
+    from sparsecbm.interpret.curves import collect
+
+    n = ceiling.n_labels
+    if not module.model.has_concepts:
+        preds, truth, labels = _label_predictions(module, loader)
+        soft = metrics(preds, labels, n)
+        ceil = ceiling.evaluate(truth, labels)
+        return {
+            "bottleneck": {
+                "n_examples": int(labels.shape[0]),
+                "ceiling": ceil["logreg"],
+                "ceiling_lookup": ceil["lookup"],
+                "soft": soft,
+                "above_ceiling": _diff(soft, ceil["logreg"]),
+            }
+        }
+
+    outputs, truth, labels = collect(module, loader)
+    b = Bottleneck.from_model(module.model, outputs, eps)
+    predicted = torch.stack([lg.argmax(-1) for lg in b.concept_logits], dim=-1)  # [N, K]
+    cards = b.cardinalities
+
+    def run(targets=None, residual=None) -> dict[str, float]:
+        return metrics(b.label_logits(b.inputs(targets), residual).argmax(-1), labels, n)
+
+    soft, gt = run(), run(ground_truth_targets(truth, cards))
+    hard = run([F.one_hot(predicted[:, k], c).float() for k, c in enumerate(cards)])
+    ceil = ceiling.evaluate(truth, labels)
+    report: dict[str, Any] = {
+        "n_examples": int(labels.shape[0]),
+        "ceiling": ceil["logreg"],
+        "ceiling_lookup": ceil["lookup"],
+        "soft": soft,
+        "hard": hard,
+        "all_ground_truth": gt,
+        "ceiling_on_predicted": ceiling.evaluate(predicted, labels)["logreg"],
+        "leakage": _diff(soft, hard),
+        "above_ceiling": _diff(soft, ceil["logreg"]),
+    }
+    if b.residual is not None:
+        from sparsecbm.models.residual import residual_share
+
+        mean = b.residual.mean(0, keepdim=True).expand_as(b.residual)
+        share = residual_share(lambda a, r: b.label_logits(a, r), b.inputs(), b.residual)
+        report["residual"] = {**share, "without": run(residual=mean), "dim": int(b.residual.shape[-1])}
+    intervention = {"none": soft, "all_ground_truth": gt, "n_examples": int(labels.shape[0])}
+    return {"intervention": intervention, "bottleneck": report}
