@@ -46,7 +46,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     ckpt = read_checkpoint(path)
     meta = ckpt[CHECKPOINT_KEY]
     bb = meta["backbone"]
-    backbone = Backbone.from_hf_config(bb["hf_config"], bb["pooling"], bb["name_or_path"], bb["tokenizer"])
+    backbone = Backbone.from_hf_config(bb["hf_config"], bb["pooling"], bb["name_or_path"], bb["tokenizer"],
+                                       lora=bb.get("lora"))
     concepts = ConceptSet.from_dict(meta["concepts"])
     if meta.get("sparsity"):
         from sparsecbm.sparsity import SubnetworkBackbone

@@ -25,6 +25,23 @@ def split_metrics(metrics: Mapping[str, float], stage: str, concept_names: list[
     return out
 
 
+def metric_value(results: Mapping[str, Any], name: str) -> float:
+    """A logged metric's value in a ``results.json`` structure: ``val/label/f1``, ``test/concept/acc``,
+    ``val/concept/food/f1`` (per concept) or ``val/loss``."""
+    stage, *rest = name.split("/")
+    node: Any = results.get(stage)
+    if len(rest) == 3 and rest[0] == "concept":
+        rest = ["per_concept", rest[1], rest[2]]
+    for part in rest:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if not isinstance(node, (int, float)):
+        known = sorted(f"{s}/{k}/{m}" for s in ("val", "test") for k in ("label", "concept")
+                       for m in ("acc", "f1") if isinstance((results.get(s) or {}).get(k), Mapping))
+        raise KeyError(f"optimized_metric='{name}' is not in this run's results; known: {known} "
+                       "(and <split>/concept/<name>/<acc|f1>, <split>/loss)")
+    return float(node)
+
+
 def reference_baselines(train_concepts, train_labels, test_concepts, test_labels, cardinalities, n_labels) -> dict:
     """What a strict bottleneck can reach at best on this data, to put a run beside.
 

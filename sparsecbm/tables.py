@@ -54,7 +54,8 @@ def config_key(r: dict[str, Any]) -> str:
     return name + (f" [{', '.join(extras)}]" if extras else "")
 
 
-def _fmt(values: list[float]) -> str:
+def fmt_mean_std(values: list[float]) -> str:
+    """Mean ± std in % (just the mean for one value, `-` for none)."""
     if not values:
         return "-"
     mean = 100 * statistics.mean(values)
@@ -89,13 +90,13 @@ def table(runs: list[dict[str, Any]]) -> str:
         sparsity = f"{100 * statistics.mean(s[0] for s in stats):.1f}" if stats else "-"
         jaccard = f"{statistics.mean(s[1] for s in stats):.2f}" if stats else "-"
         lines.append(
-            f"| {key} | {len(rs)} | {epochs} | {_fmt(get(('test', 'label', 'acc')))} | "
-            f"{_fmt(get(('test', 'label', 'f1')))} | {_fmt(get(('test', 'concept', 'acc')))} | "
-            f"{_fmt(get(('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | "
-            f"{_fmt(get(('test', 'bottleneck', 'hard', 'acc')))} | "
-            f"{_fmt(get(('test', 'intervention', 'all_ground_truth', 'acc')))} | "
-            f"{_fmt(get(('test', 'bottleneck', 'ceiling', 'acc')))} | {_fmt(get(('test', 'bottleneck', 'leakage', 'acc')))} | "
-            f"{_fmt(get(('test', 'bottleneck', 'residual', 'share')))} | {statistics.mean(eps):.1f} | "
+            f"| {key} | {len(rs)} | {epochs} | {fmt_mean_std(get(('test', 'label', 'acc')))} | "
+            f"{fmt_mean_std(get(('test', 'label', 'f1')))} | {fmt_mean_std(get(('test', 'concept', 'acc')))} | "
+            f"{fmt_mean_std(get(('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | "
+            f"{fmt_mean_std(get(('test', 'bottleneck', 'hard', 'acc')))} | "
+            f"{fmt_mean_std(get(('test', 'intervention', 'all_ground_truth', 'acc')))} | "
+            f"{fmt_mean_std(get(('test', 'bottleneck', 'ceiling', 'acc')))} | {fmt_mean_std(get(('test', 'bottleneck', 'leakage', 'acc')))} | "
+            f"{fmt_mean_std(get(('test', 'bottleneck', 'residual', 'share')))} | {statistics.mean(eps):.1f} | "
             f"{statistics.mean(wall) / 60:.1f} |"
         )
     ref = next((r["reference"] for r in runs if r.get("reference", {}).get("true_concept_logreg")), None)

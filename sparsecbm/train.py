@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from sparsecbm.callbacks import AtomicCheckpointIO, Throughput
 from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
 from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
-from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
+from sparsecbm.results import metric_value, reference_baselines, split_metrics, summary_table, write_json
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,14 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
-def subnetwork_outputs(module, output_dir: Path) -> dict[str, Any]:
+def subnetwork_outputs(module, output_dir: Path, write: bool = True) -> dict[str, Any]:
     """Statistics of the (best checkpoint's) subnetworks, plus subnetworks.csv/png and masks.safetensors."""
     from sparsecbm.sparsity import export_masks, subnetwork_stats, write_reports
 
     sb, names = module.model.backbone, module.concept_set.names
     stats = subnetwork_stats(sb, names)
+    if not write:  # another data-parallel rank: rank 0 writes the (identical) reports
+        return stats
     files = write_reports(stats, output_dir)
     stats["files"] = {k: str(v) for k, v in files.items()}
     stats["files"]["masks"] = str(export_masks(sb, names, output_dir / "masks.safetensors"))
@@ -74,7 +76,21 @@ def build(cfg: DictConfig):
         callbacks.append(PruningCallback())
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    for lg in trainer.loggers:  # the resolved config, flattened (wandb config, CSV hparams.yaml)
+        lg.log_hyperparams(flat_config(module.run_config))
     return datamodule, module, trainer
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; lists become strings."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_config(v, key + "/"))
+        else:
+            out[key] = str(v) if isinstance(v, (list, tuple)) else v
+    return out
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -111,7 +127,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 "best_val_select": float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None else None,
                 "resumed_from": ckpt_path,
                 "wall_time_s": round(time.perf_counter() - start, 2),
-                "train_examples_per_s": round(throughput.examples_per_second, 2) if throughput else None,
+                # every data-parallel rank trains on its own examples at about the same rate
+                "train_examples_per_s": round(throughput.examples_per_second * trainer.world_size, 2)
+                if throughput else None,
+                "world_size": int(trainer.world_size),
             },
             "model": {
                 "mode": module.mode,
@@ -130,12 +149,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         }
     )
     if hasattr(module.model.backbone, "masked_layers"):
-        results["subnetworks"] = subnetwork_outputs(module, output_dir)
-    write_json(output_dir / "results.json", results)
-    from rich.console import Console
+        results["subnetworks"] = subnetwork_outputs(module, output_dir, write=trainer.is_global_zero)
+    if trainer.is_global_zero:  # data parallel: every rank holds the same results; one writes them
+        write_json(output_dir / "results.json", results)
+        from rich.console import Console
 
-    Console().print(summary_table(results, f"{cfg.task_name}: {module.mode} CBM ({output_dir})"))
-    log.info("results written to %s", output_dir / "results.json")
+        from sparsecbm.tracking import log_run_outputs
+
+        log_run_outputs(trainer.loggers, results, output_dir)
+        Console().print(summary_table(results, f"{cfg.task_name}: {module.mode} CBM ({output_dir})"))
+        log.info("results written to %s", output_dir / "results.json")
     return results, {"datamodule": datamodule, "module": module, "trainer": trainer}
 
 
@@ -146,7 +169,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> float:
     quiet_libraries()
     results, _ = train(cfg)
-    return results["val"]["label"]["f1"]  # for Hydra sweepers
+    return metric_value(results, cfg.get("optimized_metric") or "val/label/f1")  # what a sweeper optimises
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.data.loading import SPLITS, DataError, EncodedSplit, load_splits
@@ -20,19 +20,54 @@ from sparsecbm.models.backbone import load_tokenizer
 log = logging.getLogger(__name__)
 
 
-class EpochSeededSampler(RandomSampler):
-    """Random order that depends only on (seed, epoch), so a resumed run sees the same batches."""
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless a torch.distributed process group is up."""
+    import torch.distributed as dist
 
-    def __init__(self, data_source, seed: int = 0):
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochSeededSampler(RandomSampler):
+    """Random order that depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    With ``world > 1`` rank ``r`` takes every ``world``-th index of the one global order (padded by
+    repeating its start to a multiple of ``world``, so every rank runs as many batches): the ranks'
+    batches ``i`` together are the single-process batch ``i`` of ``world`` times the batch size.
+    """
+
+    def __init__(self, data_source, seed: int = 0, rank: int = 0, world: int = 1):
         super().__init__(data_source)
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self.rank, self.world = seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning at every epoch start
         self.epoch = epoch
 
+    def __len__(self) -> int:
+        return -(-len(self.data_source) // self.world)
+
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(len(self.data_source), generator=g).tolist())
+        order = torch.randperm(len(self.data_source), generator=g).tolist()
+        if self.world > 1:
+            order += order[: len(self) * self.world - len(order)]
+            order = order[self.rank :: self.world]
+        return iter(order)
+
+
+class ShardSampler(Sampler):
+    """Evaluation under data parallelism: rank ``r`` reads examples ``r, r + world, ...`` (no padding,
+    so the metrics synced by torchmetrics count every example exactly once)."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
 
 
 class TokenizedSplit(torch.utils.data.Dataset):
@@ -184,12 +219,20 @@ class CBMDataModule(L.LightningDataModule):
     def collator(self) -> Collator:
         return Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
 
-    def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
+    def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None,
+               shard: bool = False) -> DataLoader:
+        """A DataLoader over ``split``; ``shard=True`` gives this process its share under DDP/FSDP
+        (the trainer's loaders; everything else reads the whole split)."""
         ds = self.splits[split]
+        rank, world = process_rank() if shard else (0, 1)
+        if shuffle:
+            sampler = EpochSeededSampler(ds, self.seed, rank, world)
+        else:
+            sampler = ShardSampler(len(ds), rank, world) if world > 1 else None
         return DataLoader(
             ds,
             batch_size=batch_size or (self.batch_size if shuffle else self.eval_batch_size),
-            sampler=EpochSeededSampler(ds, self.seed) if shuffle else None,
+            sampler=sampler,
             collate_fn=self.collator(),
             num_workers=self.num_workers,
             # the loader's own generator: creating an iterator must not consume the global RNG,
@@ -198,13 +241,13 @@ class CBMDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
+        return self.loader("train", shuffle=True, shard=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader("dev")
+        return self.loader("dev", shard=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.loader("test", shard=True)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -294,6 +294,7 @@ class CBMLitModule(L.LightningModule):
                 "pooling": bb.pooling,
                 "tokenizer": bb.tokenizer_name,
                 "hf_config": bb.model.config.to_dict(),
+                "lora": getattr(bb, "lora", None),
             },
             "sparsity": getattr(bb, "settings", None),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -29,6 +30,31 @@ def is_decoder(model_type: str) -> bool:
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     return model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+#: Set on every transformer block: FSDP wraps each one as a unit (see :func:`sparsecbm.scale.fsdp_strategy`).
+FSDP_UNIT = "_sparsecbm_fsdp_unit"
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    if name in (None, "", "float32", "fp32"):
+        return None
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"backbone.dtype='{name}' is not valid; expected float32, bfloat16 or float16")
+    return table[name]
+
+
+def mark_fsdp_units(model: nn.Module) -> None:
+    """Tag the transformer blocks (the modules FSDP shards one at a time)."""
+    from sparsecbm.sparsity.injector import find_blocks
+
+    try:
+        _, blocks = find_blocks(model)
+    except ValueError:
+        return
+    for block in blocks:
+        setattr(block, FSDP_UNIT, True)
 
 
 def load_tokenizer(name_or_path: str):
@@ -72,6 +98,12 @@ class Backbone(nn.Module):
         config: Optional config overrides (``{num_hidden_layers: 2}``); with ``pretrained=False`` and
             ``model_type`` set, a model is built from scratch without any download.
         tokenizer: Tokenizer name or path (defaults to ``name_or_path``).
+        lora: ``{r, alpha, dropout, target_modules}`` to train LoRA adapters (peft) instead of the
+            backbone's weights, which are then frozen (see :mod:`sparsecbm.models.lora`); ``None`` = off.
+        dtype: Load the weights in this dtype (``bfloat16``, ``float16``); ``None`` = float32. Token
+            states are returned in float32, so the heads stay float32.
+        gradient_checkpointing: Recompute each block's activations in the backward pass (less memory,
+            about a third more compute).
     """
 
     def __init__(
@@ -81,6 +113,9 @@ class Backbone(nn.Module):
         pretrained: bool = True,
         config: dict[str, Any] | None = None,
         tokenizer: str | None = None,
+        lora: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModel
@@ -89,6 +124,8 @@ class Backbone(nn.Module):
             raise ValueError(f"backbone.pooling='{pooling}' is not valid; expected one of {POOLINGS}")
         self.name_or_path, self.pooling = name_or_path, pooling
         self.tokenizer_name = tokenizer or name_or_path
+        self.lora = dict(lora) if lora else None
+        torch_dtype = _dtype(dtype)
         overrides = dict(config or {})
         path = resolve_name(name_or_path)
         if "model_type" in overrides:
@@ -97,9 +134,9 @@ class Backbone(nn.Module):
         else:
             hf_config = AutoConfig.from_pretrained(path, **overrides)
         if pretrained and "model_type" not in overrides:
-            self.model = AutoModel.from_pretrained(path, config=hf_config)
+            self.model = AutoModel.from_pretrained(path, config=hf_config, dtype=torch_dtype)
         else:
-            self.model = AutoModel.from_config(hf_config)
+            self.model = AutoModel.from_config(hf_config, dtype=torch_dtype)
         self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
         if self.model.config.pad_token_id is None:
             # decoders (GPT-2, Llama...) ship without a pad token; the tokenizer reuses EOS and
@@ -107,11 +144,25 @@ class Backbone(nn.Module):
             self.model.config.pad_token_id = self.model.config.eos_token_id
         self.hidden_size = int(self.model.config.hidden_size)
         self.is_decoder = is_decoder(self.model.config.model_type)
+        if self.is_decoder and pooling == "cls":
+            raise ValueError(
+                f"backbone.pooling=cls on the decoder '{self.model.config.model_type}' reads the first token, "
+                "which attends to nothing else; use backbone.pooling=last (or mean)"
+            )
+        if gradient_checkpointing:
+            # non-reentrant: works when the inputs of a block need no gradient (frozen embeddings, LoRA)
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.lora:
+            from sparsecbm.models.lora import add_lora
+
+            add_lora(self.model, self.lora)
+        mark_fsdp_units(self.model)
 
     @classmethod
-    def from_hf_config(cls, hf_config: dict[str, Any], pooling: str, name_or_path: str, tokenizer: str | None):
+    def from_hf_config(cls, hf_config: dict[str, Any], pooling: str, name_or_path: str, tokenizer: str | None,
+                       lora: Mapping[str, Any] | None = None):
         """Rebuild (random weights) from a saved HF config dict; used when loading checkpoints offline."""
-        return cls(name_or_path, pooling, pretrained=False, config=hf_config, tokenizer=tokenizer)
+        return cls(name_or_path, pooling, pretrained=False, config=hf_config, tokenizer=tokenizer, lora=lora)
 
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last-layer token states ``[B, T, H]`` (a per-concept backbone returns ``[K, B, T, H]``)."""
@@ -119,7 +170,8 @@ class Backbone(nn.Module):
         if self.is_decoder:
             # positions count real tokens only, so left padding does not shift them (GPT-2 needs this)
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return states if states.dtype == torch.float32 else states.float()  # bf16 weights; float32 heads
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return pool(self.token_states(input_ids, attention_mask), attention_mask, self.pooling)

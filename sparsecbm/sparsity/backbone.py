@@ -91,6 +91,7 @@ class SubnetworkBackbone(nn.Module):
         self.add_branch_hooks()
         self.hidden_size, self.pooling = backbone.hidden_size, backbone.pooling
         self.name_or_path, self.tokenizer_name = backbone.name_or_path, backbone.tokenizer_name
+        self.lora = getattr(backbone, "lora", None)
 
     # ------------------------------------------------------------------ access
     @property

@@ -2,7 +2,9 @@
 
 ``target_modules`` follows peft: a list of module-name suffixes, or one regex matched against
 the full module name. By default every Linear inside the transformer blocks is wrapped
-(attention projections and feed-forward), never embeddings or heads.
+(attention projections and feed-forward), never embeddings or heads. In a model with LoRA
+adapters the frozen ``base_layer`` inside each LoRA layer is wrapped (it answers to the LoRA
+layer's name); the adapters themselves are never masked.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def _is_linear(m: nn.Module) -> bool:
 
 
 def _matches(name: str, target_modules) -> bool:
+    name = name.removesuffix(".base_layer")  # the frozen layer inside a LoRA layer answers to the LoRA layer's name
     if target_modules is None:
         return True
     if isinstance(target_modules, str):
@@ -87,7 +90,8 @@ def inject(
         if granularity == "unstructured":
             for name, module in list(block.named_modules()):
                 full = f"{prefix}.{name}"
-                if name and _is_linear(module) and _matches(full, target_modules):
+                # LoRA: the base layer inside a LoRA layer is masked, its lora_A/lora_B stay dense
+                if name and _is_linear(module) and "lora_" not in name and _matches(full, target_modules):
                     _replace(block, name, MaskedLinear(module, state, "weights"))
                     layers[full] = _get(block, name)
             continue
@@ -110,6 +114,14 @@ def inject(
 def _wrap_units(model, block, prefix, kind, spec, state, layers, groups) -> None:
     """One :class:`UnitGroup` of ``kind`` (head | neuron) in ``block``: its producers' rows and consumer's columns."""
     producers, consumer = spec
+    from sparsecbm.models.lora import is_lora_layer
+
+    adapted = [n for n in (*producers, consumer) if is_lora_layer(_get(block, n))]
+    if adapted:
+        raise ValueError(
+            f"sparsity.granularity={kind} gathers whole units of {adapted}, which carry LoRA adapters "
+            "(dense, shared): leave them out of backbone.lora.target_modules or use sparsity.granularity=unstructured"
+        )
     first = _get(block, producers[0])
     out_rows = (first.weight.shape[0] if isinstance(first, nn.Linear) else first.weight.shape[1])
     if kind == "head":

@@ -124,7 +124,9 @@ class MaskedLinear(nn.Module):
         return self.group.row_mask(k).unsqueeze(0).expand(self.out_features, self.in_features)
 
     def _watch(self, w: torch.Tensor, concept: int) -> torch.Tensor:
-        if self.grad_hook is not None and w.requires_grad:
+        if self.grad_hook is not None and torch.is_grad_enabled():
+            if not w.requires_grad:  # a frozen weight (LoRA): the scorer still needs its gradient
+                w = w.detach().requires_grad_(True)
             hook = self.grad_hook
             w.register_hook(lambda g: hook(g, concept))
         return w

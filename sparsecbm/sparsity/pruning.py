@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -46,6 +47,41 @@ def _keep_topk(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
     if n_keep > 0:
         mask.scatter_(1, scores.topk(n_keep, dim=1, sorted=False).indices, True)
     return mask
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def sync_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mean of every score tensor over the data-parallel ranks (each rank scored its own batches)."""
+    import torch.distributed as dist
+
+    world = _world_size()
+    out = {}
+    for name, s in scores.items():
+        s = s.float().contiguous().clone()
+        dist.all_reduce(s)
+        out[name] = s / world
+    return out
+
+
+@torch.no_grad()
+def broadcast_masks(sb: SubnetworkBackbone) -> None:
+    """Make rank 0's masks every rank's masks (pruning decisions identical by construction)."""
+    import torch.distributed as dist
+
+    for layer in sb.masked_layers().values():
+        if hasattr(layer, "mask_weights"):
+            m = layer.mask_weights.to(torch.uint8)
+            dist.broadcast(m, 0)
+            layer.mask_weights.copy_(m.bool())
+    for group in sb.unit_groups().values():
+        m = group.mask_units.to(torch.uint8)
+        dist.broadcast(m, 0)
+        group.set_units(m.bool())
 
 
 class Pruner:
@@ -153,6 +189,9 @@ class Pruner:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         with torch.enable_grad():
             scores = self.weight_scores(batches_for)
+        distributed = _world_size() > 1
+        if distributed and self.name != "magnitude":  # data-parallel weights are equal; batches are not
+            scores = sync_scores(scores)
         scope = self.schedule.get("scope", "layer")
         if self.sb.granularity != "unstructured":
             scores = self.unit_scores(scores)
@@ -173,6 +212,8 @@ class Pruner:
                 self._write(targets[name], _keep_topk(flat, round((1 - sparsity) * flat.shape[1])).view_as(s))
         else:
             raise ValueError(f"sparsity.schedule.scope='{scope}' is not valid; expected layer or global")
+        if distributed:
+            broadcast_masks(self.sb)
         self.sb.mask_level.fill_(sparsity)
 
     @staticmethod
@@ -183,8 +224,23 @@ class Pruner:
             target.set_units(keep)
 
 
+def _full_params(trainer, needed: bool):
+    """Under FSDP, gather the sharded weights for scoring (magnitude reads them outside a forward pass)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not needed or not isinstance(trainer.strategy, FSDPStrategy):
+        return nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
+
+
 class PruningCallback(L.Callback):
-    """Applies the gradual schedule during training (every ``schedule.every`` steps inside the window)."""
+    """Applies the gradual schedule during training (every ``schedule.every`` steps inside the window).
+
+    Under data parallelism (DDP/FSDP) every rank reaches the same steps; scores are averaged over
+    ranks and rank 0's masks are broadcast, so all ranks hold identical masks.
+    """
 
     def __init__(self) -> None:
         self.pruner: Pruner | None = None
@@ -195,6 +251,11 @@ class PruningCallback(L.Callback):
             return
         sb = pl_module.model.backbone
         self.pruner = Pruner(sb, pl_module.concept_only_loss)
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if self.pruner.name == "obert" and isinstance(trainer.strategy, FSDPStrategy):
+            raise ValueError("sparsity.scorer=obert is not supported with trainer=fsdp; use magnitude or movement "
+                             "(or trainer=ddp)")
         total = int(trainer.estimated_stepping_batches)
         per_epoch = max(total // max(int(trainer.max_epochs or 1), 1), 1)
         self.window = schedule_steps(self.pruner.schedule, total, per_epoch)
@@ -223,6 +284,7 @@ class PruningCallback(L.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()  # scores from a deterministic pass (no dropout)
-        self.pruner.prune(target, lambda: self._batches(trainer, pl_module))
+        with _full_params(trainer, self.pruner.name == "magnitude"):
+            self.pruner.prune(target, lambda: self._batches(trainer, pl_module))
         pl_module.train(was_training)
         pl_module.log("train/sparsity", target)

@@ -1,0 +1,56 @@
+"""Experiment tracking beyond Lightning's scalar logging: run summaries, tables and figures for wandb.
+
+Lightning already sends every logged metric (``train/loss``, ``val/label/f1``,
+``val/concept/<name>/acc`` per concept...) and the config (:func:`sparsecbm.train.build`) to each
+logger. At the end of a run :func:`log_run_outputs` adds, for a ``WandbLogger``: the final
+val/test metrics as the run summary, the subnetwork report (``subnetworks.csv``) as a table, and
+every PNG figure of the run folder as an image; then it finishes the wandb run, so the next run
+of a sweep starts its own.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SUMMARY_SECTIONS = ("val", "test", "run", "model")
+
+
+def flat_metrics(results: Mapping[str, Any], sections: Sequence[str] = SUMMARY_SECTIONS) -> dict[str, float]:
+    """Numbers of ``results.json`` as ``section/a/b`` keys (``test/per_concept/food/acc``...)."""
+    out: dict[str, float] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(v, f"{key}/{k}")
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            out[key] = float(node)
+
+    for section in sections:
+        if section in results:
+            walk(results[section], section)
+    return out
+
+
+def log_run_outputs(loggers: Sequence[Any], results: Mapping[str, Any], output_dir: str | Path) -> None:
+    """Send the run's final metrics, subnetwork table and figures to every wandb logger, then finish it."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    output_dir = Path(output_dir)
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        run = logger.experiment
+        run.summary.update(flat_metrics(results))
+        table = output_dir / "subnetworks.csv"
+        if table.is_file():
+            with table.open(newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                logger.log_table(key="subnetworks", columns=rows[0], data=rows[1:])
+        for png in sorted(output_dir.glob("*.png")):
+            logger.log_image(key=f"figures/{png.stem}", images=[str(png)])
+        run.finish()
