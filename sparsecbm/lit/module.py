@@ -224,7 +224,7 @@ class CBMLitModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         out = self.model(batch["input_ids"], batch["attention_mask"])
         loss = F.cross_entropy(out.label_logits, batch["label"])
-        self.log(f"{stage}/loss", loss, batch_size=batch["label"].shape[0])
+        self.log(f"{stage}/loss", loss, batch_size=batch["label"].shape[0], sync_dist=True)
         self.metrics[f"{stage}_metrics"].update(out.label_logits, batch["label"], out.concept_logits, batch.get("concepts"))
 
     def validation_step(self, batch, batch_idx):
@@ -236,7 +236,8 @@ class CBMLitModule(L.LightningModule):
     def _log_epoch(self, stage: str) -> dict[str, float]:
         values = self.metrics[f"{stage}_metrics"].compute(stage)
         self.metrics[f"{stage}_metrics"].reset()
-        self.log_dict(values, prog_bar=False)
+        # torchmetrics already synced these across data-parallel ranks; sync_dist only averages equal values
+        self.log_dict(values, prog_bar=False, sync_dist=True)
         return values
 
     def on_train_epoch_end(self) -> None:
@@ -249,7 +250,7 @@ class CBMLitModule(L.LightningModule):
         untrained_head = self.mode == "sequential" and not self.in_label_phase()
         not_pruned = not getattr(self.model.backbone, "at_final_sparsity", lambda: True)()
         select = -1.0 if (untrained_head or not_pruned) else values["val/label/f1"]
-        self.log("val/select", select, prog_bar=True)
+        self.log("val/select", select, prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
