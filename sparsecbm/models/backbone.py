@@ -45,6 +45,20 @@ def _dtype(name: str | None) -> torch.dtype | None:
     return table[name]
 
 
+def enable_checkpointing(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """Gradient (activation) checkpointing of every block, with ``torch.utils.checkpoint`` keyword arguments."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable(**{"activation_checkpointing_kwargs" if enable.__name__.startswith("activation") else
+              "gradient_checkpointing_kwargs": kwargs})
+
+
+def is_checkpointing(model: nn.Module) -> bool:
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers 5, then 4
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
+
+
 def mark_fsdp_units(model: nn.Module) -> None:
     """Tag the transformer blocks (the modules FSDP shards one at a time)."""
     from sparsecbm.sparsity.injector import find_blocks
@@ -151,7 +165,7 @@ class Backbone(nn.Module):
             )
         if gradient_checkpointing:
             # non-reentrant: works when the inputs of a block need no gradient (frozen embeddings, LoRA)
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(self.model, {"use_reentrant": False})
         if self.lora:
             from sparsecbm.models.lora import add_lora
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -29,6 +31,29 @@ def _repeat_batch(obj: Any, batch: int, times: int) -> Any:
     if isinstance(obj, dict):
         return {k: _repeat_batch(v, batch, times) for k, v in obj.items()}
     return obj
+
+
+class _RecomputeInForwardMode:
+    """``context_fn`` for non-reentrant gradient checkpointing: a block recomputed in the backward pass
+    runs in the subnetwork mode (batched / single concept k) its forward pass ran in."""
+
+    def __init__(self, sb: SubnetworkBackbone):
+        self.ref = weakref.ref(sb)  # deep copies (materialize) share it instead of copying the backbone
+
+    def __call__(self):
+        sb = self.ref()
+        saved = sb._mode()
+
+        @contextmanager
+        def recompute():
+            now = sb._mode()
+            sb._set_mode(saved)
+            try:
+                yield
+            finally:
+                sb._set_mode(now)
+
+        return nullcontext(), recompute()
 
 
 class SubnetworkBackbone(nn.Module):
@@ -89,6 +114,10 @@ class SubnetworkBackbone(nn.Module):
         self.register_buffer("mask_level", torch.zeros(()))  # the sparsity the masks were last set to
         self._hooks: list = []
         self.add_branch_hooks()
+        from sparsecbm.models.backbone import enable_checkpointing, is_checkpointing
+
+        if is_checkpointing(backbone.model):
+            enable_checkpointing(backbone.model, {"use_reentrant": False, "context_fn": _RecomputeInForwardMode(self)})
         self.hidden_size, self.pooling = backbone.hidden_size, backbone.pooling
         self.name_or_path, self.tokenizer_name = backbone.name_or_path, backbone.tokenizer_name
         self.lora = getattr(backbone, "lora", None)
@@ -134,6 +163,12 @@ class SubnetworkBackbone(nn.Module):
         for h in self._hooks:
             h.remove()
         self._hooks = []
+
+    def _mode(self) -> tuple:
+        return self.state.mode, self.state.active, self._batch
+
+    def _set_mode(self, mode: tuple) -> None:
+        self.state.mode, self.state.active, self._batch = mode
 
     def _branch_hook(self, module, args, kwargs):
         if self._batch is None:
