@@ -54,3 +54,37 @@ def log_run_outputs(loggers: Sequence[Any], results: Mapping[str, Any], output_d
         for png in sorted(output_dir.glob("*.png")):
             logger.log_image(key=f"figures/{png.stem}", images=[str(png)])
         run.finish()
+
+
+def read_offline_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """What an offline wandb run recorded (``<save_dir>/wandb/offline-run-*``), without network or sync.
+
+    Returns ``{"history": {key: last value}, "summary": {...}, "config": {...}}`` (values JSON-decoded).
+    The ``run-*.wandb`` file is a LevelDB-style log (32 KiB blocks of checksummed chunks) of protobuf records.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    path = next(Path(run_dir).glob("run-*.wandb"))
+    data = path.read_bytes()
+    out: dict[str, dict[str, Any]] = {"history": {}, "summary": {}, "config": {}}
+    pos, block, buf = 7, 32768, b""  # 7-byte file header (":W&B" + version)
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind not in (1, 4):  # FULL or LAST chunk ends a record
+            continue
+        record = pb.Record()
+        record.ParseFromString(buf)
+        buf = b""
+        kind_name = record.WhichOneof("record_type")
+        items = {"history": lambda r: r.history.item, "summary": lambda r: r.summary.update,
+                 "config": lambda r: r.config.update}.get(kind_name)
+        for item in items(record) if items else ():
+            out[kind_name][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return out
