@@ -56,10 +56,11 @@ def log_run_outputs(loggers: Sequence[Any], results: Mapping[str, Any], output_d
         run.finish()
 
 
-def read_offline_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     """What an offline wandb run recorded (``<save_dir>/wandb/offline-run-*``), without network or sync.
 
-    Returns ``{"history": {key: last value}, "summary": {...}, "config": {...}}`` (values JSON-decoded).
+    Returns ``{"history": {key: last value}, "summary": {...}, "config": {...}, "finished": bool}`` (values
+    JSON-decoded; ``finished``: the run's exit record is written — wandb's service writes asynchronously).
     The ``run-*.wandb`` file is a LevelDB-style log (32 KiB blocks of checksummed chunks) of protobuf records.
     """
     import json
@@ -69,7 +70,7 @@ def read_offline_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
 
     path = next(Path(run_dir).glob("run-*.wandb"))
     data = path.read_bytes()
-    out: dict[str, dict[str, Any]] = {"history": {}, "summary": {}, "config": {}}
+    out: dict[str, Any] = {"history": {}, "summary": {}, "config": {}, "finished": False}
     pos, block, buf = 7, 32768, b""  # 7-byte file header (":W&B" + version)
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
@@ -83,6 +84,7 @@ def read_offline_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         record.ParseFromString(buf)
         buf = b""
         kind_name = record.WhichOneof("record_type")
+        out["finished"] |= kind_name == "exit"
         items = {"history": lambda r: r.history.item, "summary": lambda r: r.summary.update,
                  "config": lambda r: r.config.update}.get(kind_name)
         for item in items(record) if items else ():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import TINY_BERT
@@ -19,6 +20,12 @@ def test_wandb_offline_run_holds_the_metrics(cfg_factory, tmp_path, monkeypatch)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1  # offline by default: nothing left the machine
     run = read_offline_run(runs[0])
+    for _ in range(60):  # wandb's service may still be writing the run file
+        if run["finished"]:
+            break
+        time.sleep(1)
+        run = read_offline_run(runs[0])
+    assert run["finished"]
     history, summary, config = run["history"], run["summary"], run["config"]
     assert history["val/label/f1"] == pytest.approx(results["val"]["label"]["f1"])
     for name in ("food", "ambiance", "service", "noise"):
