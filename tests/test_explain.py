@@ -128,3 +128,14 @@ def test_explain_sparse_model_has_subnetwork_level(tmp_path):
     units = e.subnetwork["units"]["food"]["blocks"]["0"]
     assert units["heads_kept"] == 2 and all(0 <= h < 4 for h, _ in units["heads"])  # 50% of 4 heads
     assert 'class="subnetwork"' in (tmp_path / "e" / "report.html").read_text()
+
+
+def test_ours_is_the_gates_of_a_gated_model_and_lig_otherwise(gated_ckpt):
+    from types import SimpleNamespace
+
+    from sparsecbm.checkpoint import load_checkpoint
+    from sparsecbm.interpret.attribution import resolve_name
+
+    assert resolve_name("ours", load_checkpoint(gated_ckpt)) == "gates"
+    assert resolve_name("ours", SimpleNamespace(token_pooler=None)) == "lig"  # most faithful gradient method
+    assert resolve_name("ablation", SimpleNamespace(token_pooler=None)) == "ablation"
