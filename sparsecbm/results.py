@@ -22,6 +22,8 @@ def split_metrics(metrics: Mapping[str, float], stage: str, concept_names: list[
         out["per_concept"] = {
             n: {"acc": get(f"{stage}/concept/{n}/acc"), "f1": get(f"{stage}/concept/{n}/f1")} for n in concept_names
         }
+    if concept_names and f"{stage}/tokens_kept/{concept_names[0]}" in metrics:  # token gates
+        out["tokens_kept"] = {n: get(f"{stage}/tokens_kept/{n}") for n in concept_names}
     return out
 
 

@@ -63,7 +63,18 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     cfg = cfg_factory(
         ["experiment=smoke", "trainer.max_epochs=2", "cbm.tokens=gates", "cbm.token_budget=0.3", *TINY_BERT]
     )
-    _, objs = train(cfg)
+    results, objs = train(cfg)
+    # results.json: the fraction of real tokens each concept reads on test, from the best checkpoint's gates
+    best = load_checkpoint(results["run"]["best_checkpoint"]).eval()
+    kept = []
+    with torch.no_grad():
+        for b in objs["datamodule"].loader("test"):
+            best(b["input_ids"], b["attention_mask"])
+            kept.append(best.model.token_pooler.kept_fraction(best.model.last_pooler_extras, b["attention_mask"]))
+    kept = torch.cat(kept, 1).mean(1)
+    reported = results["test"]["tokens_kept"]
+    assert list(reported) == ["food", "ambiance", "service", "noise"]
+    assert [round(v, 5) for v in reported.values()] == [round(float(v), 5) for v in kept]
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     budget = metrics["train/loss_token_budget"].dropna()
     assert len(budget) > 0 and budget.iloc[-1] < budget.iloc[0]  # the penalty is in the loss and decreases

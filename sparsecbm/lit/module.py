@@ -101,6 +101,13 @@ class CBMLitModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {f"{s}_metrics": CBMMetrics(concepts, with_c) for s in ("train", "val", "test")}
         )
+        # token gates: fraction of each review's real tokens a concept reads at inference (deterministic gates)
+        self.tokens_kept = None
+        if self.model.token_pooler is not None:
+            from torchmetrics import MeanMetric
+
+            self.tokens_kept = torch.nn.ModuleDict(
+                {f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in concepts.names})
 
     # ------------------------------------------------------------------ phases
     @property
@@ -226,6 +233,11 @@ class CBMLitModule(L.LightningModule):
         loss = F.cross_entropy(out.label_logits, batch["label"])
         self.log(f"{stage}/loss", loss, batch_size=batch["label"].shape[0], sync_dist=True)
         self.metrics[f"{stage}_metrics"].update(out.label_logits, batch["label"], out.concept_logits, batch.get("concepts"))
+        extras = self.model.last_pooler_extras
+        if self.tokens_kept is not None and extras is not None:
+            kept = self.model.token_pooler.kept_fraction(extras, batch["attention_mask"])  # [K, B]
+            for k, name in enumerate(self.concept_set.names):
+                self.tokens_kept[f"{stage}_{name}"].update(kept[k])
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -236,6 +248,11 @@ class CBMLitModule(L.LightningModule):
     def _log_epoch(self, stage: str) -> dict[str, float]:
         values = self.metrics[f"{stage}_metrics"].compute(stage)
         self.metrics[f"{stage}_metrics"].reset()
+        if self.tokens_kept is not None and stage != "train":
+            for name in self.concept_set.names:
+                metric = self.tokens_kept[f"{stage}_{name}"]
+                values[f"{stage}/tokens_kept/{name}"] = float(metric.compute())
+                metric.reset()
         # torchmetrics already synced these across data-parallel ranks; sync_dist only averages equal values
         self.log_dict(values, prog_bar=False, sync_dist=True)
         return values
