@@ -1,6 +1,7 @@
 """Speed, memory and scaling benchmark: ``python -m sparsecbm.bench [overrides]``.
 
-Every configuration runs in this one process on the same CEBaB batches. Reported per config:
+Every configuration runs on the same CEBaB batches, each in a fresh process (``isolate=true``, so its
+peak RSS is its own; ``isolate=false`` runs them all in this process). Reported per config:
 training examples/s (median and inter-quartile range over timed steps after warm-up), the ratio to
 the dense floor measured in the same run, peak RSS while it ran (sampled), inference latency per
 example at batch 1 and 32, mask memory, intervention latencies; then scaling with K and with
@@ -235,6 +236,27 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_config(spec: dict[str, Any], concepts, backbone_cfg, batches, examples, pad_id: int, warmup: int,
+                 timed: int, inference_batches: list[int], inference_reps: int, threads=None) -> dict[str, Any]:
+    """One configuration: training throughput and peak RSS, inference latency, intervention latency, mask bytes."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    quiet_libraries()
+    model = build_model(spec, concepts, backbone_cfg)
+    steps = spec.get("steps", timed)
+    train_stats = time_training(model, batches, warmup if steps > 2 else 1, steps, spec.get("pad_to"), pad_id)
+    entry = {"spec": spec, "train": train_stats, "pid": os.getpid(),
+             "mask_bytes": model.backbone.mask_bytes() if hasattr(model.backbone, "mask_bytes") else 0}
+    if spec.get("inference", True):
+        entry["inference"] = {f"batch_{bs}_s": time_inference(model, examples, bs, inference_reps)
+                              for bs in inference_batches}
+    if spec.get("inference", True) and spec.get("mode", "joint") != "standard":
+        entry["intervention"] = time_interventions(model, examples)
+    del model
+    gc.collect()
+    return entry
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
@@ -255,7 +277,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     examples = [train[i] for i in range(min(len(train), 256))]
     result: dict[str, Any] = {"machine": machine(), "batch_size": cfg.batch_size, "configs": {},
                               "data": dm.describe(), "settings": OmegaConf.to_container(cfg.steps)}
-    if cfg.get("warm_start", True):
+    isolate = bool(cfg.get("isolate", True))
+    if cfg.get("warm_start", True) and not isolate:
         # one untimed pass of the first config: the first model in a process otherwise pays one-time costs
         # (allocator growth, kernel selection) that would bias every ratio in favour of the later configs
         first = OmegaConf.to_container(next(iter(cfg.configs.values())), resolve=True)
@@ -263,28 +286,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         time_training(model, batches, 1, max(cfg.steps.warmup, 1), first.get("pad_to"), pad_id)
         del model
         gc.collect()
+    common = {"concepts": dm.concept_set, "backbone_cfg": OmegaConf.to_container(cfg.backbone, resolve=True),
+              "batches": batches, "examples": examples, "pad_id": pad_id, "warmup": int(cfg.steps.warmup),
+              "timed": int(cfg.steps.timed), "inference_batches": list(cfg.inference_batches),
+              "inference_reps": int(cfg.inference_reps), "threads": cfg.threads}
     dense_rate = None
     for name, spec in cfg.configs.items():
         spec = OmegaConf.to_container(spec, resolve=True)
         log.info("bench: %s", name)
-        model = build_model(spec, dm.concept_set, cfg.backbone)
-        steps = spec.get("steps", cfg.steps.timed)
-        train_stats = time_training(model, batches, cfg.steps.warmup if steps > 2 else 1, steps, spec.get("pad_to"), pad_id)
-        entry = {"spec": spec, "train": train_stats,
-                 "mask_bytes": model.backbone.mask_bytes() if hasattr(model.backbone, "mask_bytes") else 0}
-        if spec.get("inference", True):
-            entry["inference"] = {f"batch_{bs}_s": time_inference(model, examples, bs, cfg.inference_reps)
-                                  for bs in cfg.inference_batches}
-        if spec.get("inference", True) and spec.get("mode", "joint") != "standard":
-            entry["intervention"] = time_interventions(model, examples)
+        if isolate:  # a fresh process per configuration: its peak RSS is its own, not the run's history
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                entry = pool.submit(bench_config, spec, **common).result()
+        else:
+            entry = bench_config(spec, **common)
+        train_stats = entry["train"]
         if dense_rate is None:
             dense_rate = train_stats["examples_per_s"]
         entry["ratio_to_dense"] = train_stats["examples_per_s"] / dense_rate
         result["configs"][name] = entry
         print(f"{name:>28}: {train_stats['examples_per_s']:7.2f} ex/s  x{entry['ratio_to_dense']:.3f} dense  "
               f"peak RSS {train_stats['peak_rss_bytes'] / 2**30:.2f} GB", flush=True)
-        del model
-        gc.collect()
     result["targets"] = targets(result, cfg.get("targets"))
     result["k_scaling"] = scaling_k(cfg, pad_id) if cfg.k_scaling else {}
     result["length_scaling"] = scaling_length(cfg, dm, batches, pad_id) if cfg.length_scaling else {}

@@ -16,6 +16,7 @@ def test_bench_quick(cfg_factory, tmp_path):
         "backbone=tiny_bert", f"data.root={TINY_DATA}", f"k_data.root={TINY_DATA}", "data.max_length=32",
         "steps.warmup=1", "steps.timed=2", "steps.scaling=1", "inference_reps=2", "k_scaling=[1,10]",
         "length_scaling=[16]", "configs.reference_style.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
+        "isolate=false",
     ], name="bench")
     result = run(cfg)
     saved = json.loads((tmp_path / "bench.json").read_text())
@@ -38,6 +39,23 @@ def test_bench_quick(cfg_factory, tmp_path):
     checked = {(t["config"], t["metric"]) for t in saved["targets"]}
     assert ("sparse_default", "train_ratio") in checked and ("sparse_default", "mask_intervention_ms") in checked
     assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in saved["targets"])
+
+
+def test_bench_isolates_each_configuration_in_its_own_process(cfg_factory, tmp_path):
+    import os
+
+    drop = ["dense_joint_cbm", "naive_default", "sparse_neuron", "sparse_unstructured_top2", "sparse_unstructured_all",
+            "naive_unstructured_all", "reference_style"]
+    cfg = cfg_factory([
+        "backbone=tiny_bert", f"data.root={TINY_DATA}", f"k_data.root={TINY_DATA}", "data.max_length=32",
+        "steps.warmup=1", "steps.timed=2", "inference_reps=1", "k_scaling=[]", "length_scaling=[]",
+        *[f"~configs.{name}" for name in drop],
+    ], name="bench")
+    result = run(cfg)
+    pids = {name: r["pid"] for name, r in result["configs"].items()}
+    assert set(pids) == {"dense_standard", "sparse_default"}
+    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+    assert result["configs"]["sparse_default"]["intervention"]["mask_level_s"] > 0
 
 
 def test_bench_targets_are_checked_against_measured_values():
