@@ -25,7 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from sparsecbm.results import metric_value
-from sparsecbm.tables import fmt_mean_std
+from sparsecbm.tables import fmt_mean_std, write_markdown
 
 METRICS = ("val/label/f1", "val/label/acc", "test/label/acc", "test/label/f1", "test/concept/acc", "test/concept/f1")
 
@@ -156,9 +156,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also copy summary.md here")
     args = ap.parse_args()
     md = summarize(args.multirun_dir, args.metric)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(md)
+    write_markdown(md, args.out)
     print(md)
 
 

@@ -316,9 +316,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_json(out_dir / "bench.json", result)
     md = markdown(result)
     (out_dir / "bench.md").write_text(md)
-    if cfg.get("docs_path"):
-        Path(cfg.docs_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.docs_path).write_text(md)
+    from sparsecbm.tables import write_markdown
+
+    write_markdown(md, cfg.get("docs_path"))
     print(md)
     return result
 
