@@ -40,6 +40,19 @@ def warmup_linear(step_phases: list[tuple[int, int]], warmup_ratio: float) -> Ca
     return fn
 
 
+def balanced_class_weights(concepts, cardinalities: list[int], device=None) -> list[torch.Tensor]:
+    """Per concept ``[C_k]`` weights ``n / (C_k * count)`` from ``[N, K]`` training values (sklearn's
+    "balanced"): every value contributes equally to its concept's loss, which targets macro-F1. A value
+    absent from training gets weight 0 (no examples to weigh)."""
+    values = torch.as_tensor(concepts, dtype=torch.long).reshape(-1, len(cardinalities))
+    out = []
+    for k, card in enumerate(cardinalities):
+        counts = torch.bincount(values[:, k], minlength=card).float()
+        w = torch.where(counts > 0, values.shape[0] / (card * counts.clamp(min=1)), torch.zeros_like(counts))
+        out.append(w.to(device) if device is not None else w)
+    return out
+
+
 class CBMLitModule(L.LightningModule):
     """Trains a :class:`ConceptBottleneckModel`.
 
@@ -94,6 +107,15 @@ class CBMLitModule(L.LightningModule):
         self.label_epochs = int(self.cbm_cfg.get("label_epochs", 0))
         self.train_intervention_prob = float(self.cbm_cfg.get("train_intervention_prob", 0.0))
         self.residual_penalty = float(self.cbm_cfg.get("residual_penalty", 1.0))
+        self.residual_drop_prob = float(self.cbm_cfg.get("residual_drop_prob", 0.0) or 0.0)
+        self.concept_class_weight = str(self.cbm_cfg.get("concept_class_weight", "none") or "none")
+        if self.concept_class_weight not in ("none", "balanced"):
+            raise ValueError(f"cbm.concept_class_weight='{self.concept_class_weight}' is not valid; "
+                             "expected none or balanced")
+        if not 0.0 <= self.residual_drop_prob <= 1.0:
+            raise ValueError(f"cbm.residual_drop_prob={self.residual_drop_prob} must be in [0, 1]")
+        # per concept [C_k] cross-entropy weights (cbm.concept_class_weight=balanced), set from train at fit start
+        self.concept_weights: list[torch.Tensor | None] = [None] * len(concepts.names)
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         self.label_lr = float(label_lr) if label_lr is not None else head_lr
         with_c = self.model.has_concepts
@@ -119,6 +141,14 @@ class CBMLitModule(L.LightningModule):
         return self.mode == "sequential" and self.current_epoch >= self.concept_epochs
 
     def on_fit_start(self) -> None:
+        if self.concept_class_weight == "balanced" and self.model.has_concepts:
+            dm = getattr(self.trainer, "datamodule", None)
+            raw = getattr(dm, "raw", {}) if dm is not None else {}
+            if "train" not in raw:
+                raise ValueError("cbm.concept_class_weight=balanced needs the training split's concept counts: "
+                                 "train through a CBMDataModule (trainer.fit(module, datamodule=...))")
+            self.concept_weights = balanced_class_weights(raw["train"].concepts, self.concept_set.cardinalities,
+                                                          self.device)
         if self.mode == "sequential" and (self.label_epochs < 1 or self.concept_epochs < 1):
             raise ValueError(
                 f"cbm.mode=sequential needs 1 <= cbm.label_epochs < trainer.max_epochs; got "
@@ -143,7 +173,11 @@ class CBMLitModule(L.LightningModule):
         return F.cross_entropy(logits, batch["concepts"][:, concept])
 
     def concept_loss(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
-        return torch.stack([F.cross_entropy(lg, concepts[:, k]) for k, lg in enumerate(concept_logits)]).mean()
+        """Mean over concepts of the (class-weighted, ``cbm.concept_class_weight``) cross-entropy."""
+        return torch.stack([
+            F.cross_entropy(lg, concepts[:, k], weight=None if (w := self.concept_weights[k]) is None else w.to(lg))
+            for k, lg in enumerate(concept_logits)
+        ]).mean()
 
     def training_losses(self, batch: dict[str, torch.Tensor]):
         """Return (total loss, parts, outputs used for metrics) for the current mode and phase."""
@@ -179,6 +213,15 @@ class CBMLitModule(L.LightningModule):
         task = F.cross_entropy(label_logits, batch["label"])
         return task + self.concept_weight * closs + sum(parts.values()), {"concept": closs, "task": task, **parts}, out
 
+    def dropped_residual(self, residual: torch.Tensor | None) -> torch.Tensor | None:
+        """Hybrid bottleneck in training: each example's residual is replaced by the batch mean with
+        probability ``cbm.residual_drop_prob``, so the label head must also decide from the concepts
+        alone (the report's ``residual.without`` holds it at its mean the same way)."""
+        if residual is None or self.residual_drop_prob <= 0 or not self.training:
+            return residual
+        drop = torch.rand(residual.shape[0], 1, device=residual.device) < self.residual_drop_prob
+        return torch.where(drop, residual.mean(0, keepdim=True).detach(), residual)
+
     def residual_penalties(self, outputs: ConceptOutputs) -> dict[str, torch.Tensor]:
         """Hybrid bottleneck: ``residual_penalty`` x cross-correlation of the residual with the concept
         probabilities (empty without a residual channel)."""
@@ -204,7 +247,8 @@ class CBMLitModule(L.LightningModule):
     def label_logits_for_training(self, outputs: ConceptOutputs | list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
         """Label logits from (randomly intervened, see :meth:`training_inputs`) concept outputs."""
         outputs = as_outputs(outputs)
-        return self.model.label_from_inputs(self.training_inputs(outputs, concepts)[0], outputs.residual)
+        return self.model.label_from_inputs(self.training_inputs(outputs, concepts)[0],
+                                            self.dropped_residual(outputs.residual))
 
     def sparsity_penalties(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Token-gate budget and label-layer L1 penalties (empty when both are off)."""
