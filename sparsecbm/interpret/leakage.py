@@ -20,6 +20,13 @@ split:
   hard concepts; ``above_ceiling`` = ``soft - ceiling``: positive means the model uses information
   the true concepts do not hold;
 - ``residual`` (hybrid bottleneck): its share of the decision and the metrics with it held at its mean.
+
+Concept embeddings (``activation=embedding``) are context-dependent: the embedding of the chosen value
+still comes from the review, so ``hard`` can carry more than the value. For these models the report
+adds ``hard_value_only`` / ``all_ground_truth_value_only`` (every concept written as its value's
+*prototype*, the mean embedding of that value over the split, the same for every review) and
+``leakage_value_only = soft - hard_value_only``, the information the embeddings carry beyond the
+concept values.
 """
 
 from __future__ import annotations
@@ -181,6 +188,17 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
         "leakage": _diff(soft, hard),
         "above_ceiling": _diff(soft, ceil["logreg"]),
     }
+    if b.embeddings is not None:
+        # context-free: each value's mean embedding over the split, the same for every example
+        protos = [e.mean(0, keepdim=True).expand_as(e) for e in b.embeddings]
+        value_only = Bottleneck(b.concept_logits, b.label_head, b.activation, b.eps, b.device, protos, b.residual)
+
+        def run_value_only(targets) -> dict[str, float]:
+            return metrics(value_only.label_logits(value_only.inputs(targets)).argmax(-1), labels, n)
+
+        report["hard_value_only"] = run_value_only([F.one_hot(predicted[:, k], c).float() for k, c in enumerate(cards)])
+        report["all_ground_truth_value_only"] = run_value_only(ground_truth_targets(truth, cards))
+        report["leakage_value_only"] = _diff(soft, report["hard_value_only"])
     if b.residual is not None:
         from sparsecbm.models.residual import residual_share
 

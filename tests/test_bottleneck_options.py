@@ -1,0 +1,91 @@
+"""Issue-8 options: class-balanced concept loss, residual drop, value-only leakage, the bottleneck table."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_bench_tables import fake_run
+from test_embeddings_hybrid import module
+from test_leakage import loader, train_ceiling
+
+from sparsecbm.interpret.leakage import bottleneck_report
+from sparsecbm.lit.module import balanced_class_weights
+from sparsecbm.tables import bottleneck_table, load_runs
+
+
+def test_balanced_class_weights_known_values():
+    # concept 0: values 0,0,0,1 (value 2 absent); concept 1: 0,1,2,2
+    w = balanced_class_weights([[0, 0], [0, 1], [0, 2], [1, 2]], [3, 3])
+    torch.testing.assert_close(w[0], torch.tensor([4 / 9, 4 / 3, 0.0]))
+    torch.testing.assert_close(w[1], torch.tensor([4 / 3, 4 / 3, 2 / 3]))
+
+
+def test_balanced_concept_loss_is_the_weighted_cross_entropy():
+    m = module("probs", concept_class_weight="balanced")
+    train = SimpleNamespace(concepts=[[0, 1, 2, 2], [0, 2, 2, 2], [1, 2, 2, 0], [2, 2, 0, 2]])
+    m._trainer = SimpleNamespace(datamodule=SimpleNamespace(raw={"train": train}), max_epochs=1)
+    m.on_fit_start()
+    torch.manual_seed(0)
+    logits = [torch.randn(6, 3) for _ in range(4)]
+    truth = torch.randint(0, 3, (6, 4))
+    expected = torch.stack([F.cross_entropy(lg, truth[:, k], weight=m.concept_weights[k])
+                            for k, lg in enumerate(logits)]).mean()
+    torch.testing.assert_close(m.concept_loss(logits, truth), expected)
+    plain = module("probs")
+    assert plain.concept_weights == [None] * 4
+    assert not torch.allclose(plain.concept_loss(logits, truth), expected)
+    m._trainer = SimpleNamespace(datamodule=None, max_epochs=1)
+    with pytest.raises(ValueError, match="concept_class_weight=balanced needs the training split"):
+        m.on_fit_start()
+    with pytest.raises(ValueError, match="concept_class_weight='inverse' is not valid; expected none or balanced"):
+        module("probs", concept_class_weight="inverse")
+
+
+def test_residual_drop_rate_and_eval():
+    m = module("probs", residual_dim=3, residual_drop_prob=0.3).train()
+    torch.manual_seed(0)
+    r = torch.randn(4000, 3)
+    dropped = m.dropped_residual(r)
+    held = (dropped == r.mean(0, keepdim=True)).all(-1)
+    kept = (dropped == r).all(-1)
+    assert torch.all(held | kept) and abs(held.float().mean().item() - 0.3) < 0.03
+    assert m.eval().dropped_residual(r) is r  # never at inference
+    assert module("probs", residual_dim=3).train().dropped_residual(r) is r
+    with pytest.raises(ValueError, match="residual_drop_prob=1.5 must be in"):
+        module("probs", residual_dim=3, residual_drop_prob=1.5)
+
+
+def test_value_only_leakage_for_concept_embeddings():
+    m = module("embedding").eval()
+    b = bottleneck_report(m, loader(8), train_ceiling())["bottleneck"]
+    assert {"hard_value_only", "all_ground_truth_value_only", "leakage_value_only"} <= set(b)
+    assert b["leakage_value_only"]["acc"] == pytest.approx(b["soft"]["acc"] - b["hard_value_only"]["acc"])
+    # context-free embeddings (the embedders ignore the review): the prototypes are the embeddings themselves
+    with torch.no_grad():
+        for e in m.model.concept_heads.embedders:
+            e.weight.zero_()
+    b = bottleneck_report(m, loader(8), train_ceiling())["bottleneck"]
+    assert b["hard_value_only"] == b["hard"] and b["all_ground_truth_value_only"] == b["all_ground_truth"]
+    # models without embeddings have no value-only figures
+    assert "hard_value_only" not in bottleneck_report(module("probs").eval(), loader(8), train_ceiling())["bottleneck"]
+
+
+def test_bottleneck_table(tmp_path):
+    leak = {"hard": {"acc": 0.6}, "all_ground_truth": {"acc": 0.7}, "ceiling": {"acc": 0.511, "f1": 0.448},
+            "leakage": {"acc": 0.05}, "hard_value_only": {"acc": 0.5}, "leakage_value_only": {"acc": 0.15}}
+    fake_run(tmp_path / "a", "joint", 1, 0.65, activation="embedding", bottleneck=leak,
+             cbm={"embedding_dim": 16, "concept_class_weight": "balanced"})
+    fake_run(tmp_path / "b", "joint", 1, 0.45, activation="hard", bottleneck={**leak, "hard_value_only": None},
+             cbm={"residual_dim": 4, "residual_drop_prob": 0.5})
+    for name, folder in (("cebab", "a"), ("imdb_c", "b")):
+        path = tmp_path / folder / "results.json"
+        r = __import__("json").loads(path.read_text())
+        r["data"] = {"name": name}
+        path.write_text(__import__("json").dumps(r))
+    md = bottleneck_table(load_runs([str(tmp_path)]))
+    assert ("| cebab | joint CBM (embedding) [embedding dim 16, balanced concept loss] | 1 | 5 | 65.0 | 55.0 | 80.0 | "
+            "70.0 | 51.1 / 44.8 | 50.0 (value-only) | 70.0 | 15.0 (value-only) | - |") in md
+    assert "| imdb_c | joint CBM (hard) [residual 4, drop 0.5] | 1 | 5 | 45.0 | 35.0 | 80.0 | 70.0 | 51.1 / 44.8 | 60.0 | 70.0 | 5.0 | - |" in md
