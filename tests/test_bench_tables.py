@@ -149,3 +149,28 @@ def test_cebab_table_experiment_sweeps_every_row(cfg_factory):
     assert seen["neuron_0.9"] == ("joint", "neuron", "magnitude", 0.9, None)
     assert seen["obert_0.5"] == ("joint", "unstructured", "obert", 0.5, [-3, -2, -1])
     assert seen["magnitude_0.7"] == ("joint", "unstructured", "magnitude", 0.7, [-3, -2, -1])
+
+
+def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    rows = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/bottleneck_row").glob("*.yaml"))
+    experiment = OmegaConf.load(Path(__file__).parents[1] / "conf/experiment/bottleneck_table.yaml")
+    assert sorted(experiment.hydra.sweeper.params["+bottleneck_row"].split(",")) == rows and len(rows) == 9
+    seen = {}
+    for row in rows:
+        c = cfg_factory(["experiment=bottleneck_table", f"+bottleneck_row={row}"])
+        sp = c.sparsity or None
+        seen[row] = (c.cbm.mode, c.cbm.activation, c.cbm.residual_dim, c.cbm.concept_class_weight,
+                     c.cbm.train_intervention_prob, sp and (sp.scorer.name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
+                     c.trainer.max_epochs)
+    sparse = ("magnitude", 0.7, (-3, -2, -1))
+    assert seen["standard"][0] == "standard"
+    assert seen["strict"] == ("joint", "hard", 0, "balanced", 0.25, None, 5)
+    assert seen["soft_logits"] == ("joint", "logits", 0, "balanced", 0.0, None, 5)
+    assert seen["cem"] == ("joint", "embedding", 0, "balanced", 0.25, None, 5)
+    assert seen["hybrid"] == ("joint", "probs", 8, "balanced", 0.25, None, 5)
+    for row in ("strict", "soft_logits", "cem", "hybrid"):
+        assert seen[f"{row}_sparse"] == seen[row][:5] + (sparse, 3)
