@@ -76,9 +76,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results[STAGES[split]] = split_metrics(metrics, STAGES[split], names)
         results[STAGES[split]].update(bottleneck_report(module, loader, ceiling))
     raw = dm.raw
+    trained = module.run_config or {}
     results.update(
         {
+            # seed / epochs / config of the run that trained the checkpoint, so `sparsecbm.tables` groups a
+            # re-evaluation with (or in place of) its training run; this command's own config is `evaluate_config`
             "run": {"task_name": cfg.task_name, "output_dir": cfg.paths.output_dir, "checkpoint": str(cfg.ckpt_path),
+                    "seed": trained.get("seed"), "epochs": (trained.get("trainer") or {}).get("max_epochs"),
                     "wall_time_s": round(time.perf_counter() - start, 2)},
             "model": {"mode": module.mode, "activation": module.model.activation if names else None,
                       "label_head": module.cbm_cfg.get("label_head"), "backbone": module.model.backbone.name_or_path},
@@ -86,9 +90,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "reference": reference_baselines(raw["train"].concepts, raw["train"].labels, raw["test"].concepts,
                                              raw["test"].labels, dm.concept_set.cardinalities,
                                              dm.concept_set.label.num_classes),
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": trained or OmegaConf.to_container(cfg, resolve=True),
+            "evaluate_config": OmegaConf.to_container(cfg, resolve=True),
         }
     )
+    if hasattr(module.model.backbone, "masked_layers"):
+        from sparsecbm.sparsity import subnetwork_stats
+
+        results["subnetworks"] = subnetwork_stats(module.model.backbone, names)
     write_json(Path(cfg.paths.output_dir) / "results.json", results)
     from rich.console import Console
 

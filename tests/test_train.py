@@ -107,6 +107,10 @@ def test_evaluate_round_trip(cfg_factory, tmp_path):
         for name, values in trained[split]["per_concept"].items():
             assert saved[split]["per_concept"][name] == pytest.approx(values, abs=1e-6)
     assert again["model"]["activation"] == "probs"
+    # the training run's config, seed and epochs (for sparsecbm.tables); this command's own config beside it
+    assert saved["config"]["cbm"]["activation"] == "probs" and saved["run"]["seed"] == 42
+    assert saved["run"]["epochs"] == 1 and saved["evaluate_config"]["ckpt_path"] == str(ckpt)
+    assert saved["test"]["bottleneck"]["hard"] == pytest.approx(trained["test"]["bottleneck"]["hard"])
     # a checkpoint's concepts must match the data it is evaluated on
     bad = cfg_factory([f"ckpt_path={ckpt}", "data=imdb_c", f"data.root={tmp_path}"], name="evaluate", out=tmp_path / "e2")
     with pytest.raises(ValueError, match="but the checkpoint was trained on concepts \\['food'"):
