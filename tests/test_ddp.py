@@ -17,7 +17,7 @@ from sparsecbm.sparsity import load_masks
 # movement scores come from each rank's own batches: without syncing, ranks would prune differently.
 # No dropout, so one process with twice the batch computes exactly what the 2 ranks compute together.
 COMMON = [
-    "experiment=smoke", "backbone=tiny_bert", "sparsity=movement", "sparsity.schedule.final_sparsity=0.5",
+    "experiment=smoke", "cbm=joint", "backbone=tiny_bert", "sparsity=movement", "sparsity.schedule.final_sparsity=0.5",
     "sparsity.schedule.every=1", "trainer.max_epochs=2", "cbm.dropout=0", "+backbone.config.hidden_dropout_prob=0",
     "+backbone.config.attention_probs_dropout_prob=0", "callbacks.progress_bar=null",
     "+callbacks.probe._target_=ddp_probe.RankProbe",

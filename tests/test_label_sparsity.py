@@ -49,7 +49,7 @@ def test_topk_holds_after_training_and_contributions_sum_to_logit(cfg_factory, t
     with torch.no_grad():
         out = module(batch["input_ids"], batch["attention_mask"])
         pred = out.label_logits.argmax(-1)
-        contrib = concept_contributions(module, out.concept_logits, pred)
+        contrib = concept_contributions(module, out.outputs, pred)
     logit = out.label_logits.gather(1, pred[:, None]).squeeze(1)
     assert torch.allclose(contrib.sum(-1) + module.model.label_head.bias[pred], logit, atol=1e-5)
     unused = [
