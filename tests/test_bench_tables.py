@@ -142,6 +142,7 @@ def test_cebab_table_experiment_sweeps_every_row(cfg_factory):
         c = cfg_factory(["experiment=cebab_table", f"+table_row={row}"])
         assert c.trainer.max_epochs == 3
         sp = c.sparsity or None
+        assert c.cbm.activation == ("logits" if row != "standard" else c.cbm.activation)
         seen[row] = (c.cbm.mode, sp and sp.granularity, sp and sp.scorer.name, sp and sp.schedule.final_sparsity,
                      sp and sp.masked_layers)
     assert seen["standard"] == ("standard", None, None, None, None)
