@@ -50,6 +50,8 @@ def config_key(r: dict[str, Any]) -> str:
     if cbm.get("residual_dim"):
         drop = f", drop {cbm['residual_drop_prob']}" if cbm.get("residual_drop_prob") else ""
         extras.append(f"residual {cbm['residual_dim']}{drop}")
+    if m.get("label_head") == "mlp" and m["mode"] != "standard":
+        extras.append("MLP label head")
     if cbm.get("concept_loss_weight") not in (None, 1, 1.0) and m["mode"] != "standard":
         extras.append(f"concept weight {cbm['concept_loss_weight']:g}")
     if cbm.get("concept_class_weight") not in (None, "none"):
