@@ -151,7 +151,7 @@ def bottleneck_table(runs: list[dict[str, Any]]) -> str:
         )
     lines += ["", "*ceiling*: logistic regression on the one-hot *true* concepts of train, evaluated on test; "
                   "*acc hard concepts*: the label head reading the predicted concept values as hard choices "
-                  "(value-only: concept embeddings replaced by each value's mean embedding, so nothing of the "
+                  "(value-only: concept embeddings replaced by each value's prototype, its mean embedding, so nothing of the "
                   "review passes beyond the values); *acc all GT*: every concept set to its true value; "
                   "*leakage*: task acc minus acc hard concepts; *residual share*: a hybrid bottleneck's share "
                   "of the decision.", "", "Runs: " + ", ".join(sorted(r["_path"] for r in runs))]

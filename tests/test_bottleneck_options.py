@@ -89,3 +89,15 @@ def test_bottleneck_table(tmp_path):
     assert ("| cebab | joint CBM (embedding) [embedding dim 16, balanced concept loss] | 1 | 5 | 65.0 | 55.0 | 80.0 | "
             "70.0 | 51.1 / 44.8 | 50.0 (value-only) | 70.0 | 15.0 (value-only) | - |") in md
     assert "| imdb_c | joint CBM (hard) [residual 4, drop 0.5] | 1 | 5 | 45.0 | 35.0 | 80.0 | 70.0 | 51.1 / 44.8 | 60.0 | 70.0 | 5.0 | - |" in md
+
+
+def test_value_prototypes_average_the_examples_predicted_to_have_the_value():
+    from sparsecbm.interpret.leakage import value_prototypes
+
+    emb = torch.arange(4 * 3 * 2, dtype=torch.float).view(4, 3, 2)  # [N=4, C=3, m=2]
+    predicted = torch.tensor([0, 0, 1, 0])
+    protos = value_prototypes(emb, predicted)
+    assert protos.shape == emb.shape and torch.equal(protos[0], protos[3])
+    torch.testing.assert_close(protos[0, 0], emb[[0, 1, 3], 0].mean(0))
+    torch.testing.assert_close(protos[0, 1], emb[2, 1])
+    torch.testing.assert_close(protos[0, 2], emb[:, 2].mean(0))  # never predicted: all examples

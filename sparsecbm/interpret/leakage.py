@@ -24,7 +24,8 @@ split:
 Concept embeddings (``activation=embedding``) are context-dependent: the embedding of the chosen value
 still comes from the review, so ``hard`` can carry more than the value. For these models the report
 adds ``hard_value_only`` / ``all_ground_truth_value_only`` (every concept written as its value's
-*prototype*, the mean embedding of that value over the split, the same for every review) and
+*prototype*, its mean embedding over the split's examples predicted to have that value, the same for
+every review) and
 ``leakage_value_only = soft - hard_value_only``, the information the embeddings carry beyond the
 concept values.
 """
@@ -138,6 +139,18 @@ def _label_predictions(module, loader) -> tuple[torch.Tensor, torch.Tensor, torc
     return torch.cat(preds), torch.cat(truth), torch.cat(labels)
 
 
+def value_prototypes(embeddings: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """``[N, C, m]`` per-example value embeddings -> ``[N, C, m]`` with every example holding each value's
+    prototype: its mean embedding over the examples predicted to have that value (over all examples when
+    none is). A context-free stand-in for the value, the same for every review."""
+    protos = []
+    for v in range(embeddings.shape[1]):
+        chosen = predicted == v
+        rows = embeddings[chosen, v] if bool(chosen.any()) else embeddings[:, v]
+        protos.append(rows.mean(0))
+    return torch.stack(protos).unsqueeze(0).expand_as(embeddings)
+
+
 def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGIT_EPS) -> dict[str, Any]:
     """The ``intervention`` (concept models) and ``bottleneck`` blocks of ``results.json`` for a split.
 
@@ -189,8 +202,8 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
         "above_ceiling": _diff(soft, ceil["logreg"]),
     }
     if b.embeddings is not None:
-        # context-free: each value's mean embedding over the split, the same for every example
-        protos = [e.mean(0, keepdim=True).expand_as(e) for e in b.embeddings]
+        # context-free: each value's prototype, the same for every example
+        protos = [value_prototypes(e, predicted[:, k]) for k, e in enumerate(b.embeddings)]
         value_only = Bottleneck(b.concept_logits, b.label_head, b.activation, b.eps, b.device, protos, b.residual)
 
         def run_value_only(targets) -> dict[str, float]:
