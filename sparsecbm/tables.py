@@ -39,6 +39,8 @@ def config_key(r: dict[str, Any]) -> str:
         layers = (r["config"].get("sparsity") or {}).get("masked_layers")
         if layers:
             name += f" (blocks {','.join(str(b) for b in sub.get('masked_blocks', layers))})"
+        if m.get("activation") not in (None, "logits"):
+            name += f" ({m['activation']})"
     extras = []
     cbm = r["config"].get("cbm", {})
     if cbm.get("train_intervention_prob"):

@@ -85,7 +85,10 @@ def test_bottleneck_table(tmp_path):
         r = __import__("json").loads(path.read_text())
         r["data"] = {"name": name}
         path.write_text(__import__("json").dumps(r))
+    fake_run(tmp_path / "c", "joint", 1, 0.6, {"scorer": "magnitude", "granularity": "unstructured", "target_sparsity": 0.7},
+             activation="hard")
     md = bottleneck_table(load_runs([str(tmp_path)]))
+    assert "| SparseCBM magnitude/unstructured @ 0.7 (hard) | 1 |" in md
     assert ("| cebab | joint CBM (embedding) [embedding dim 16, balanced concept loss] | 1 | 5 | 65.0 | 55.0 | 80.0 | "
             "70.0 | 51.1 / 44.8 | 50.0 (value-only) | 70.0 | 15.0 (value-only) | - |") in md
     assert "| imdb_c | joint CBM (hard) [residual 4, drop 0.5] | 1 | 5 | 45.0 | 35.0 | 80.0 | 70.0 | 51.1 / 44.8 | 60.0 | 70.0 | 5.0 | - |" in md
