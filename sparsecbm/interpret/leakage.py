@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
@@ -188,7 +187,8 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
         return metrics(b.label_logits(b.inputs(targets), residual).argmax(-1), labels, n)
 
     soft, gt = run(), run(ground_truth_targets(truth, cards))
-    hard = run([F.one_hot(predicted[:, k], c).float() for k, c in enumerate(cards)])
+    hard_targets = ground_truth_targets(predicted, cards)  # the predicted values as one-hot targets
+    hard = run(hard_targets)
     ceil = ceiling.evaluate(truth, labels)
     report: dict[str, Any] = {
         "n_examples": int(labels.shape[0]),
@@ -209,7 +209,7 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
         def run_value_only(targets) -> dict[str, float]:
             return metrics(value_only.label_logits(value_only.inputs(targets)).argmax(-1), labels, n)
 
-        report["hard_value_only"] = run_value_only([F.one_hot(predicted[:, k], c).float() for k, c in enumerate(cards)])
+        report["hard_value_only"] = run_value_only(hard_targets)
         report["all_ground_truth_value_only"] = run_value_only(ground_truth_targets(truth, cards))
         report["leakage_value_only"] = _diff(soft, report["hard_value_only"])
     if b.residual is not None:
