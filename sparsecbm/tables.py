@@ -58,6 +58,8 @@ def config_key(r: dict[str, Any]) -> str:
         extras.append(f"concept weight {cbm['concept_loss_weight']:g}")
     if cbm.get("concept_class_weight") not in (None, "none"):
         extras.append(f"{cbm['concept_class_weight']} concept loss")
+    if cbm.get("label_class_weight") not in (None, "none"):
+        extras.append(f"{cbm['label_class_weight']} label loss")
     if cbm.get("label_sparsity") not in (None, "none"):
         extras.append(f"label {cbm['label_sparsity']}")
     return name + (f" [{', '.join(extras)}]" if extras else "")

@@ -109,13 +109,16 @@ class CBMLitModule(L.LightningModule):
         self.residual_penalty = float(self.cbm_cfg.get("residual_penalty", 1.0))
         self.residual_drop_prob = float(self.cbm_cfg.get("residual_drop_prob", 0.0) or 0.0)
         self.concept_class_weight = str(self.cbm_cfg.get("concept_class_weight", "none") or "none")
-        if self.concept_class_weight not in ("none", "balanced"):
-            raise ValueError(f"cbm.concept_class_weight='{self.concept_class_weight}' is not valid; "
-                             "expected none or balanced")
+        self.label_class_weight = str(self.cbm_cfg.get("label_class_weight", "none") or "none")
+        for key, value in (("concept_class_weight", self.concept_class_weight),
+                           ("label_class_weight", self.label_class_weight)):
+            if value not in ("none", "balanced"):
+                raise ValueError(f"cbm.{key}='{value}' is not valid; expected none or balanced")
         if not 0.0 <= self.residual_drop_prob <= 1.0:
             raise ValueError(f"cbm.residual_drop_prob={self.residual_drop_prob} must be in [0, 1]")
         # per concept [C_k] cross-entropy weights (cbm.concept_class_weight=balanced), set from train at fit start
         self.concept_weights: list[torch.Tensor | None] = [None] * len(concepts.names)
+        self.label_weights: torch.Tensor | None = None  # [L] (cbm.label_class_weight=balanced)
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         self.label_lr = float(label_lr) if label_lr is not None else head_lr
         with_c = self.model.has_concepts
@@ -141,14 +144,20 @@ class CBMLitModule(L.LightningModule):
         return self.mode == "sequential" and self.current_epoch >= self.concept_epochs
 
     def on_fit_start(self) -> None:
-        if self.concept_class_weight == "balanced" and self.model.has_concepts:
+        balance_concepts = self.concept_class_weight == "balanced" and self.model.has_concepts
+        if balance_concepts or self.label_class_weight == "balanced":
             dm = getattr(self.trainer, "datamodule", None)
             raw = getattr(dm, "raw", {}) if dm is not None else {}
             if "train" not in raw:
-                raise ValueError("cbm.concept_class_weight=balanced needs the training split's concept counts: "
+                key = "concept_class_weight" if balance_concepts else "label_class_weight"
+                raise ValueError(f"cbm.{key}=balanced needs the training split's class counts: "
                                  "train through a CBMDataModule (trainer.fit(module, datamodule=...))")
-            self.concept_weights = balanced_class_weights(raw["train"].concepts, self.concept_set.cardinalities,
-                                                          self.device)
+            if balance_concepts:
+                self.concept_weights = balanced_class_weights(raw["train"].concepts, self.concept_set.cardinalities,
+                                                              self.device)
+            if self.label_class_weight == "balanced":
+                labels = [[y] for y in raw["train"].labels]
+                self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device)[0]
         if self.mode == "sequential" and (self.label_epochs < 1 or self.concept_epochs < 1):
             raise ValueError(
                 f"cbm.mode=sequential needs 1 <= cbm.label_epochs < trainer.max_epochs; got "
@@ -179,12 +188,17 @@ class CBMLitModule(L.LightningModule):
             for k, lg in enumerate(concept_logits)
         ]).mean()
 
+    def task_loss(self, label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced``."""
+        w = self.label_weights
+        return F.cross_entropy(label_logits, labels, weight=None if w is None else w.to(label_logits))
+
     def training_losses(self, batch: dict[str, torch.Tensor]):
         """Return (total loss, parts, outputs used for metrics) for the current mode and phase."""
         m = self.model
         if self.mode == "standard":
             out = m(batch["input_ids"], batch["attention_mask"])
-            task = F.cross_entropy(out.label_logits, batch["label"])
+            task = self.task_loss(out.label_logits, batch["label"])
             return task, {"task": task}, out
         if self.mode == "sequential" and self.in_label_phase():
             m.backbone.eval()  # Lightning puts modules back in train mode after validation
@@ -198,7 +212,7 @@ class CBMLitModule(L.LightningModule):
                 outputs.residual = m.residual_head(features)
             parts = self.residual_penalties(outputs)
             label_logits = self.label_logits_for_training(outputs, batch["concepts"])
-            task = F.cross_entropy(label_logits, batch["label"])
+            task = self.task_loss(label_logits, batch["label"])
             return task + sum(parts.values()), {"task": task, **parts}, (label_logits, outputs.logits)
         out = m(batch["input_ids"], batch["attention_mask"])
         closs = self.concept_loss(out.concept_logits, batch["concepts"])
@@ -206,11 +220,11 @@ class CBMLitModule(L.LightningModule):
             return closs, {"concept": closs}, out
         if self.mode == "independent":
             truth = one_hot_concepts(batch["concepts"], self.concept_set.cardinalities, closs.dtype)
-            task = F.cross_entropy(m.label_from_inputs(truth), batch["label"])
+            task = self.task_loss(m.label_from_inputs(truth), batch["label"])
             return closs + task, {"concept": closs, "task": task}, out
         parts = self.residual_penalties(out.outputs)
         label_logits = self.label_logits_for_training(out.outputs, batch["concepts"])
-        task = F.cross_entropy(label_logits, batch["label"])
+        task = self.task_loss(label_logits, batch["label"])
         return task + self.concept_weight * closs + sum(parts.values()), {"concept": closs, "task": task, **parts}, out
 
     def dropped_residual(self, residual: torch.Tensor | None) -> torch.Tensor | None:
