@@ -83,17 +83,29 @@ def subnetwork_stats(r: dict[str, Any]) -> tuple[float, float] | None:
     return sparsity, statistics.mean(overlaps) if overlaps else float("nan")
 
 
-def table(runs: list[dict[str, Any]]) -> str:
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+def group_runs(runs: list[dict[str, Any]], by_data: bool = False) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs grouped by ([data name,] configuration, epochs): the seeds of one table row."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((config_key(r), int(r["run"].get("epochs") or 0)), []).append(r)
+        key = (config_key(r), int(r["run"].get("epochs") or 0))
+        groups.setdefault(((r.get("data", {}).get("name", "?"),) if by_data else ()) + key, []).append(r)
+    return groups
+
+
+def collect(rs: list[dict[str, Any]], path: tuple) -> list[Any]:
+    """The values at ``path`` in each run that has one."""
+    return [x for x in (_dig(r, path) for r in rs) if x is not None]
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    groups = group_runs(runs)
     lines = ["| configuration | seeds | epochs | test task acc | test task macro-F1 | test concept acc | "
              "test concept macro-F1 | realised sparsity | mask Jaccard | acc hard concepts | acc all GT | "
              "ceiling acc | leakage (pts) | residual share | train ex/s | wall (min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (key, epochs), rs in groups.items():
         def get(path, rs=rs):
-            return [x for x in (_dig(r, path) for r in rs) if x is not None]
+            return collect(rs, path)
 
         eps = get(("run", "train_examples_per_s"))
         wall = get(("run", "wall_time_s"))
@@ -132,16 +144,13 @@ def bottleneck_table(runs: list[dict[str, Any]]) -> str:
     """The accuracy-vs-interpretability table: per data set and configuration, task and concept metrics,
     the concept set's ceiling, the task with hard predicted concepts, after full ground-truth
     intervention, the leakage, and a hybrid's residual share (``--kind bottleneck``)."""
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    for r in runs:
-        key = (r.get("data", {}).get("name", "?"), config_key(r), int(r["run"].get("epochs") or 0))
-        groups.setdefault(key, []).append(r)
+    groups = group_runs(runs, by_data=True)
     lines = ["| data | configuration | seeds | epochs | task acc | task macro-F1 | concept acc | concept macro-F1 | "
              "ceiling acc / F1 | acc hard concepts | acc all GT | leakage (pts) | residual share |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (data, key, epochs), rs in sorted(groups.items(), key=lambda kv: kv[0][0]):
         def get(*path, rs=rs):
-            return fmt_mean_std([x for x in (_dig(r, ("test",) + path) for r in rs) if x is not None])
+            return fmt_mean_std(collect(rs, ("test",) + path))
 
         # embeddings: the value-only figures (the chosen value's prototype, not the review's own embedding)
         value_only = any(_dig(r, ("test", "bottleneck", "hard_value_only")) for r in rs)
