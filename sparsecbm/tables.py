@@ -104,22 +104,19 @@ def table(runs: list[dict[str, Any]]) -> str:
              "ceiling acc | leakage (pts) | residual share | train ex/s | wall (min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (key, epochs), rs in groups.items():
-        def get(path, rs=rs):
-            return collect(rs, path)
-
-        eps = get(("run", "train_examples_per_s"))
-        wall = get(("run", "wall_time_s"))
+        eps = collect(rs, ("run", "train_examples_per_s"))
+        wall = collect(rs, ("run", "wall_time_s"))
         stats = [s for s in map(subnetwork_stats, rs) if s]
         sparsity = f"{100 * statistics.mean(s[0] for s in stats):.1f}" if stats else "-"
         jaccard = f"{statistics.mean(s[1] for s in stats):.2f}" if stats else "-"
         lines.append(
-            f"| {key} | {len(rs)} | {epochs} | {fmt_mean_std(get(('test', 'label', 'acc')))} | "
-            f"{fmt_mean_std(get(('test', 'label', 'f1')))} | {fmt_mean_std(get(('test', 'concept', 'acc')))} | "
-            f"{fmt_mean_std(get(('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | "
-            f"{fmt_mean_std(get(('test', 'bottleneck', 'hard', 'acc')))} | "
-            f"{fmt_mean_std(get(('test', 'intervention', 'all_ground_truth', 'acc')))} | "
-            f"{fmt_mean_std(get(('test', 'bottleneck', 'ceiling', 'acc')))} | {fmt_mean_std(get(('test', 'bottleneck', 'leakage', 'acc')))} | "
-            f"{fmt_mean_std(get(('test', 'bottleneck', 'residual', 'share')))} | {statistics.mean(eps):.1f} | "
+            f"| {key} | {len(rs)} | {epochs} | {fmt_mean_std(collect(rs, ('test', 'label', 'acc')))} | "
+            f"{fmt_mean_std(collect(rs, ('test', 'label', 'f1')))} | {fmt_mean_std(collect(rs, ('test', 'concept', 'acc')))} | "
+            f"{fmt_mean_std(collect(rs, ('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | "
+            f"{fmt_mean_std(collect(rs, ('test', 'bottleneck', 'hard', 'acc')))} | "
+            f"{fmt_mean_std(collect(rs, ('test', 'intervention', 'all_ground_truth', 'acc')))} | "
+            f"{fmt_mean_std(collect(rs, ('test', 'bottleneck', 'ceiling', 'acc')))} | {fmt_mean_std(collect(rs, ('test', 'bottleneck', 'leakage', 'acc')))} | "
+            f"{fmt_mean_std(collect(rs, ('test', 'bottleneck', 'residual', 'share')))} | {statistics.mean(eps):.1f} | "
             f"{statistics.mean(wall) / 60:.1f} |"
         )
     ref = next((r["reference"] for r in runs if r.get("reference", {}).get("true_concept_logreg")), None)
