@@ -150,7 +150,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     kept = []
     for batch, texts in batches if cfg.get("explanations", True) else []:
         es.explanations += explain_batch(module, batch, tokenizer, cfg.method, texts, **options)
-        if module.model.token_pooler is not None:
+        if hasattr(module.model.token_pooler, "kept_fraction"):  # token gates
             kept.append(
                 module.model.token_pooler.kept_fraction(
                     module.model.last_pooler_extras, batch["attention_mask"]

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CEBAB, TINY_DATA
 from hydra.utils import instantiate
 
@@ -134,6 +135,33 @@ def test_dynamic_padding_and_cache(cfg_factory, tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "__call__", lambda *a, **k: pytest.fail("re-tokenized"))
     dm2.setup()
     assert dm2.splits["train"].data["input_ids"] == dm.splits["train"].data["input_ids"]
+
+
+def test_parallel_runs_writing_the_same_cache_entry(cfg_factory, tmp_path, monkeypatch):
+    """Two runs tokenizing the same split at once (a sweep) each write their own temporary file: the
+    second writer finishing first no longer takes the first one's file away mid-write."""
+    import sparsecbm.data.datamodule as dmod
+
+    dm = datamodule(cfg_factory, TINY_DATA)
+    dm.setup()  # the tokenized splits are now cached; clear them to tokenize again
+    cache = tmp_path / "cache" / "tokenized"
+    for f in cache.glob("tok-*.pt"):
+        f.unlink()
+    enc = dm.raw["train"]
+    real_save, inner_done = torch.save, []
+
+    def save_then_race(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        if not inner_done:  # another process writes the same entry while this one is between save and rename
+            inner_done.append(True)
+            assert dm._tokenize_cached(enc)["input_ids"] == out_first_ids
+
+    out_first_ids = dm._tokenize_cached(enc)["input_ids"]
+    for f in cache.glob("tok-*.pt"):
+        f.unlink()
+    monkeypatch.setattr(dmod.torch, "save", save_then_race)
+    assert dm._tokenize_cached(enc)["input_ids"] == out_first_ids
+    assert inner_done and len(list(cache.glob("tok-*.pt"))) == 1 and not list(cache.glob("*.tmp"))
 
 
 def test_epoch_seeded_order(cfg_factory):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -210,9 +212,11 @@ class CBMDataModule(L.LightningDataModule):
         }
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            # a temporary file of this process's own: parallel runs (sweeps) may tokenize the same split
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+            os.close(fd)
             torch.save(out, tmp)
-            tmp.replace(path)
+            os.replace(tmp, path)
         return out
 
     # -------------------------------------------------------------- dataloaders

@@ -8,9 +8,10 @@ and padding get score 0 and are never perturbed.
 faithfulness metrics): a removed token is replaced by the tokenizer's ``[MASK]`` id (its pad id
 when it has no mask token), keeping the attention mask and the sequence length unchanged.
 
-Methods (``explain method=...``): ``ours`` (the model's token gates when it has them, otherwise
+Methods (``explain method=...``): ``ours`` (the model's own token gates or per-concept attention when
+it has them, otherwise
 LayerIntegratedGradients: on CEBaB it was the most faithful per second of the gradient methods, while
-gradient x input was the least faithful of all; see docs/explanations.md), ``gates``, ``gradxinput``, ``lig``, ``saliency``,
+gradient x input was the least faithful of all; see docs/explanations.md), ``gates``, ``attention``, ``gradxinput``, ``lig``, ``saliency``,
 ``ablation``, ``lime``, ``kernelshap``, ``shapley``.
 """
 
@@ -24,7 +25,7 @@ import torch
 from sparsecbm.models.cbm import ConceptBottleneckModel
 
 CAPTUM_METHODS = ("lig", "saliency", "ablation", "lime", "kernelshap", "shapley")
-METHODS = ("ours", "gates", "gradxinput", *CAPTUM_METHODS)
+METHODS = ("ours", "gates", "attention", "gradxinput", *CAPTUM_METHODS)
 
 
 @dataclass
@@ -167,11 +168,27 @@ class Gates(TokenAttribution):
     name = "gates"
 
     def _scores(self, model, ids, mask, concept, target):
-        if model.token_pooler is None:
-            raise ValueError("method=gates needs a model trained with cbm.tokens=gates")
+        if pooler_method(model) != self.name:
+            raise ValueError(f"method={self.name} needs a model trained with cbm.tokens={self.name}; "
+                             f"this one has cbm.tokens={pooler_method(model) or 'none'}")
         with torch.no_grad():
             model.concept_logits(ids, mask)
-        return model.last_pooler_extras["log_alpha"][concept]
+        return model.token_pooler.token_scores(model.last_pooler_extras)[concept]
+
+
+class Attention(Gates):
+    """The model's own per-concept attention pooling: scores are the attention weights (one pass)."""
+
+    name = "attention"
+
+
+def pooler_method(model) -> str | None:
+    """``gates`` / ``attention``: the attribution method that reads the model's own token pooler."""
+    from sparsecbm.models.token_attention import ConceptAttentionPooler
+
+    if model.token_pooler is None:
+        return None
+    return "attention" if isinstance(model.token_pooler, ConceptAttentionPooler) else "gates"
 
 
 class _Perturbation(TokenAttribution):
@@ -234,24 +251,24 @@ class Shapley(_Perturbation):
 
 
 _CLASSES = {
-    c.name: c for c in (GradientXInput, Saliency, LayerIG, Gates, Ablation, Lime, KernelShap, Shapley)
+    c.name: c for c in (GradientXInput, Saliency, LayerIG, Gates, Attention, Ablation, Lime, KernelShap, Shapley)
 }
 
 
 def get_method(name: str, tokens: Tokens, module=None, **options) -> TokenAttribution:
-    """The attribution method called ``name``; ``ours`` resolves to ``gates`` or ``lig`` for ``module``.
+    """The attribution method called ``name``; ``ours`` resolves to ``gates``, ``attention`` or ``lig`` for ``module``.
 
     Example:
         >>> method = get_method("lig", Tokens.from_tokenizer(dm.tokenizer), n_steps=16)
         >>> scores = method.attribute(module, batch, concept=0)  # [B, T]
     """
     if name == "ours":
-        name = "gates" if module is not None and _model(module).token_pooler is not None else "lig"
+        name = (pooler_method(_model(module)) if module is not None else None) or "lig"
     if name not in _CLASSES:
         raise ValueError(f"unknown attribution method '{name}'; expected one of {METHODS}")
     return _CLASSES[name](tokens, **options)
 
 
 def resolve_name(name: str, module) -> str:
-    """``ours`` -> ``gates`` or ``lig`` for this model; other names unchanged."""
+    """``ours`` -> ``gates``, ``attention`` or ``lig`` for this model; other names unchanged."""
     return get_method(name, Tokens(0, ()), module).name if name == "ours" else name

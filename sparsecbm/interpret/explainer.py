@@ -119,7 +119,7 @@ def explain_batch(
         concepts = []
         for k, spec in enumerate(cs.concepts):
             p = logits[k][b].softmax(-1)
-            gates = extras["gates"][k, b, real].tolist() if extras is not None else None
+            gates = model.token_pooler.token_weights(extras)[k, b, real].tolist() if extras is not None else None
             true = spec.values[int(batch["concepts"][b, k])] if "concepts" in batch else None
             concepts.append(
                 ConceptExplanation(

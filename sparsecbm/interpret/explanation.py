@@ -34,7 +34,7 @@ class ConceptExplanation:
     probs: list[float]
     predicted: str
     token_scores: list[float]  # one per token of Explanation.tokens (0 on special tokens)
-    gates: list[float] | None = None  # the model's own token gates, when it has them
+    gates: list[float] | None = None  # what the concept read of each token: its gates or attention weights
     true: str | None = None
 
 

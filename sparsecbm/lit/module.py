@@ -128,7 +128,7 @@ class CBMLitModule(L.LightningModule):
         )
         # token gates: fraction of each review's real tokens a concept reads at inference (deterministic gates)
         self.tokens_kept = None
-        if self.model.token_pooler is not None:
+        if hasattr(self.model.token_pooler, "kept_fraction"):  # token gates (attention keeps every token)
             from torchmetrics import MeanMetric
 
             self.tokens_kept = torch.nn.ModuleDict(
@@ -268,7 +268,8 @@ class CBMLitModule(L.LightningModule):
         """Token-gate budget and label-layer L1 penalties (empty when both are off)."""
         out, m = {}, self.model
         if m.token_pooler is not None and m.last_pooler_extras is not None and torch.is_grad_enabled():
-            out["token_budget"] = m.token_pooler.penalty(m.last_pooler_extras, batch["attention_mask"])
+            if (budget := m.token_pooler.penalty(m.last_pooler_extras, batch["attention_mask"])) is not None:
+                out["token_budget"] = budget
         if m.has_concepts and (l1 := label_l1_penalty(m.label_head, self.cbm_cfg)) is not None:
             out["label_l1"] = l1
         return out

@@ -15,7 +15,7 @@ from torch import nn
 
 # stretch interval and temperature of the hard-concrete distribution (Louizos et al., 2018)
 GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0
-TOKEN_POOLERS = ("none", "gates")
+TOKEN_POOLERS = ("none", "gates", "attention")
 
 
 class HardConcreteTokenGates(nn.Module):
@@ -93,6 +93,16 @@ class HardConcreteTokenGates(nn.Module):
         )
 
     @staticmethod
+    def token_weights(extras: dict[str, torch.Tensor]) -> torch.Tensor:
+        """How much each concept reads each token, ``[K, B, T]`` (the gates, exact 0 when closed)."""
+        return extras["gates"]
+
+    @staticmethod
+    def token_scores(extras: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token relevance for attribution, ``[K, B, T]``: the gate logits ``log_alpha``."""
+        return extras["log_alpha"]
+
+    @staticmethod
     def kept_fraction(extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
         """Fraction of real tokens with a non-zero gate, ``[K, B]`` (what the budget is about at inference)."""
         kept = (extras["gates"] > 0).to(torch.float32).sum(-1)
@@ -100,13 +110,17 @@ class HardConcreteTokenGates(nn.Module):
 
 
 def build_token_pooler(cbm: dict, hidden: int, n_concepts: int) -> nn.Module | None:
-    """The token pooler named by ``cbm.tokens`` (``none`` | ``gates``), or ``None``."""
+    """The token pooler named by ``cbm.tokens`` (``none`` | ``gates`` | ``attention``), or ``None``."""
+    from sparsecbm.models.token_attention import ConceptAttentionPooler
+
     kind = cbm.get("tokens", "none") or "none"
     if kind == "none":
         return None
+    if kind in TOKEN_POOLERS and cbm.get("mode") == "standard":
+        raise ValueError(f"cbm.tokens={kind} needs concepts; cbm.mode=standard has none")
+    if kind == "attention":
+        return ConceptAttentionPooler(hidden, n_concepts)
     if kind == "gates":
-        if cbm.get("mode") == "standard":
-            raise ValueError("cbm.tokens=gates needs concepts; cbm.mode=standard has none")
         return HardConcreteTokenGates(
             hidden,
             n_concepts,
