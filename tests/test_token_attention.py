@@ -52,7 +52,9 @@ def _fit(pooler, states, mask, targets, steps=300):
         opt.step()
     with torch.no_grad():
         features, extras = pooler(states, mask)
-        return [float((heads[k](features[k]).argmax(-1) == y).float().mean()) for k, y in enumerate(targets)], extras
+        return [
+            float((heads[k](features[k]).argmax(-1) == y).float().mean()) for k, y in enumerate(targets)
+        ], extras
 
 
 def test_each_concept_learns_to_attend_to_its_own_token():
