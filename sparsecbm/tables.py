@@ -46,7 +46,7 @@ def config_key(r: dict[str, Any]) -> str:
     if cbm.get("train_intervention_prob"):
         extras.append(f"train interventions {cbm['train_intervention_prob']}")
     if cbm.get("tokens") not in (None, "none"):
-        extras.append("token gates")
+        extras.append("concept attention" if cbm["tokens"] == "attention" else "token gates")
     if m.get("activation") == "embedding" and cbm.get("embedding_dim"):
         extras.append(f"embedding dim {cbm['embedding_dim']}")
     if cbm.get("residual_dim"):

@@ -106,17 +106,19 @@ def test_results_table(tmp_path):
              sparsity={"masked_layers": [-2, -1]})
     fake_run(tmp_path / "e", "joint", 1, 0.50, epochs=3)
     fake_run(tmp_path / "f", "joint", 1, 0.55, cbm={"tokens": "gates", "label_sparsity": "topk"})
+    fake_run(tmp_path / "h", "joint", 1, 0.60, cbm={"tokens": "attention"})
     leak = {"hard": {"acc": 0.5}, "all_ground_truth": {"acc": 0.55}, "ceiling": {"acc": 0.511},
             "leakage": {"acc": 0.2}, "residual": {"share": 0.25}}
     fake_run(tmp_path / "g", "joint", 1, 0.70, activation="probs", cbm={"residual_dim": 8}, bottleneck=leak)
     md = table(load_runs([str(tmp_path)]))
     assert ("| joint CBM (probs) [residual 8] | 1 | 5 | 70.0 | 60.0 | 80.0 | 70.0 | - | - | 50.0 | 55.0 | 51.1 | 20.0 | "
             "25.0 | 10.0 | 2.0 |") in md
-    assert md.count("| - | - | - | - | - |") == 5  # runs without the bottleneck report
+    assert md.count("| - | - | - | - | - |") == 6  # runs without the bottleneck report
     assert "| joint CBM (logits) | 2 | 5 | 65.0 ± 7.1 | 55.0 ± 7.1 | 80.0 ± 0.0 | 70.0 ± 0.0 | - | - |" in md
     assert "| joint CBM (logits) | 1 | 3 | 50.0 |" in md  # other epochs: its own row, never averaged in
     assert "| SparseCBM obert/unstructured @ 0.7 (blocks 4,5) | 1 | 5 | 64.0 | 54.0 | 80.0 | 70.0 | 70.0 | 0.40 |" in md
     assert "| joint CBM (logits) [token gates, label topk] | 1 |" in md and "| standard | 1 |" in md
+    assert "| joint CBM (logits) [concept attention] | 1 | 5 | 60.0 |" in md
     assert "one-hot *true* concepts: test acc 51.1, macro-F1 44.8" in md
     with pytest.raises(SystemExit):
         import sys

@@ -24,10 +24,14 @@ def test_modes_on_smoke(cfg_factory, tmp_path, mode):
     assert saved["model"]["mode"] == mode and saved["run"]["train_examples_per_s"] > 0
     assert saved["data"]["sizes"] == {"train": 48, "dev": 32, "test": 32}
     assert 0 <= saved["test"]["label"]["acc"] <= 1 and 0 <= saved["test"]["label"]["f1"] <= 1
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (
+        tmp_path / "checkpoints" / "last.ckpt"
+    ).is_file()
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     assert "true_concept_logreg" in saved["reference"] and saved["model"]["n_params"]["total"] > 22_000_000
-    assert saved["test"]["bottleneck"]["ceiling"]["acc"] == pytest.approx(saved["reference"]["true_concept_logreg"]["test_acc"])
+    assert saved["test"]["bottleneck"]["ceiling"]["acc"] == pytest.approx(
+        saved["reference"]["true_concept_logreg"]["test_acc"]
+    )
     if mode == "standard":
         assert "concept" not in saved["test"] and saved["model"]["activation"] is None
         assert "intervention" not in saved["test"] and "leakage" not in saved["test"]["bottleneck"]
@@ -38,7 +42,10 @@ def test_modes_on_smoke(cfg_factory, tmp_path, mode):
         # X->C was frozen during the last (C->Y) epoch: the best checkpoint comes from that epoch,
         # and its backbone equals the backbone at the end of the concept phase
         assert saved["run"]["best_val_select"] >= 0
-        best, last = load(tmp_path / "checkpoints" / "best.ckpt"), load(tmp_path / "checkpoints" / "last.ckpt")
+        best, last = (
+            load(tmp_path / "checkpoints" / "best.ckpt"),
+            load(tmp_path / "checkpoints" / "last.ckpt"),
+        )
         assert torch.equal(best["model.label_head.weight"], last["model.label_head.weight"])
 
 
@@ -51,7 +58,9 @@ def test_sequential_freezes_backbone(cfg_factory, tmp_path):
         def on_train_epoch_end(self, trainer, module):
             snapshots[trainer.current_epoch] = {k: v.clone() for k, v in module.state_dict().items()}
 
-    cfg = cfg_factory(["experiment=smoke", "cbm=sequential", "trainer.max_epochs=2", "cbm.label_epochs=1", *TINY_BERT])
+    cfg = cfg_factory(
+        ["experiment=smoke", "cbm=sequential", "trainer.max_epochs=2", "cbm.label_epochs=1", *TINY_BERT]
+    )
     from sparsecbm.train import build
 
     dm, module, trainer = build(cfg)
@@ -80,7 +89,12 @@ def test_resume_after_crash_matches_uninterrupted(cfg_factory, tmp_path):
     full, _ = train(cfg_factory(overrides, out=tmp_path / "full"))
     crashed = tmp_path / "crashed"
     with pytest.raises(SystemExit, match="simulated crash"):
-        train(cfg_factory([*overrides, "+callbacks.crash._target_=conftest.Crash", "+callbacks.crash.epoch=1"], out=crashed))
+        train(
+            cfg_factory(
+                [*overrides, "+callbacks.crash._target_=conftest.Crash", "+callbacks.crash.epoch=1"],
+                out=crashed,
+            )
+        )
     assert (crashed / "checkpoints" / "last.ckpt").is_file()
     assert not list(crashed.glob("checkpoints/*.tmp"))  # atomic writes leave no partial files
     resumed, _ = train(cfg_factory([*overrides, "ckpt_path=last"], out=crashed))
@@ -96,7 +110,9 @@ def test_resume_missing_checkpoint_is_an_error(cfg_factory, tmp_path):
 
 
 def test_evaluate_round_trip(cfg_factory, tmp_path):
-    trained, _ = train(cfg_factory(["experiment=smoke", "cbm.activation=probs", *TINY_BERT], out=tmp_path / "run"))
+    trained, _ = train(
+        cfg_factory(["experiment=smoke", "cbm.activation=probs", *TINY_BERT], out=tmp_path / "run")
+    )
     ckpt = tmp_path / "run/checkpoints/best.ckpt"
     cfg = cfg_factory([f"ckpt_path={ckpt}", "accelerator=cpu"], name="evaluate", out=tmp_path / "eval")
     again = evaluate(cfg)
@@ -112,19 +128,32 @@ def test_evaluate_round_trip(cfg_factory, tmp_path):
     assert saved["run"]["epochs"] == 1 and saved["evaluate_config"]["ckpt_path"] == str(ckpt)
     assert saved["test"]["bottleneck"]["hard"] == pytest.approx(trained["test"]["bottleneck"]["hard"])
     # a checkpoint's concepts must match the data it is evaluated on
-    bad = cfg_factory([f"ckpt_path={ckpt}", "data=imdb_c", f"data.root={tmp_path}"], name="evaluate", out=tmp_path / "e2")
+    bad = cfg_factory(
+        [f"ckpt_path={ckpt}", "data=imdb_c", f"data.root={tmp_path}"], name="evaluate", out=tmp_path / "e2"
+    )
     with pytest.raises(ValueError, match="but the checkpoint was trained on concepts \\['food'"):
         evaluate(bad)
     with pytest.raises(ValueError, match="not written by sparsecbm"):
         torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
-        evaluate(cfg_factory([f"ckpt_path={tmp_path / 'foreign.ckpt'}"], name="evaluate", out=tmp_path / "e3"))
+        evaluate(
+            cfg_factory([f"ckpt_path={tmp_path / 'foreign.ckpt'}"], name="evaluate", out=tmp_path / "e3")
+        )
 
 
-@pytest.mark.parametrize("overrides", [
-    ["cbm=cem"],
-    ["cbm=hybrid", "cbm.residual_dim=4"],
-    ["cbm=cem", "cbm.embedding_dim=8", "sparsity=neuron", "trainer.max_epochs=2", "sparsity.schedule.final_sparsity=0.5"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["cbm=cem"],
+        ["cbm=hybrid", "cbm.residual_dim=4"],
+        [
+            "cbm=cem",
+            "cbm.embedding_dim=8",
+            "sparsity=neuron",
+            "trainer.max_epochs=2",
+            "sparsity.schedule.final_sparsity=0.5",
+        ],
+    ],
+)
 def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overrides):
     """cem / hybrid train end to end; results.json has the ceiling/leakage block; reload, intervene, explain."""
     from sparsecbm import load_checkpoint
@@ -134,9 +163,19 @@ def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overri
     results, objs = train(cfg_factory(["experiment=smoke", *TINY_BERT, *overrides]))
     saved = json.loads((tmp_path / "results.json").read_text())
     b = saved["test"]["bottleneck"]
-    assert {"ceiling", "ceiling_lookup", "soft", "hard", "all_ground_truth", "ceiling_on_predicted", "leakage",
-            "above_ceiling"} <= set(b)
-    assert b["soft"] == pytest.approx(saved["test"]["label"], abs=1e-6)  # the report re-derives the test metrics
+    assert {
+        "ceiling",
+        "ceiling_lookup",
+        "soft",
+        "hard",
+        "all_ground_truth",
+        "ceiling_on_predicted",
+        "leakage",
+        "above_ceiling",
+    } <= set(b)
+    assert b["soft"] == pytest.approx(
+        saved["test"]["label"], abs=1e-6
+    )  # the report re-derives the test metrics
     assert b["leakage"]["acc"] == pytest.approx(b["soft"]["acc"] - b["hard"]["acc"])
     assert b["ceiling"]["acc"] == pytest.approx(saved["reference"]["true_concept_logreg"]["test_acc"])
     assert saved["test"]["intervention"]["all_ground_truth"] == b["all_ground_truth"]
@@ -153,3 +192,21 @@ def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overri
     torch.testing.assert_close(contrib.sum(-1) + module.model.label_head.bias[pred], logit)
     assert contrib.shape[1] == 4 + ("cbm=hybrid" in overrides)
     assert all(len(used) >= 1 for used in label_layer_summary(module).values())
+
+
+def test_checkpoint_selection_on_task_and_concepts(cfg_factory, tmp_path):
+    """model.select=label+concept: val/select is the mean of val task and concept macro-F1 every epoch,
+    and the best checkpoint is the epoch that maximises it."""
+    import pandas as pd
+
+    results, _ = train(
+        cfg_factory(["experiment=smoke", "trainer.max_epochs=3", "model.select=label+concept", *TINY_BERT])
+    )
+    m = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["val/select"])
+    m = m[m["epoch"] < 3]  # the training epochs (then the best checkpoint is validated once more)
+    assert len(m) == 3
+    expected = (m["val/label/f1"] + m["val/concept/f1"]) / 2
+    assert m["val/select"].tolist() == pytest.approx(expected.tolist())
+    assert results["run"]["best_val_select"] == pytest.approx(expected.max())
+    with pytest.raises(ValueError, match="model.select='concept' is not valid; expected one of"):
+        train(cfg_factory(["experiment=smoke", "model.select=concept", *TINY_BERT], out=tmp_path / "bad"))

@@ -19,6 +19,7 @@ from sparsecbm.models.residual import cross_correlation_penalty
 from sparsecbm.models.token_gates import build_token_pooler
 
 CHECKPOINT_KEY = "sparsecbm"
+SELECT = ("label", "label+concept")  # model.select: what val/select (the best checkpoint) measures
 
 
 def _plain(x: Any) -> Any:
@@ -69,6 +70,8 @@ class CBMLitModule(L.LightningModule):
             [0, 1] need weights of several units, so a label head reading them needs a larger rate
             than one reading logits.
         warmup_ratio: Fraction of each phase's steps spent warming up.
+        select: What picks the best checkpoint (``val/select``): ``label`` (val task macro-F1) or
+            ``label+concept`` (the mean of val task and concept macro-F1: a bottleneck is judged on both).
     """
 
     def __init__(
@@ -80,8 +83,12 @@ class CBMLitModule(L.LightningModule):
         head_lr: float = 1e-3,
         label_lr: float | None = None,
         warmup_ratio: float = 0.1,
+        select: str = "label",
     ):
         super().__init__()
+        if select not in SELECT:
+            raise ValueError(f"model.select='{select}' is not valid; expected one of {SELECT}")
+        self.select = select
         self.cbm_cfg = dict(_plain(cbm))
         self.concept_set = concepts
         self.model = ConceptBottleneckModel(
@@ -325,7 +332,10 @@ class CBMLitModule(L.LightningModule):
         # nor a subnetwork checkpoint before the masks reach their final sparsity
         untrained_head = self.mode == "sequential" and not self.in_label_phase()
         not_pruned = not getattr(self.model.backbone, "at_final_sparsity", lambda: True)()
-        select = -1.0 if (untrained_head or not_pruned) else values["val/label/f1"]
+        score = values["val/label/f1"]
+        if self.select == "label+concept" and "val/concept/f1" in values:
+            score = (score + values["val/concept/f1"]) / 2
+        select = -1.0 if (untrained_head or not_pruned) else score
         self.log("val/select", select, prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
