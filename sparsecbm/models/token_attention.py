@@ -14,8 +14,6 @@ no exact zeros), so it costs no accuracy; use gates when a concept must read few
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -39,8 +37,9 @@ class ConceptAttentionPooler(nn.Module):
 
     def __init__(self, hidden: int, n_concepts: int):
         super().__init__()
+        # an unscaled dot product: with the usual 1/sqrt(H), queries trained at the concept heads' rate
+        # stayed near uniform attention after 5 CEBaB epochs (query norm about 1, logit spread about 0.5)
         self.query = nn.Parameter(torch.zeros(n_concepts, hidden))
-        self.scale = 1.0 / math.sqrt(hidden)
 
     def scores(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Attention logits ``[K, B, T]``, ``-inf`` on padding."""
@@ -50,7 +49,7 @@ class ConceptAttentionPooler(nn.Module):
         else:
             scores = torch.einsum("kbth,kh->kbt", states, query)
         real = attention_mask.bool().unsqueeze(0)
-        return (scores * self.scale).masked_fill(~real, float("-inf"))
+        return scores.masked_fill(~real, float("-inf"))
 
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor):
         scores = self.scores(states, attention_mask)
