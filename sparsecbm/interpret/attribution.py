@@ -8,8 +8,7 @@ and padding get score 0 and are never perturbed.
 faithfulness metrics): a removed token is replaced by the tokenizer's ``[MASK]`` id (its pad id
 when it has no mask token), keeping the attention mask and the sequence length unchanged.
 
-Methods (``explain method=...``): ``ours`` (the model's own token gates or per-concept attention when
-it has them, otherwise
+Methods (``explain method=...``): ``ours`` (the model's own token gates when it has them, otherwise
 LayerIntegratedGradients: on CEBaB it was the most faithful per second of the gradient methods, while
 gradient x input was the least faithful of all; see docs/explanations.md), ``gates``, ``attention``, ``gradxinput``, ``lig``, ``saliency``,
 ``ablation``, ``lime``, ``kernelshap``, ``shapley``.
@@ -256,19 +255,22 @@ _CLASSES = {
 
 
 def get_method(name: str, tokens: Tokens, module=None, **options) -> TokenAttribution:
-    """The attribution method called ``name``; ``ours`` resolves to ``gates``, ``attention`` or ``lig`` for ``module``.
+    """The attribution method called ``name``; ``ours`` resolves to ``gates`` or ``lig`` for ``module``.
 
     Example:
         >>> method = get_method("lig", Tokens.from_tokenizer(dm.tokenizer), n_steps=16)
         >>> scores = method.attribute(module, batch, concept=0)  # [B, T]
     """
     if name == "ours":
-        name = (pooler_method(_model(module)) if module is not None else None) or "lig"
+        # token gates are the model's own input selection; attention weights are not a faithful substitute
+        # for LIG (CEBaB, docs/explanations.md: comprehensiveness@20% 0.27 vs 0.49), so they stay opt-in
+        gates = module is not None and pooler_method(_model(module)) == "gates"
+        name = "gates" if gates else "lig"
     if name not in _CLASSES:
         raise ValueError(f"unknown attribution method '{name}'; expected one of {METHODS}")
     return _CLASSES[name](tokens, **options)
 
 
 def resolve_name(name: str, module) -> str:
-    """``ours`` -> ``gates``, ``attention`` or ``lig`` for this model; other names unchanged."""
+    """``ours`` -> ``gates`` or ``lig`` for this model; other names unchanged."""
     return get_method(name, Tokens(0, ()), module).name if name == "ours" else name
