@@ -94,7 +94,7 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
 def test_init_from_a_dense_checkpoint_adds_fresh_gates(cfg_factory, tmp_path):
     from sparsecbm.train import build, train
 
-    train(cfg_factory(["experiment=smoke", *TINY_BERT], out=tmp_path / "dense"))
+    train(cfg_factory(["experiment=smoke", "cbm.tokens=none", *TINY_BERT], out=tmp_path / "dense"))  # mean pooling
     dense = torch.load(tmp_path / "dense/checkpoints/last.ckpt", map_location="cpu", weights_only=False)[
         "state_dict"
     ]
