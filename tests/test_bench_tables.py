@@ -168,12 +168,12 @@ def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
         sp = c.sparsity or None
         seen[row] = (c.cbm.mode, c.cbm.activation, c.cbm.residual_dim, c.cbm.concept_class_weight,
                      c.cbm.train_intervention_prob, sp and (sp.scorer.name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
-                     c.trainer.max_epochs, c.cbm.label_head, c.cbm.label_class_weight)
+                     c.trainer.max_epochs, c.cbm.label_head, c.cbm.label_class_weight, c.cbm.tokens)
     sparse = ("magnitude", 0.7, (-3, -2, -1))
     assert seen["standard"][0] == "standard"
-    assert seen["strict"] == ("joint", "hard", 0, "balanced", 0.25, None, 5, "mlp", "balanced")
-    assert seen["soft_logits"] == ("joint", "logits", 0, "balanced", 0.0, None, 5, "linear", "none")
-    assert seen["cem"] == ("joint", "embedding", 0, "balanced", 0.25, None, 5, "linear", "none")
-    assert seen["hybrid"] == ("joint", "probs", 8, "balanced", 0.25, None, 5, "linear", "none")
+    assert seen["strict"] == ("independent", "hard", 0, "balanced", 0.0, None, 5, "linear", "balanced", "attention")
+    assert seen["soft_logits"] == ("joint", "logits", 0, "balanced", 0.0, None, 5, "linear", "none", "none")
+    assert seen["cem"] == ("joint", "embedding", 0, "balanced", 0.5, None, 5, "linear", "none", "attention")
+    assert seen["hybrid"] == ("joint", "probs", 8, "balanced", 0.25, None, 5, "linear", "none", "none")
     for row in ("strict", "soft_logits", "cem", "hybrid"):
         assert seen[f"{row}_sparse"] == seen[row][:5] + (sparse, 3) + seen[row][7:]

@@ -75,7 +75,8 @@ def test_value_only_leakage_for_concept_embeddings():
 
 def test_bottleneck_table(tmp_path):
     leak = {"hard": {"acc": 0.6}, "all_ground_truth": {"acc": 0.7}, "ceiling": {"acc": 0.511, "f1": 0.448},
-            "leakage": {"acc": 0.05}, "hard_value_only": {"acc": 0.5}, "leakage_value_only": {"acc": 0.15}}
+            "leakage": {"acc": 0.05}, "hard_value_only": {"acc": 0.5}, "leakage_value_only": {"acc": 0.15},
+            "above_ceiling": {"acc": 0.139, "f1": 0.102}}
     fake_run(tmp_path / "a", "joint", 1, 0.65, activation="embedding", bottleneck=leak,
              cbm={"embedding_dim": 16, "concept_class_weight": "balanced"})
     fake_run(tmp_path / "b", "joint", 1, 0.45, activation="hard", bottleneck={**leak, "hard_value_only": None},
@@ -90,8 +91,9 @@ def test_bottleneck_table(tmp_path):
     md = bottleneck_table(load_runs([str(tmp_path)]))
     assert "| SparseCBM magnitude/unstructured @ 0.7 (hard) | 1 |" in md
     assert ("| cebab | joint CBM (embedding) [embedding dim 16, balanced concept loss] | 1 | 5 | 65.0 | 55.0 | 80.0 | "
-            "70.0 | 51.1 / 44.8 | 50.0 (value-only) | 70.0 | 15.0 (value-only) | - |") in md
-    assert "| imdb_c | joint CBM (hard) [residual 4, drop 0.5] | 1 | 5 | 45.0 | 35.0 | 80.0 | 70.0 | 51.1 / 44.8 | 60.0 | 70.0 | 5.0 | - |" in md
+            "70.0 | 51.1 / 44.8 | 50.0 (value-only) | 70.0 | 5.0 | 15.0 (value-only) | 10.2 | - |") in md
+    assert ("| imdb_c | joint CBM (hard) [residual 4, drop 0.5] | 1 | 5 | 45.0 | 35.0 | 80.0 | 70.0 | 51.1 / 44.8 | "
+            "60.0 | 70.0 | 25.0 | 5.0 | 10.2 | - |") in md
 
 
 def test_value_prototypes_average_the_examples_predicted_to_have_the_value():
