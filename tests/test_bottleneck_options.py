@@ -106,3 +106,25 @@ def test_value_prototypes_average_the_examples_predicted_to_have_the_value():
     torch.testing.assert_close(protos[0, 0], emb[[0, 1, 3], 0].mean(0))
     torch.testing.assert_close(protos[0, 1], emb[2, 1])
     torch.testing.assert_close(protos[0, 2], emb[:, 2].mean(0))  # never predicted: all examples
+
+
+def test_strict_cbm_label_is_a_function_of_the_predicted_values(cfg_factory):
+    """cbm=strict: the label head is trained on the true one-hot values and reads only the predicted
+    one-hot values, so soft and hard predictions coincide (zero leakage) and the task gradient never
+    reaches the concept predictor."""
+    from conftest import TINY_BERT
+
+    from sparsecbm.models.token_attention import ConceptAttentionPooler
+    from sparsecbm.train import train
+
+    results, objs = train(cfg_factory(["experiment=smoke", "cbm=strict", *TINY_BERT]))
+    module = objs["module"]
+    assert module.mode == "independent" and module.model.activation == "hard"
+    assert isinstance(module.model.token_pooler, ConceptAttentionPooler)
+    b = results["test"]["bottleneck"]
+    assert b["soft"] == b["hard"] and b["leakage"] == {"acc": 0.0, "f1": 0.0}
+    batch = next(iter(objs["datamodule"].loader("train")))
+    module.train()
+    loss, parts, _ = module.training_losses(batch)
+    grads = torch.autograd.grad(parts["task"], [p for p in module.model.backbone.parameters()], allow_unused=True)
+    assert all(g is None for g in grads)  # the label loss does not train the concept predictor
