@@ -87,6 +87,9 @@ def test_same_seed_same_numbers(cfg_factory, tmp_path):
 def test_resume_after_crash_matches_uninterrupted(cfg_factory, tmp_path):
     overrides = ["experiment=smoke", "trainer.max_epochs=3", *TINY_BERT]
     full, _ = train(cfg_factory(overrides, out=tmp_path / "full"))
+    # last.ckpt is the final epoch's state whichever epoch was best (Lightning 2.6's save_last is not)
+    last = torch.load(tmp_path / "full/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 18)
     crashed = tmp_path / "crashed"
     with pytest.raises(SystemExit, match="simulated crash"):
         train(
