@@ -171,7 +171,7 @@ def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
                      c.trainer.max_epochs, c.cbm.label_head, c.cbm.label_class_weight, c.cbm.tokens)
     sparse = ("magnitude", 0.7, (-3, -2, -1))
     assert seen["standard"][0] == "standard"
-    assert seen["strict"] == ("independent", "hard", 0, "balanced", 0.0, None, 5, "linear", "balanced", "attention")
+    assert seen["strict"] == ("independent", "hard", 0, "balanced", 0.0, None, 5, "linear", "none", "attention")
     assert seen["soft_logits"] == ("joint", "logits", 0, "balanced", 0.0, None, 5, "linear", "none", "none")
     assert seen["cem"] == ("joint", "embedding", 0, "balanced", 0.5, None, 5, "linear", "none", "attention")
     assert seen["hybrid"] == ("joint", "probs", 8, "balanced", 0.25, None, 5, "linear", "none", "none")
