@@ -183,11 +183,7 @@ class Attention(Gates):
 
 def pooler_method(model) -> str | None:
     """``gates`` / ``attention``: the attribution method that reads the model's own token pooler."""
-    from sparsecbm.models.token_attention import ConceptAttentionPooler
-
-    if model.token_pooler is None:
-        return None
-    return "attention" if isinstance(model.token_pooler, ConceptAttentionPooler) else "gates"
+    return getattr(model.token_pooler, "method", None)
 
 
 class _Perturbation(TokenAttribution):

@@ -17,8 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparsecbm.models.token_gates import TokenPooler
 
-class ConceptAttentionPooler(nn.Module):
+
+class ConceptAttentionPooler(TokenPooler):
     """A ``token_pooler`` for :class:`~sparsecbm.models.cbm.ConceptBottleneckModel`.
 
     Args:
@@ -34,6 +36,9 @@ class ConceptAttentionPooler(nn.Module):
         >>> pooler = ConceptAttentionPooler(hidden=384, n_concepts=4)
         >>> features, extras = pooler(states, attention_mask)   # [4, B, 384]; extras["attention"]: [4, B, T]
     """
+
+    method = "attention"
+    weights_key = scores_key = "attention"  # no penalty: attention pooling keeps every token
 
     def __init__(self, hidden: int, n_concepts: int):
         super().__init__()
@@ -60,17 +65,3 @@ class ConceptAttentionPooler(nn.Module):
         else:
             features = torch.einsum("kbt,kbth->kbh", weights, states)
         return features, {"scores": scores, "attention": weights}
-
-    @staticmethod
-    def token_weights(extras: dict[str, torch.Tensor]) -> torch.Tensor:
-        """How much each concept reads each token, ``[K, B, T]`` (the attention weights)."""
-        return extras["attention"]
-
-    @staticmethod
-    def token_scores(extras: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-token relevance for attribution, ``[K, B, T]``: the attention weights (0 on padding)."""
-        return extras["attention"]
-
-    def penalty(self, extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> None:
-        """No sparsity penalty: attention pooling keeps every token."""
-        return None

@@ -18,7 +18,29 @@ GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0
 TOKEN_POOLERS = ("none", "gates", "attention")
 
 
-class HardConcreteTokenGates(nn.Module):
+class TokenPooler(nn.Module):
+    """What every ``token_pooler`` shares: ``forward(states, attention_mask) -> (features [K, B, H], extras)``,
+    and which ``extras`` entries say how much each concept reads each token (``weights_key``) and rank the
+    tokens for attribution (``scores_key``). ``method`` names the attribution method that reads them."""
+
+    method = ""
+    weights_key = ""
+    scores_key = ""
+
+    def token_weights(self, extras: dict[str, torch.Tensor]) -> torch.Tensor:
+        """How much each concept reads each token, ``[K, B, T]``."""
+        return extras[self.weights_key]
+
+    def token_scores(self, extras: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token relevance for attribution, ``[K, B, T]``."""
+        return extras[self.scores_key]
+
+    def penalty(self, extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """The pooler's term in the training loss (``None``: none)."""
+        return None
+
+
+class HardConcreteTokenGates(TokenPooler):
     """A ``token_pooler`` for :class:`~sparsecbm.models.cbm.ConceptBottleneckModel`.
 
     For concept ``k`` and token ``t`` a linear scorer on the token state gives ``log_alpha[k, b, t]``;
@@ -36,6 +58,10 @@ class HardConcreteTokenGates(nn.Module):
     ``(features [K, B, H], extras)`` with ``extras = {"gates": [K, B, T], "log_alpha": [K, B, T],
     "p_open": [K, B, T]}``.
     """
+
+    method = "gates"
+    weights_key = "gates"  # exact 0 when closed
+    scores_key = "log_alpha"
 
     def __init__(
         self, hidden: int, n_concepts: int, budget: float = 0.2, penalty: float = 1.0, init_open: float = 1.0
@@ -91,16 +117,6 @@ class HardConcreteTokenGates(nn.Module):
         return (
             self.penalty_weight * (self.expected_fraction(extras, attention_mask) - self.budget).abs().mean()
         )
-
-    @staticmethod
-    def token_weights(extras: dict[str, torch.Tensor]) -> torch.Tensor:
-        """How much each concept reads each token, ``[K, B, T]`` (the gates, exact 0 when closed)."""
-        return extras["gates"]
-
-    @staticmethod
-    def token_scores(extras: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-token relevance for attribution, ``[K, B, T]``: the gate logits ``log_alpha``."""
-        return extras["log_alpha"]
 
     @staticmethod
     def kept_fraction(extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
