@@ -153,17 +153,13 @@ class CBMLitModule(L.LightningModule):
     def on_fit_start(self) -> None:
         balance_concepts = self.concept_class_weight == "balanced" and self.model.has_concepts
         if balance_concepts or self.label_class_weight == "balanced":
-            dm = getattr(self.trainer, "datamodule", None)
-            raw = getattr(dm, "raw", {}) if dm is not None else {}
-            if "train" not in raw:
-                key = "concept_class_weight" if balance_concepts else "label_class_weight"
-                raise ValueError(f"cbm.{key}=balanced needs the training split's class counts: "
-                                 "train through a CBMDataModule (trainer.fit(module, datamodule=...))")
+            key = "concept_class_weight" if balance_concepts else "label_class_weight"
+            train = self.train_split(f"cbm.{key}=balanced needs the training split's class counts")
             if balance_concepts:
-                self.concept_weights = balanced_class_weights(raw["train"].concepts, self.concept_set.cardinalities,
+                self.concept_weights = balanced_class_weights(train.concepts, self.concept_set.cardinalities,
                                                               self.device)
             if self.label_class_weight == "balanced":
-                labels = [[y] for y in raw["train"].labels]
+                labels = [[y] for y in train.labels]
                 self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device)[0]
         if self.mode == "independent":
             self.fit_independent_label_head()
@@ -173,23 +169,28 @@ class CBMLitModule(L.LightningModule):
                 f"label_epochs={self.label_epochs}, max_epochs={self.trainer.max_epochs}"
             )
 
+    def train_split(self, why: str):
+        """The datamodule's encoded training split (``.concepts``, ``.labels``); ``why`` names the option
+        that needs it in the error raised when the module is fitted without a CBMDataModule."""
+        dm = getattr(self.trainer, "datamodule", None)
+        raw = getattr(dm, "raw", {}) if dm is not None else {}
+        if "train" not in raw:
+            raise ValueError(f"{why}: train through a CBMDataModule (trainer.fit(module, datamodule=...))")
+        return raw["train"]
+
     def fit_independent_label_head(self, max_iter: int = 500) -> None:
         """Independent CBM: fit C->Y on the one-hot TRUE concepts of the training split to convergence
         (full batch, L-BFGS, class-weighted with ``cbm.label_class_weight``), then freeze it; the training
         loop trains X->C alone. Fitted by minibatch SGD inside the loop instead, the head fell short of a
         logistic regression on the same concepts by 1-3 macro-F1 points on CEBaB."""
-        dm = getattr(self.trainer, "datamodule", None)
-        raw = getattr(dm, "raw", {}) if dm is not None else {}
-        if "train" not in raw:
-            raise ValueError("cbm.mode=independent fits its label head on the training split's true concepts: "
-                             "train through a CBMDataModule (trainer.fit(module, datamodule=...))")
+        train = self.train_split("cbm.mode=independent fits its label head on the training split's true concepts")
         head = self.model.label_head
         head.requires_grad_(True)
-        concepts = torch.as_tensor(raw["train"].concepts, dtype=torch.long, device=self.device)
+        concepts = torch.as_tensor(train.concepts, dtype=torch.long, device=self.device)
         x = one_hot_concepts(concepts, self.concept_set.cardinalities)
-        y = torch.as_tensor(raw["train"].labels, dtype=torch.long, device=self.device)
+        y = torch.as_tensor(train.labels, dtype=torch.long, device=self.device)
         weight = None if self.label_weights is None else self.label_weights.to(x)
-        params = [p for p in head.parameters()]
+        params = list(head.parameters())
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
         l2 = 0.5 / x.shape[0]  # logistic regression with C=1 (scikit-learn's default), per example
 
