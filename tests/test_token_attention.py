@@ -7,8 +7,8 @@ import torch
 from conftest import TINY_BERT
 
 from sparsecbm.models.backbone import pool
+from sparsecbm.models.poolers import build_token_pooler
 from sparsecbm.models.token_attention import ConceptAttentionPooler
-from sparsecbm.models.token_gates import build_token_pooler
 
 
 def test_untrained_pooler_is_mean_pooling_for_shared_and_per_concept_states():

@@ -6,7 +6,8 @@ import pandas as pd
 import torch
 from conftest import TINY_BERT
 
-from sparsecbm.models.token_gates import HardConcreteTokenGates, build_token_pooler
+from sparsecbm.models.poolers import build_token_pooler
+from sparsecbm.models.token_gates import HardConcreteTokenGates
 
 
 def test_shapes_padding_and_per_concept_states():

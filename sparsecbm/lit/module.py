@@ -15,8 +15,8 @@ from sparsecbm.concepts import ConceptSet
 from sparsecbm.lit.metrics import CBMMetrics
 from sparsecbm.models.cbm import ConceptBottleneckModel, ConceptOutputs, as_outputs, one_hot_concepts
 from sparsecbm.models.label_sparsity import label_l1_penalty, make_sparse_label_head
+from sparsecbm.models.poolers import build_token_pooler
 from sparsecbm.models.residual import cross_correlation_penalty
-from sparsecbm.models.token_gates import build_token_pooler
 
 CHECKPOINT_KEY = "sparsecbm"
 SELECT = ("label", "label+concept")  # model.select: what val/select (the best checkpoint) measures

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sparsecbm.models.token_gates import TokenPooler
+from sparsecbm.models.token_pooler import TokenPooler
 
 
 class ConceptAttentionPooler(TokenPooler):

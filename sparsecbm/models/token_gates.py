@@ -13,31 +13,10 @@ import math
 import torch
 from torch import nn
 
+from sparsecbm.models.token_pooler import TokenPooler
+
 # stretch interval and temperature of the hard-concrete distribution (Louizos et al., 2018)
 GAMMA, ZETA, BETA = -0.1, 1.1, 2.0 / 3.0
-TOKEN_POOLERS = ("none", "gates", "attention")
-
-
-class TokenPooler(nn.Module):
-    """What every ``token_pooler`` shares: ``forward(states, attention_mask) -> (features [K, B, H], extras)``,
-    and which ``extras`` entries say how much each concept reads each token (``weights_key``) and rank the
-    tokens for attribution (``scores_key``). ``method`` names the attribution method that reads them."""
-
-    method = ""
-    weights_key = ""
-    scores_key = ""
-
-    def token_weights(self, extras: dict[str, torch.Tensor]) -> torch.Tensor:
-        """How much each concept reads each token, ``[K, B, T]``."""
-        return extras[self.weights_key]
-
-    def token_scores(self, extras: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-token relevance for attribution, ``[K, B, T]``."""
-        return extras[self.scores_key]
-
-    def penalty(self, extras: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor | None:
-        """The pooler's term in the training loss (``None``: none)."""
-        return None
 
 
 class HardConcreteTokenGates(TokenPooler):
@@ -123,25 +102,3 @@ class HardConcreteTokenGates(TokenPooler):
         """Fraction of real tokens with a non-zero gate, ``[K, B]`` (what the budget is about at inference)."""
         kept = (extras["gates"] > 0).to(torch.float32).sum(-1)
         return kept / attention_mask.sum(-1).clamp_min(1).to(torch.float32)
-
-
-def build_token_pooler(cbm: dict, hidden: int, n_concepts: int) -> nn.Module | None:
-    """The token pooler named by ``cbm.tokens`` (``none`` | ``gates`` | ``attention``), or ``None``."""
-    from sparsecbm.models.token_attention import ConceptAttentionPooler
-
-    kind = cbm.get("tokens", "none") or "none"
-    if kind == "none":
-        return None
-    if kind in TOKEN_POOLERS and cbm.get("mode") == "standard":
-        raise ValueError(f"cbm.tokens={kind} needs concepts; cbm.mode=standard has none")
-    if kind == "attention":
-        return ConceptAttentionPooler(hidden, n_concepts)
-    if kind == "gates":
-        return HardConcreteTokenGates(
-            hidden,
-            n_concepts,
-            budget=float(cbm.get("token_budget", 0.2)),
-            penalty=float(cbm.get("token_penalty", 1.0)),
-            init_open=float(cbm.get("token_init_open", 1.0)),
-        )
-    raise ValueError(f"cbm.tokens='{kind}' is not valid; expected one of {TOKEN_POOLERS}")
