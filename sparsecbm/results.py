@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sparsecbm.jsonio import write_json  # noqa: F401  (re-exported: sparsecbm.results.write_json)
 
 
 def split_metrics(metrics: Mapping[str, float], stage: str, concept_names: list[str]) -> dict[str, Any]:
@@ -68,16 +67,6 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
         out["true_concept_logreg"] = scores(ceiling.predict(test_concepts, "logreg"))
         out["true_concept_lookup"] = scores(ceiling.predict(test_concepts, "lookup"))
     return out
-
-
-def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Atomic JSON write (tmp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
-    return path
 
 
 def summary_table(results: Mapping[str, Any], title: str):

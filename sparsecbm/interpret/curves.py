@@ -67,7 +67,7 @@ class InterventionCurve:
                    seeds=list(d.get("seeds", [])), meta=dict(d.get("meta", {})))
 
     def save(self, path: str | Path) -> Path:
-        from sparsecbm.results import write_json
+        from sparsecbm.jsonio import write_json
 
         return write_json(path, self.to_dict())
 

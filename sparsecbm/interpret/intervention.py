@@ -85,7 +85,7 @@ class InterventionResult:
                    after=Prediction(**d["after"]), meta=dict(d.get("meta", {})))
 
     def save(self, path: str | Path) -> Path:
-        from sparsecbm.results import write_json
+        from sparsecbm.jsonio import write_json
 
         return write_json(path, self.to_dict())
 
