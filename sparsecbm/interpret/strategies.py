@@ -8,7 +8,7 @@ target distribution ``q_k`` and re-runs the label head; nothing upstream changes
 - ``ground_truth``: ``q_k`` is the one-hot of the dataset's true value.
 
 The label head reads ``activation(q_k)`` with the model's own activation (see
-:func:`sparsecbm.models.cbm.concept_activations`):
+:mod:`sparsecbm.models.bottleneck`, which defines how each activation is read and written):
 
 - ``probs``: ``q_k`` itself;  ``hard``: the one-hot of ``argmax q_k``.
 - ``embedding``: the mix ``sum_v q_k[v] e_{k,v}`` of the example's value embeddings, so a hard set
@@ -24,10 +24,15 @@ The label head reads ``activation(q_k)`` with the model's own activation (see
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-STRATEGIES = ("hard", "soft", "ground_truth")
-LOGIT_EPS = 0.01
+from sparsecbm.models import bottleneck
+from sparsecbm.models.bottleneck import (  # noqa: F401  (re-exported for interpret/ and user code)
+    LOGIT_EPS,
+    STRATEGIES,
+    edited_inputs,
+    ground_truth_targets,
+    random_concept_mask,
+)
 
 
 def target_activation(
@@ -49,66 +54,7 @@ def target_activation(
     Returns:
         ``[B, C]`` (``[B, m]`` for ``embedding``) activations to write into the label head's input.
     """
-    if activation == "embedding":
-        from sparsecbm.models.cbm import mix_embeddings
-
-        if embeddings is None:
-            raise ValueError("activation=embedding: an intervention needs the concept's value embeddings")
-        return mix_embeddings(target, embeddings)
-    if activation == "probs":
-        return target.to(predicted_logits.dtype)
-    if activation == "hard":
-        return F.one_hot(target.argmax(-1), target.shape[-1]).to(predicted_logits.dtype)
-    if activation == "logits":
-        mixed = (1.0 - eps) * target + eps / target.shape[-1]
-        logq = mixed.log()
-        offset = predicted_logits.detach().mean(-1, keepdim=True) - logq.mean(-1, keepdim=True)
-        return (logq + offset).to(predicted_logits.dtype)
-    raise ValueError(f"unknown concept activation '{activation}'; expected one of ('logits', 'probs', 'hard', 'embedding')")
-
-
-def edited_inputs(
-    concept_logits: list[torch.Tensor],
-    activation: str,
-    targets: list[torch.Tensor | None],
-    masks: list[torch.Tensor | None] | torch.Tensor,
-    eps: float = LOGIT_EPS,
-    embeddings: list[torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Concept part of the label-head input with some concepts of some examples replaced.
-
-    Args:
-        concept_logits: Per concept ``[B, C_k]`` predicted logits.
-        activation: The model's activation.
-        targets: Per concept ``[B, C_k]`` target distributions, or ``None`` (not edited).
-        masks: Per concept ``[B]`` bool (which examples are edited), or a ``[B, K]`` bool tensor;
-            ``None`` for a concept means all examples.
-        eps: See :func:`target_activation`.
-        embeddings: Per concept ``[B, C_k, m]`` value embeddings (``embedding`` only).
-    """
-    from sparsecbm.models.cbm import concept_activations
-
-    parts = []
-    for k, lg in enumerate(concept_logits):
-        emb = embeddings[k] if embeddings is not None else None
-        act = concept_activations([lg], activation, None if emb is None else [emb])
-        target = targets[k]
-        mask = masks[:, k] if isinstance(masks, torch.Tensor) else masks[k]
-        if target is not None:
-            new = target_activation(target, lg, activation, eps, emb)
-            act = new if mask is None else torch.where(mask.unsqueeze(-1), new, act)
-        parts.append(act)
-    return torch.cat(parts, dim=-1)
-
-
-def ground_truth_targets(values: torch.Tensor, cardinalities: list[int]) -> list[torch.Tensor]:
-    """``[B, K]`` true value indices -> per concept one-hot targets ``[B, C_k]``."""
-    return [F.one_hot(values[:, k], c).float() for k, c in enumerate(cardinalities)]
-
-
-def random_concept_mask(batch: int, n_concepts: int, prob: float, generator=None, device=None) -> torch.Tensor:
-    """``[B, K]`` bool: each concept of each example is chosen with probability ``prob``."""
-    return torch.rand(batch, n_concepts, generator=generator, device=device) < prob
+    return bottleneck.activation(activation).write(target, predicted_logits, embeddings, eps)
 
 
 class Bottleneck:

@@ -287,7 +287,7 @@ class CBMLitModule(L.LightningModule):
         """Concept part of the label head's input during training, and the ``[B, K]`` bool mask of the
         concepts replaced by their true value (each with probability ``cbm.train_intervention_prob``, as in
         concept-embedding-model training), so the label head learns to trust corrected concepts."""
-        from sparsecbm.interpret.strategies import edited_inputs, ground_truth_targets, random_concept_mask
+        from sparsecbm.models.bottleneck import edited_inputs, ground_truth_targets, random_concept_mask
 
         if self.train_intervention_prob <= 0:  # no random draw: runs without interventions keep their RNG stream
             mask = torch.zeros(concepts.shape[0], len(outputs.logits), dtype=torch.bool, device=concepts.device)

@@ -18,9 +18,9 @@ from torch import nn
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.models.backbone import pool
+from sparsecbm.models.bottleneck import ACTIVATIONS, mix_embeddings, read_all  # noqa: F401  (mix_embeddings re-exported)
 
 MODES = ("standard", "joint", "sequential", "independent")
-ACTIVATIONS = ("logits", "probs", "hard", "embedding")
 LABEL_HEADS = ("linear", "mlp")
 
 
@@ -76,11 +76,6 @@ def as_outputs(concepts: list[torch.Tensor] | ConceptOutputs | CBMOutput) -> Con
     return concepts if isinstance(concepts, ConceptOutputs) else ConceptOutputs(list(concepts))
 
 
-def mix_embeddings(probs: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-    """``[B, C]`` distribution x ``[B, C, m]`` value embeddings -> ``[B, m]`` (the CEM mix)."""
-    return torch.einsum("bc,bcm->bm", probs.to(embeddings.dtype), embeddings)
-
-
 def concept_activations(
     concept_logits: list[torch.Tensor], kind: str, embeddings: list[torch.Tensor] | None = None
 ) -> torch.Tensor:
@@ -88,26 +83,9 @@ def concept_activations(
 
     ``hard`` is the one-hot of the argmax with a straight-through gradient; ``embedding`` is the
     probability-weighted mix of the value embeddings (``[B, K * m]``; needs ``embeddings``).
-    The other kinds give ``[B, sum(card_k)]``.
+    The other kinds give ``[B, sum(card_k)]``. One class per kind: :mod:`sparsecbm.models.bottleneck`.
     """
-    if kind == "logits":
-        parts = concept_logits
-    elif kind == "probs":
-        parts = [lg.softmax(-1) for lg in concept_logits]
-    elif kind == "hard":
-        parts = []
-        for lg in concept_logits:
-            p = lg.softmax(-1)
-            hard = F.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype)
-            parts.append(hard + p - p.detach())
-    elif kind == "embedding":
-        if embeddings is None:
-            raise ValueError("activation=embedding needs the concept embeddings, not only the logits: "
-                             "use model.concept_outputs(...) instead of model.concept_logits(...)")
-        parts = [mix_embeddings(lg.softmax(-1), e) for lg, e in zip(concept_logits, embeddings)]
-    else:
-        raise ValueError(f"unknown concept activation '{kind}'; expected one of {ACTIVATIONS}")
-    return torch.cat(parts, dim=-1)
+    return read_all(concept_logits, kind, embeddings)
 
 
 def one_hot_concepts(values: torch.Tensor, cardinalities: list[int], dtype=torch.float32) -> torch.Tensor:
