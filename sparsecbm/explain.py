@@ -151,11 +151,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for batch, texts in batches if cfg.get("explanations", True) else []:
         es.explanations += explain_batch(module, batch, tokenizer, cfg.method, texts, **options)
         if hasattr(module.model.token_pooler, "kept_fraction"):  # token gates
-            kept.append(
-                module.model.token_pooler.kept_fraction(
-                    module.model.last_pooler_extras, batch["attention_mask"]
-                )
-            )
+            dev = next(module.model.parameters()).device
+            with torch.no_grad():
+                extras = module.model.concept_outputs(batch["input_ids"].to(dev), batch["attention_mask"].to(dev)).pooler
+            kept.append(module.model.token_pooler.kept_fraction(extras, batch["attention_mask"].to(dev)).cpu())
     if kept:
         es.token_gates = {
             "budget": module.model.token_pooler.budget,

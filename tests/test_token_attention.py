@@ -111,8 +111,7 @@ def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
         get_method("gates", Tokens.from_tokenizer(tokenizer)).attribute(module, batch, 0)
     explanations = explain_batch(module, batch, tokenizer, method="attention")
     with torch.no_grad():
-        module(batch["input_ids"], batch["attention_mask"])
-    weights = module.model.last_pooler_extras["attention"]
+        weights = module(batch["input_ids"], batch["attention_mask"]).pooler["attention"]
     first = explanations[0].concepts[1]
     real = batch["attention_mask"][0].bool()
     torch.testing.assert_close(torch.tensor(first.gates), weights[1, 0, real])  # what the concept read

@@ -70,8 +70,8 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     kept = []
     with torch.no_grad():
         for b in objs["datamodule"].loader("test"):
-            best(b["input_ids"], b["attention_mask"])
-            kept.append(best.model.token_pooler.kept_fraction(best.model.last_pooler_extras, b["attention_mask"]))
+            extras = best(b["input_ids"], b["attention_mask"]).pooler
+            kept.append(best.model.token_pooler.kept_fraction(extras, b["attention_mask"]))
     kept = torch.cat(kept, 1).mean(1)
     reported = results["test"]["tokens_kept"]
     assert list(reported) == ["food", "ambiance", "service", "noise"]
@@ -88,7 +88,7 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     assert torch.equal(module.model.token_pooler.weight, trained.weight)
     batch = next(iter(objs["datamodule"].loader("test")))
     out = module(batch["input_ids"], batch["attention_mask"])
-    assert module.model.last_pooler_extras["gates"].shape[:2] == (4, batch["input_ids"].shape[0])
+    assert out.pooler["gates"].shape[:2] == (4, batch["input_ids"].shape[0])
     assert out.label_logits.shape == (batch["input_ids"].shape[0], 5)
 
 

@@ -171,8 +171,8 @@ class Gates(TokenAttribution):
             raise ValueError(f"method={self.name} needs a model trained with cbm.tokens={self.name}; "
                              f"this one has cbm.tokens={pooler_method(model) or 'none'}")
         with torch.no_grad():
-            model.concept_logits(ids, mask)
-        return model.token_pooler.token_scores(model.last_pooler_extras)[concept]
+            extras = model.concept_outputs(ids, mask).pooler
+        return model.token_pooler.token_scores(extras)[concept]
 
 
 class Attention(Gates):

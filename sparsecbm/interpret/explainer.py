@@ -75,7 +75,7 @@ def token_strings(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
 @torch.no_grad()
 def _forward(model, batch):
     outputs = model.concept_outputs(batch["input_ids"], batch["attention_mask"])
-    extras = model.last_pooler_extras if model.token_pooler is not None else None
+    extras = outputs.pooler
     label_logits, _ = model.label_from_outputs(outputs)
     return outputs, extras, label_logits
 

@@ -247,14 +247,14 @@ class CBMLitModule(L.LightningModule):
             if m.token_pooler is not None:
                 m.token_pooler.eval()
             with torch.no_grad():
-                features = m.concept_features(batch["input_ids"], batch["attention_mask"])
-                outputs = m.bottleneck(features).apply(torch.Tensor.detach)
+                features, extras = m.encode(batch["input_ids"], batch["attention_mask"])
+                outputs = m.bottleneck(features, extras).apply(torch.Tensor.detach)
             if m.residual_head is not None:  # the residual channel trains with the label head
                 outputs.residual = m.residual_head(features)
             parts = self.residual_penalties(outputs)
             label_logits = self.label_logits_for_training(outputs, batch["concepts"])
             task = self.task_loss(label_logits, batch["label"])
-            return task + sum(parts.values()), {"task": task, **parts}, (label_logits, outputs.logits)
+            return task + sum(parts.values()), {"task": task, **parts}, (label_logits, outputs.logits, outputs.pooler)
         out = m(batch["input_ids"], batch["attention_mask"])
         closs = self.concept_loss(out.concept_logits, batch["concepts"])
         if self.mode == "sequential":  # concept phase: X->C only
@@ -303,11 +303,12 @@ class CBMLitModule(L.LightningModule):
         return self.model.label_from_inputs(self.training_inputs(outputs, concepts)[0],
                                             self.dropped_residual(outputs.residual))
 
-    def sparsity_penalties(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Token-gate budget and label-layer L1 penalties (empty when both are off)."""
+    def sparsity_penalties(self, batch: dict[str, torch.Tensor], extras: dict | None) -> dict[str, torch.Tensor]:
+        """Token-gate budget (from the pooler ``extras`` of this step's forward) and label-layer L1 penalties
+        (empty when both are off)."""
         out, m = {}, self.model
-        if m.token_pooler is not None and m.last_pooler_extras is not None and torch.is_grad_enabled():
-            if (budget := m.token_pooler.penalty(m.last_pooler_extras, batch["attention_mask"])) is not None:
+        if m.token_pooler is not None and extras is not None and torch.is_grad_enabled():
+            if (budget := m.token_pooler.penalty(extras, batch["attention_mask"])) is not None:
                 out["token_budget"] = budget
         if m.has_concepts and (l1 := label_l1_penalty(m.label_head, self.cbm_cfg)) is not None:
             out["label_l1"] = l1
@@ -315,9 +316,10 @@ class CBMLitModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts, out = self.training_losses(batch)
-        for name, penalty in self.sparsity_penalties(batch).items():
+        label_logits, concept_logits, extras = out if isinstance(out, tuple) else (
+            out.label_logits, out.concept_logits, out.pooler)
+        for name, penalty in self.sparsity_penalties(batch, extras).items():
             loss, parts[name] = loss + penalty, penalty
-        label_logits, concept_logits = out if isinstance(out, tuple) else (out.label_logits, out.concept_logits)
         self.metrics["train_metrics"].update(label_logits.detach(), batch["label"],
                                      [c.detach() for c in concept_logits], batch.get("concepts"))
         bs = batch["label"].shape[0]
@@ -331,7 +333,7 @@ class CBMLitModule(L.LightningModule):
         loss = F.cross_entropy(out.label_logits, batch["label"])
         self.log(f"{stage}/loss", loss, batch_size=batch["label"].shape[0], sync_dist=True)
         self.metrics[f"{stage}_metrics"].update(out.label_logits, batch["label"], out.concept_logits, batch.get("concepts"))
-        extras = self.model.last_pooler_extras
+        extras = out.pooler
         if self.tokens_kept is not None and extras is not None:
             kept = self.model.token_pooler.kept_fraction(extras, batch["attention_mask"])  # [K, B]
             for k, name in enumerate(self.concept_set.names):

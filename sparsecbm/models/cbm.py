@@ -32,21 +32,25 @@ class ConceptOutputs:
         logits: Per concept ``[B, C_k]``.
         embeddings: Per concept ``[B, C_k, m]`` value embeddings (``activation=embedding`` only).
         residual: ``[B, r]`` the unnamed channel of a hybrid bottleneck (``residual_dim > 0`` only).
+        pooler: What the token pooler returned besides the features (e.g. ``gates``, ``weights``:
+            ``[K, B, T]``), ``None`` without a token pooler. Read it with ``model.token_pooler.token_weights``.
     """
 
     logits: list[torch.Tensor]
     embeddings: list[torch.Tensor] | None = None
     residual: torch.Tensor | None = None
+    pooler: dict[str, torch.Tensor] | None = None
 
     def apply(self, fn) -> ConceptOutputs:
         """A copy with ``fn`` applied to every tensor (e.g. ``lambda t: t.detach().cpu()``)."""
         return ConceptOutputs([fn(t) for t in self.logits],
                               None if self.embeddings is None else [fn(t) for t in self.embeddings],
-                              None if self.residual is None else fn(self.residual))
+                              None if self.residual is None else fn(self.residual),
+                              None if self.pooler is None else {k: fn(v) for k, v in self.pooler.items()})
 
     @classmethod
     def cat(cls, parts: list[ConceptOutputs]) -> ConceptOutputs:
-        """Concatenate batches along the example dimension."""
+        """Concatenate batches along the example dimension (``pooler`` is per batch and not kept)."""
         first = parts[0]
         return cls([torch.cat([p.logits[k] for p in parts]) for k in range(len(first.logits))],
                    None if first.embeddings is None else
@@ -63,10 +67,11 @@ class CBMOutput:
     concept_inputs: torch.Tensor | None = None  # the concept part of what the label head read
     concept_embeddings: list[torch.Tensor] | None = None  # activation=embedding: per concept [B, C_k, m]
     residual: torch.Tensor | None = None  # hybrid bottleneck: the unnamed channel [B, r]
+    pooler: dict[str, torch.Tensor] | None = None  # token pooler extras (gates, attention weights): [K, B, T]
 
     @property
     def outputs(self) -> ConceptOutputs:
-        return ConceptOutputs(self.concept_logits, self.concept_embeddings, self.residual)
+        return ConceptOutputs(self.concept_logits, self.concept_embeddings, self.residual, self.pooler)
 
 
 def as_outputs(concepts: list[torch.Tensor] | ConceptOutputs | CBMOutput) -> ConceptOutputs:
@@ -209,7 +214,6 @@ class ConceptBottleneckModel(nn.Module):
                              f"sequential (got {mode}) and a width >= 0")
         self.backbone, self.concepts = backbone, concepts
         self.token_pooler = token_pooler
-        self.last_pooler_extras = None  # what the token pooler returned on the last forward (e.g. gates)
         self.mode, self.activation = mode, activation
         self.residual_dim = int(residual_dim)
         self.residual_head = None
@@ -248,26 +252,35 @@ class ConceptBottleneckModel(nn.Module):
         start = sum(self.block_widths)
         return slice(start, start + self.residual_dim) if self.residual_dim else None
 
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """(pooled features the concept heads read — ``[B, H]`` shared or ``[K, B, H]`` per concept —,
+        the token pooler's extras or ``None``)."""
+        return self.pool_tokens(self.backbone.token_states(input_ids, attention_mask), attention_mask)
+
     def concept_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled features the concept heads read: ``[B, H]`` shared, or ``[K, B, H]`` per concept."""
-        return self.pool_states(self.backbone.token_states(input_ids, attention_mask), attention_mask)
+        return self.encode(input_ids, attention_mask)[0]
+
+    def pool_tokens(self, states: torch.Tensor, attention_mask: torch.Tensor):
+        """Token states ``[B, T, H]`` or ``[K, B, T, H]`` -> (concept features ``[B, H]`` or ``[K, B, H]``,
+        the token pooler's extras or ``None``)."""
+        if self.token_pooler is not None:
+            return self.token_pooler(states, attention_mask)
+        return pool(states, attention_mask, self.backbone.pooling), None
 
     def pool_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token states ``[B, T, H]`` or ``[K, B, T, H]`` -> concept features ``[B, H]`` or ``[K, B, H]``."""
-        if self.token_pooler is not None:
-            features, self.last_pooler_extras = self.token_pooler(states, attention_mask)
-            return features
-        return pool(states, attention_mask, self.backbone.pooling)
+        """Token states -> concept features (see :meth:`pool_tokens`)."""
+        return self.pool_tokens(states, attention_mask)[0]
 
-    def bottleneck(self, features: torch.Tensor) -> ConceptOutputs:
-        """Concept features ``[B, H]`` / ``[K, B, H]`` -> logits, value embeddings, residual."""
+    def bottleneck(self, features: torch.Tensor, pooler: dict[str, torch.Tensor] | None = None) -> ConceptOutputs:
+        """Concept features ``[B, H]`` / ``[K, B, H]`` -> logits, value embeddings, residual (+ ``pooler``)."""
         logits, embeddings = self.concept_heads.encode(features)
         residual = self.residual_head(features) if self.residual_head is not None else None
-        return ConceptOutputs(logits, embeddings, residual)
+        return ConceptOutputs(logits, embeddings, residual, pooler)
 
     def concept_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ConceptOutputs:
-        """Everything the label head reads (see :class:`ConceptOutputs`)."""
-        return self.bottleneck(self.concept_features(input_ids, attention_mask))
+        """Everything the label head reads, and the token pooler's extras (see :class:`ConceptOutputs`)."""
+        return self.bottleneck(*self.encode(input_ids, attention_mask))
 
     def concept_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
         return self.concept_heads(self.concept_features(input_ids, attention_mask))
@@ -304,7 +317,7 @@ class ConceptBottleneckModel(nn.Module):
             return CBMOutput(self.label_head(self.dropout(pooled)), [])
         outputs = self.concept_outputs(input_ids, attention_mask)
         label_logits, inputs = self.label_from_outputs(outputs)
-        return CBMOutput(label_logits, outputs.logits, inputs, outputs.embeddings, outputs.residual)
+        return CBMOutput(label_logits, outputs.logits, inputs, outputs.embeddings, outputs.residual, outputs.pooler)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role: ``backbone``, ``concept`` heads, ``label`` head and ``residual`` channel."""
