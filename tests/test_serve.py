@@ -7,30 +7,15 @@ import threading
 
 import pytest
 import torch
-from conftest import TINY_BERT, compose_cfg
+from fastapi.testclient import TestClient
+from serve_fixtures import serve_ckpts  # noqa: F401  (a fixture)
 
 from sparsecbm.checkpoint import InferenceSession
 from sparsecbm.intervention import intervene
 from sparsecbm.serve import Explorer, Limits
-from sparsecbm.train import train
-
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from sparsecbm.serve.app import create_app  # noqa: E402
+from sparsecbm.serve.app import create_app
 
 TEXT = "The pasta was cold but the waiter was lovely."
-
-
-@pytest.fixture(scope="session")
-def serve_ckpts(tmp_path_factory):
-    """A dense smoke CBM (cem: concept attention) and a sparse one (structured subnetworks), tiny BERT."""
-    out = {}
-    for name, extra in {"dense": [], "sparse": ["sparsity=structured", "sparsity.schedule.final_sparsity=0.5"]}.items():
-        run = tmp_path_factory.mktemp(f"serve_{name}")
-        train(compose_cfg(run, ["experiment=smoke", *TINY_BERT, *extra]))
-        out[name] = run / "checkpoints" / "best.ckpt"
-    return out
 
 
 def make_client(ckpt, compare=None, limits=None) -> tuple[TestClient, Explorer]:
