@@ -91,6 +91,14 @@ def bind(host: str, port: Any) -> socket.socket:
     return sock
 
 
+def host_warning(host: str) -> str | None:
+    """The warning printed when ``host`` is not this machine only."""
+    if host in LOCAL_HOSTS:
+        return None
+    return (f"warning: host={host} makes the explorer reachable from other machines; it has no authentication "
+            "and anyone who reaches it can run the model (the default host=127.0.0.1 is this machine only)")
+
+
 def url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
@@ -104,10 +112,8 @@ def run(cfg: DictConfig) -> None:
     explorer, compare = build(cfg)
     host = str(cfg.host)
     sock = bind(host, cfg.port)
-    if host not in LOCAL_HOSTS:
-        print(f"warning: host={host} makes the explorer reachable from other machines; it has no authentication "
-              "and anyone who reaches it can run the model (the default host=127.0.0.1 is this machine only)",
-              file=sys.stderr, flush=True)
+    if host_warning(host):
+        print(host_warning(host), file=sys.stderr, flush=True)
     app = create_app(explorer, compare)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     print(f"sparsecbm explorer: {url(host, cfg.port)}  (Ctrl+C to stop)", flush=True)
