@@ -8,7 +8,6 @@ import threading
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from serve_fixtures import serve_ckpts  # noqa: F401  (a fixture)
 
 from sparsecbm.checkpoint import InferenceSession
 from sparsecbm.intervention import intervene

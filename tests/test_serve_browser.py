@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_fixtures import serve_ckpts  # noqa: F401  (a fixture)
 
 from sparsecbm.checkpoint import InferenceSession
 from sparsecbm.serve import Explorer

@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 from conftest import ROOT, TINY_DATA, compose_cfg
-from serve_fixtures import serve_ckpts  # noqa: F401  (a fixture)
 
 from sparsecbm.intervention import intervene
 from sparsecbm.serve.cli import ServeError, bind, build, host_warning, url
@@ -100,3 +99,20 @@ def test_bind_and_host_warning():
     assert host_warning("127.0.0.1") is None and host_warning("localhost") is None
     assert "reachable from other machines" in host_warning("0.0.0.0")
     assert url("::1", 8765) == "http://[::1]:8765/"
+
+
+def test_bench_writes_json(serve_ckpts, tmp_path):
+    from sparsecbm.serve.bench import run as bench
+
+    out = bench(compose_cfg(tmp_path, [f"ckpt_path={serve_ckpts['sparse']}", "bench.texts=3", "bench.edits=2",
+                                       "bench.mask_texts=2", "bench.warmup=1"], "serve"))
+    import json
+
+    saved = json.loads((tmp_path / "serve_bench.json").read_text())
+    assert saved["texts"] == 3 and saved["edits_per_text"] == 2 and saved["model"]["sparse"] is True
+    assert saved["ms"]["edit_server"]["n"] == 6 and saved["ms"]["mask_edit"]["n"] == 2
+    assert saved["ms"]["forward"]["n"] == saved["ms"]["new_text_server"]["n"] == 3
+    ratio = saved["ms"]["new_text_server"]["median"] / saved["ms"]["forward"]["median"]
+    assert saved["targets"]["new_text_over_forward"]["value"] == pytest.approx(ratio)
+    assert saved["targets"]["edit_server_ms"]["met"] == (saved["ms"]["edit_server"]["median"] <= 50)
+    assert out["ratios"]["new_text_server_over_forward"] == pytest.approx(ratio)

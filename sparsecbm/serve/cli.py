@@ -6,6 +6,7 @@ A user error (missing or unreadable checkpoint, bad data root, port in use) prin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -120,14 +121,21 @@ def run(cfg: DictConfig) -> None:
     server.run(sockets=[sock])
 
 
+@contextlib.contextmanager
+def user_errors():
+    """A user error (bad checkpoint, data, port, request) ends the process with one line and exit code 2."""
+    try:
+        yield
+    except (ServeError, CheckpointError, DataError, InterventionError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    try:
+    with user_errors():
         run(cfg)
-    except (ServeError, CheckpointError, DataError, InterventionError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
