@@ -66,6 +66,14 @@ def test_predict_and_intervene_agree_exactly_with_intervene(dense):
         assert body["changed"] == ref.changed() and [e["target"] for e in body["edits"]] == [e.target for e in ref.edits]
 
 
+def test_long_text_is_truncated_and_says_so(dense):
+    client, ex = dense
+    short = client.post("/api/predict", json={"text": TEXT}).json()
+    long = client.post("/api/predict", json={"text": "the food was great " * 100}).json()
+    assert short["truncated"] is False and long["truncated"] is True
+    assert len(long["tokens"]) == ex.session.max_length == 32 and long["tokens"][-1] == "[SEP]"
+
+
 def test_contributions_sum_to_the_label_logit(dense):
     client, ex = dense
     body = client.post("/api/intervene", json={"text": TEXT, "set": {"food": "Negative"}}).json()

@@ -128,6 +128,18 @@ def test_explorer_in_chromium(server, tmp_path):
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "explorer_text.png"), full_page=True)
 
+            # drag a soft distribution: the shown label probabilities follow the API's answer for it
+            page.click('button.soft-toggle[data-concept="service"]')
+            slider = page.locator('input[data-soft="service"][data-index="0"]')
+            with page.expect_request(lambda r: r.url.endswith("/api/intervene")) as sent:
+                slider.fill("0.9")  # sets the value and fires change, as releasing a dragged slider does
+            body = sent.value.post_data_json
+            assert set(body["set"]) == {"food", "service"} and sum(body["set"]["service"]) == pytest.approx(1)
+            assert body["set"]["service"][0] == pytest.approx(max(body["set"]["service"]))
+            expect(page.locator("#edit-summary")).to_have_text("2 concepts set")
+            both = httpx.post(server + "/api/intervene", json=body).json()
+            expect(page.locator("#label-after .lprob")).to_have_text([f"{p:.4f}" for p in both["after"]["label_probs"]])
+
             # reset: back to the model's own prediction
             page.click("#reset")
             expect(page.locator("#edit-summary")).to_have_text("(no edit)")

@@ -179,7 +179,8 @@ class Explorer:
             ms = 1000 * (time.perf_counter() - start)
             self.backbone_runs += 1
             ids = batch["input_ids"][0].tolist()
-            full = len(self.session.tokenizer(text, truncation=False)["input_ids"])
+            limit = self.session.max_length
+            full = len(self.session.tokenizer(text, truncation=True, max_length=limit + 1)["input_ids"])
             enc = Encoded(text=text, batch={k: v.cpu() for k, v in batch.items()},
                           tokens=self.session.tokenizer.convert_ids_to_tokens(ids),
                           outputs=outputs.apply(lambda t: t.detach().float().cpu()), token_weights=weights,
