@@ -321,3 +321,14 @@ def test_subnetworks_endpoint(sparse):
         heads = s["concepts"][c]["heads_kept"]
         assert set(heads) == {"0", "1"} and all(len(v) == 4 for v in heads.values())  # tiny_bert: 2 layers x 4 heads
         assert s["concepts"][c]["sparsity"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_without_data_the_data_views_say_why(serve_ckpts):
+    client = TestClient(create_app(Explorer(InferenceSession.load(serve_ckpts["dense"]))))
+    assert client.get("/api/info").json()["data"] is None
+    for path in ("/api/examples", "/api/examples/0", "/api/dataset", "/api/curves"):
+        r = client.get(path)
+        assert r.status_code == 404 and "no data: start the server with data.root=DIR" in r.json()["detail"]
+    assert client.post("/api/predict", json={"example": 0}).status_code == 404
+    assert client.post("/api/predict", json={"text": TEXT}).status_code == 200
+    assert client.post("/api/compare", json={"text": TEXT}).status_code == 404

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, TINY_DATA, compose_cfg
+from conftest import ROOT, TINY_BERT, TINY_DATA, compose_cfg
 
 from sparsecbm.intervention import intervene
 from sparsecbm.serve.cli import ServeError, bind, build, host_warning, url
@@ -84,6 +84,15 @@ def test_build_errors(serve_ckpts, tmp_path):
     explorer, compare = build(compose_cfg(tmp_path, [f"ckpt_path={ckpt}", "data=cebab", f"data.root={TINY_DATA}",
                                                      "split=dev", f"compare_ckpt_path={ckpt}"], "serve"))
     assert explorer.split == "dev" and len(explorer.dm.raw["dev"]) > 0 and compare is not None
+
+
+def test_standard_model_is_refused(tmp_path):
+    from sparsecbm.interpret.intervention import InterventionError
+    from sparsecbm.train import train
+
+    train(compose_cfg(tmp_path / "run", ["experiment=smoke", *TINY_BERT, "cbm=standard", "test=false"]))
+    with pytest.raises(InterventionError, match="'standard' model without concepts"):
+        build(compose_cfg(tmp_path, [f"ckpt_path={tmp_path}/run/checkpoints/best.ckpt"], "serve"))
 
 
 def test_bind_and_host_warning():
