@@ -65,3 +65,17 @@ class Crash(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise SystemExit("simulated crash")
+
+
+@pytest.fixture(scope="session")
+def serve_ckpts(tmp_path_factory):
+    """The explorer tests' checkpoints: a dense smoke CBM (cem, concept attention) and a sparse one
+    (structured subnetworks at 0.5), tiny BERT."""
+    from sparsecbm.train import train
+
+    out = {}
+    for name, extra in {"dense": [], "sparse": ["sparsity=structured", "sparsity.schedule.final_sparsity=0.5"]}.items():
+        run = tmp_path_factory.mktemp(f"serve_{name}")
+        train(compose_cfg(run, ["experiment=smoke", *TINY_BERT, *extra]))
+        out[name] = run / "checkpoints" / "best.ckpt"
+    return out

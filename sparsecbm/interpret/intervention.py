@@ -245,9 +245,20 @@ def intervene(module, texts: str | Sequence[str], set: Any = None, eps: float = 
     require_concepts(module)
     single = isinstance(texts, str)
     texts = [texts] if single else list(texts)
+    edits = parse_set(set, module.concept_set)
+    results = intervene_outputs(module, texts, encode_texts(module, texts, max_length), edits, eps)
+    return results[0] if single else results
+
+
+def intervene_outputs(module, texts: Sequence[str], outputs, edits: Sequence[Edit],
+                      eps: float = LOGIT_EPS) -> list[InterventionResult]:
+    """:func:`intervene` on concept outputs already computed for ``texts`` (the backbone does not run).
+
+    Args:
+        outputs: :class:`~sparsecbm.models.cbm.ConceptOutputs` of ``texts`` (e.g. cached by a server).
+        edits: From :func:`parse_set`.
+    """
     concepts = module.concept_set
-    edits = parse_set(set, concepts)
-    outputs = encode_texts(module, texts, max_length)
     bottleneck = Bottleneck.from_model(module.model, outputs, eps)
     before_c = bottleneck.concept_probs()
     targets = edit_targets(edits, concepts, len(texts))
@@ -256,11 +267,11 @@ def intervene(module, texts: str | Sequence[str], set: Any = None, eps: float = 
     meta = {"mode": module.mode, "activation": module.model.activation, "logit_eps": eps}
     results = [
         InterventionResult(
-            text=t, edits=edits, meta=meta,
+            text=t, edits=list(edits), meta=meta,
             before=_prediction(concepts, [p[i] for p in before_c], before_y[i]),
             after=_prediction(concepts, [p[i] for p in after_c], after_y[i]),
         )
         for i, t in enumerate(texts)
     ]
-    return results[0] if single else results
+    return results
 

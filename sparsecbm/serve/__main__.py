@@ -1,0 +1,3 @@
+from sparsecbm.serve.cli import main
+
+main()

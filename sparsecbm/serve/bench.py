@@ -1,0 +1,163 @@
+"""Latency of the explorer: ``python -m sparsecbm.serve.bench ckpt_path=... [data.root=DIR] [bench.texts=50]``.
+
+Measures, on texts of the split (each new to the cache when first sent):
+
+- the model's own forward per text (tokenised beforehand, batch 1, ``no_grad``) and the tokeniser alone;
+- ``/api/predict`` per new text: server time (the ``ms.server`` the explorer reports: tokenise, backbone,
+  views) and the in-process HTTP round trip (FastAPI TestClient: JSON, routing, validation);
+- ``/api/intervene`` per concept edit on a cached text (only the label head runs): server time and round trip;
+- ``/api/intervene/mask`` (sparse models): the mask edit itself and the whole request.
+
+Prints a table and writes ``serve_bench.json`` (medians, p90s, the ratio of a new text's server time to the
+model's forward, and the issue's targets with whether they are met) into the run folder or ``bench.out``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+
+TARGETS = {"edit_server_ms": 50.0, "new_text_over_forward": 1.5}
+
+
+def summary(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    return {"median": statistics.median(xs), "p90": xs[min(len(xs) - 1, int(0.9 * len(xs)))], "mean": statistics.fmean(xs),
+            "n": len(xs)}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - start)
+
+
+def post(client, path: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """(round trip in ms, the ``ms`` timings the server reported)."""
+    start = time.perf_counter()
+    response = client.post(path, json=body)
+    rtt = 1000 * (time.perf_counter() - start)
+    response.raise_for_status()
+    return rtt, response.json()["ms"]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from fastapi.testclient import TestClient
+
+    from sparsecbm.serve.app import create_app
+    from sparsecbm.serve.cli import build
+
+    b = cfg.bench
+    for name in ("httpx", "httpx2"):  # the TestClient logs every request at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if b.get("threads"):
+        torch.set_num_threads(int(b.threads))
+    torch.manual_seed(int(cfg.seed))
+    rng = random.Random(int(cfg.seed))
+    explorer, _ = build(cfg)
+    if explorer.dm is None:
+        raise SystemExit("the benchmark reads texts of the split: pass data.root=DIR")
+    texts = list(dict.fromkeys(explorer.dm.raw[cfg.split].texts))[: int(b.texts) + int(b.warmup)]
+    warm, texts = texts[: int(b.warmup)], texts[int(b.warmup):]
+    model, session = explorer.model, explorer.session
+    client = TestClient(create_app(explorer))
+
+    def forward(text):
+        batch = session.encode([text])
+        with torch.no_grad():
+            return _timed(lambda: model(batch["input_ids"], batch["attention_mask"]))
+
+    for t in warm:  # first calls allocate; not measured
+        forward(t)
+        client.post("/api/predict", json={"text": t})
+    explorer._cache.clear()
+    fwd, tok, new_server, new_http = [], [], [], []
+    for t in texts:  # interleaved, so that load from elsewhere on the machine hits both alike
+        fwd.append(forward(t))
+        tok.append(_timed(lambda t=t: session.encode([t])))
+        rtt, ms = post(client, "/api/predict", {"text": t})
+        new_http.append(rtt)
+        new_server.append(ms["server"])
+    edit_server, edit_http = [], []
+    for t in texts:  # now cached
+        for _ in range(int(b.edits)):
+            spec = rng.choice(list(explorer.concepts))
+            value = rng.choice(list(spec.values))
+            rtt, ms = post(client, "/api/intervene", {"text": t, "set": {spec.name: value}})
+            edit_http.append(rtt)
+            edit_server.append(ms["server"])
+    out: dict[str, Any] = {
+        "kind": "serve_bench",
+        "checkpoint": str(cfg.ckpt_path),
+        "model": {"backbone": explorer.info()["backbone"], "mode": explorer.module.mode,
+                  "activation": model.activation, "sparse": explorer.sparse, "concepts": len(explorer.concepts)},
+        "texts": len(texts), "edits_per_text": int(b.edits), "split": cfg.split, "max_length": session.max_length,
+        "mean_tokens": statistics.fmean(len(session.encode([t])["input_ids"][0]) for t in texts),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine()},
+        "ms": {"forward": summary(fwd), "tokenize": summary(tok), "new_text_server": summary(new_server),
+               "new_text_http": summary(new_http), "edit_server": summary(edit_server), "edit_http": summary(edit_http)},
+    }
+    if explorer.mask_level:
+        mask_edit, mask_server = [], []
+        for t in texts[: int(b.mask_texts)]:
+            spec = rng.choice(list(explorer.concepts))
+            _, ms = post(client, "/api/intervene/mask", {"text": t, "concept": spec.name,
+                                                         "value": rng.choice(list(spec.values))})
+            mask_edit.append(ms["mask_edit"])
+            mask_server.append(ms["server"])
+        out["ms"].update({"mask_edit": summary(mask_edit), "mask_server": summary(mask_server)})
+    m = out["ms"]
+    ratio = m["new_text_server"]["median"] / m["forward"]["median"]
+    ratio_tok = m["new_text_server"]["median"] / (m["forward"]["median"] + m["tokenize"]["median"])
+    out["ratios"] = {"new_text_server_over_forward": ratio, "new_text_server_over_tokenize_plus_forward": ratio_tok}
+    out["targets"] = {
+        "edit_server_ms": {"target": TARGETS["edit_server_ms"], "value": m["edit_server"]["median"],
+                           "met": m["edit_server"]["median"] <= TARGETS["edit_server_ms"]},
+        "new_text_over_forward": {"target": TARGETS["new_text_over_forward"], "value": ratio,
+                                  "met": ratio <= TARGETS["new_text_over_forward"]},
+    }
+    from rich.console import Console
+    from rich.table import Table
+
+    from sparsecbm.results import write_json
+
+    path = Path(b.out) if b.get("out") else Path(cfg.paths.output_dir) / "serve_bench.json"
+    write_json(path, out)
+    table = Table(title=f"explorer latency ({len(texts)} texts, {out['model']['backbone']}, ms)")
+    for col in ("measure", "median", "p90", "n"):
+        table.add_column(col)
+    for key, s in m.items():
+        table.add_row(key, f"{s['median']:.2f}", f"{s['p90']:.2f}", str(s["n"]))
+    table.add_row("new text server / forward", f"{ratio:.2f}x", "", "")
+    table.add_row("new text server / (tokenize + forward)", f"{ratio_tok:.2f}x", "", "")
+    Console().print(table)
+    print(f"written: {path}")
+    return out
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
+def main(cfg: DictConfig) -> None:
+    quiet_libraries()
+    from sparsecbm.serve.cli import user_errors
+
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The explorer in a real browser: Debian's headless Chromium driven by playwright, against a live server.
+
+Runs in CI (``CI=true``: a missing Chromium fails the test instead of skipping it). Screenshots go to
+``tests/artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sparsecbm.checkpoint import InferenceSession
+from sparsecbm.serve import Explorer
+
+CHROMIUM = os.environ.get("SPARSECBM_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+TEXT = "The pasta was cold but the waiter was lovely and the room was quiet."
+
+
+def _chromium() -> str:
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {CHROMIUM} is missing: .ci/run installs Debian's chromium (apt-get install chromium)")
+    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium); this test never skips under CI=true")
+
+
+@pytest.fixture(scope="module")
+def server(serve_ckpts):
+    """The app on a free port of 127.0.0.1 in a thread: a sparse model (mask level) compared with a dense one."""
+    import uvicorn
+
+    from sparsecbm.serve.app import create_app
+
+    main = InferenceSession.load(serve_ckpts["sparse"])
+    app = create_app(Explorer(main, main.datamodule()), Explorer(InferenceSession.load(serve_ckpts["dense"])))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(url + "/api/info", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    srv.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def _shown(page, panel: str) -> list[str]:
+    return page.locator(f"{panel} .lprob").all_inner_texts()
+
+
+def test_explorer_in_chromium(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = _chromium()
+    info = httpx.get(server + "/api/info").json()
+    names = [c["name"] for c in info["concepts"]]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(server + "/")
+            expect(page.locator("body[data-ready=true]")).to_have_count(1, timeout=20_000)
+            # examples of the split are listed
+            expect(page.locator("#examples li")).to_have_count(32)
+
+            page.fill("#text", TEXT)
+            page.click("#predict")
+            expect(page.locator("#concepts .concept")).to_have_count(len(names))
+            api = httpx.post(server + "/api/predict", json={"text": TEXT}).json()
+            # concept bars: one button per value, with the predicted probability and a bar of that width
+            expect(page.locator("#concepts button.value")).to_have_count(sum(len(c["values"]) for c in info["concepts"]))
+            food = next(c for c in api["concepts"] if c["name"] == "food")
+            for v, prob in zip(food["values"], food["probs"]):
+                button = page.locator(f'button.value[data-concept="food"][data-value="{v}"]')
+                assert f"{prob:.4f}" in button.inner_text()
+                width = button.locator(".vbar").evaluate("e => e.getBoundingClientRect().width")
+                track = button.locator(".vtrack").evaluate("e => e.getBoundingClientRect().width")
+                assert width == pytest.approx(prob * track, abs=1.5)
+            # token heatmap: one row per concept, one coloured span per token
+            expect(page.locator("#heatmaps .heatmap")).to_have_count(len(names))
+            for c in names:
+                expect(page.locator(f'#heatmaps .heatmap[data-concept="{c}"] .tok')).to_have_count(len(api["tokens"]))
+            before = _shown(page, "#label-after")
+            assert before == [f"{p:.4f}" for p in api["label_probs"]] == _shown(page, "#label-before")
+
+            # click a concept value: the shown label distribution becomes the one the API returns for that edit
+            target = next(v for v in food["values"] if v != food["predicted"])
+            page.click(f'button.value[data-concept="food"][data-value="{target}"]')
+            expect(page.locator("#edit-summary")).to_have_text("1 concept set")
+            edit = httpx.post(server + "/api/intervene", json={"text": TEXT, "set": {"food": target}}).json()
+            expected = [f"{p:.4f}" for p in edit["after"]["label_probs"]]
+            expect(page.locator("#label-after .lprob")).to_have_text(expected)
+            assert expected != before  # the edit moved the label distribution
+            assert _shown(page, "#label-before") == before
+            expect(page.locator(f'button.value.set[data-concept="food"][data-value="{target}"]')).to_have_count(1)
+            expect(page.locator('.concept.edited[data-concept="food"]')).to_have_count(1)
+
+            # mask level: fix food's subnetwork toward the target; its milliseconds are shown
+            page.select_option("#mask-concept", "food")
+            page.select_option("#mask-value", target)
+            page.click("#mask-run")
+            expect(page.locator("#mask-ms")).to_contain_text("mask edit")
+            ms = float(page.locator("#mask-ms").inner_text().split()[-2])
+            assert ms > 0
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "explorer_text.png"), full_page=True)
+
+            # drag a soft distribution: the shown label probabilities follow the API's answer for it
+            page.click('button.soft-toggle[data-concept="service"]')
+            slider = page.locator('input[data-soft="service"][data-index="0"]')
+            with page.expect_request(lambda r: r.url.endswith("/api/intervene")) as sent:
+                slider.fill("0.9")  # sets the value and fires change, as releasing a dragged slider does
+            body = sent.value.post_data_json
+            assert set(body["set"]) == {"food", "service"} and sum(body["set"]["service"]) == pytest.approx(1)
+            assert body["set"]["service"][0] == pytest.approx(max(body["set"]["service"]))
+            expect(page.locator("#edit-summary")).to_have_text("2 concepts set")
+            both = httpx.post(server + "/api/intervene", json=body).json()
+            expect(page.locator("#label-after .lprob")).to_have_text([f"{p:.4f}" for p in both["after"]["label_probs"]])
+
+            # reset: back to the model's own prediction
+            page.click("#reset")
+            expect(page.locator("#edit-summary")).to_have_text("(no edit)")
+            expect(page.locator("#label-after .lprob")).to_have_text(before)
+
+            page.click('#tabs button[data-view="subnetworks"]')
+            expect(page.locator("#subnetworks table.grid").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "explorer_subnetworks.png"), full_page=True)
+            page.click('#tabs button[data-view="dataset"]')
+            expect(page.locator("#dataset svg polyline")).to_have_count(4)  # one curve per policy
+            page.screenshot(path=str(ARTIFACTS / "explorer_dataset.png"), full_page=True)
+            page.click('#tabs button[data-view="compare"]')
+            expect(page.locator("#compare .labels")).to_have_count(2)
+            assert not errors, errors
+            assert all(u.startswith(server) for u in requests), [u for u in requests if not u.startswith(server)]
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "explorer_text.png").stat().st_size > 10_000
+    shutil.copy(ARTIFACTS / "explorer_text.png", tmp_path / "explorer_text.png")
