@@ -174,8 +174,8 @@ class Explorer:
             with torch.no_grad():
                 outputs = self.model.concept_outputs(batch["input_ids"], batch["attention_mask"])
                 weights = None
-                if self.model.token_pooler is not None and self.model.last_pooler_extras is not None:
-                    weights = self.model.token_pooler.token_weights(self.model.last_pooler_extras)[:, 0].float().cpu()
+                if self.model.token_pooler is not None and outputs.pooler is not None:
+                    weights = self.model.token_pooler.token_weights(outputs.pooler)[:, 0].float().cpu()
             ms = 1000 * (time.perf_counter() - start)
             self.backbone_runs += 1
             ids = batch["input_ids"][0].tolist()
@@ -320,7 +320,7 @@ class Explorer:
                                         spec.values.index(value), restore=False)
                 with torch.no_grad():
                     edited = self.model.concept_outputs(enc.batch["input_ids"], enc.batch["attention_mask"])
-                    weights = (self.model.token_pooler.token_weights(self.model.last_pooler_extras)[:, 0].float().cpu()
+                    weights = (self.model.token_pooler.token_weights(edited.pooler)[:, 0].float().cpu()
                                if self.model.token_pooler is not None else None)
             finally:
                 editor.load(saved, k)
