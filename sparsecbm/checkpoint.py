@@ -8,10 +8,7 @@ from typing import Any
 import torch
 
 from sparsecbm.concepts import ConceptSet
-
-
-class CheckpointError(ValueError):
-    """The checkpoint file is missing or was not written by sparsecbm."""
+from sparsecbm.errors import CheckpointError
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

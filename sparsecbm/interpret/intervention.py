@@ -21,14 +21,11 @@ from typing import Any
 import torch
 
 from sparsecbm.concepts import ConceptSet
+from sparsecbm.errors import InterventionError
 from sparsecbm.interpret.strategies import LOGIT_EPS, STRATEGIES, Bottleneck
 
 #: Kinds of intervention a result can record; ``mask`` (subnetwork level) will join ``concept``.
 INTERVENTION_TYPES = ("concept",)
-
-
-class InterventionError(ValueError):
-    """An intervention request names something the model does not have, or is malformed."""
 
 
 @dataclass
