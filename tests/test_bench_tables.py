@@ -13,7 +13,8 @@ from sparsecbm.tables import load_runs, table
 
 def test_bench_quick(cfg_factory, tmp_path):
     cfg = cfg_factory([
-        "backbone=tiny_bert", f"data.root={TINY_DATA}", f"k_data.root={TINY_DATA}", "data.max_length=32",
+        # k_data.root follows data.root unless it is given
+        "backbone=tiny_bert", f"data.root={TINY_DATA}", "data.max_length=32",
         "steps.warmup=1", "steps.timed=2", "steps.scaling=1", "inference_reps=2", "k_scaling=[1,10]",
         "length_scaling=[16]", "configs.reference_style.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
         "isolate=false",

@@ -9,6 +9,7 @@ import torch
 from conftest import TINY_BERT
 
 from sparsecbm.evaluate import evaluate
+from sparsecbm.errors import CheckpointError
 from sparsecbm.train import train
 
 
@@ -108,7 +109,7 @@ def test_resume_after_crash_matches_uninterrupted(cfg_factory, tmp_path):
 
 
 def test_resume_missing_checkpoint_is_an_error(cfg_factory, tmp_path):
-    with pytest.raises(FileNotFoundError, match="cannot resume: checkpoint .*last.ckpt does not exist"):
+    with pytest.raises(CheckpointError, match="cannot resume: checkpoint .*last.ckpt does not exist"):
         train(cfg_factory(["experiment=smoke", "ckpt_path=last", *TINY_BERT]))
 
 
