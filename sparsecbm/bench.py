@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
-from sparsecbm.errors import ConfigError, entry_point
+from sparsecbm.config import quiet_libraries, register_resolvers
+from sparsecbm.errors import ConfigError, hydra_entry_point
 from sparsecbm.results import write_json
 
 log = logging.getLogger(__name__)
@@ -392,8 +391,7 @@ def scaling_length(cfg, dm, batches, pad_id) -> dict[str, dict[str, float]]:
 register_resolvers()
 
 
-@entry_point
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
+@hydra_entry_point("bench")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     run(cfg)

@@ -8,20 +8,19 @@ turns them (and Hydra's own config errors: an unknown key, a malformed override,
 else is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` or ``debug=true`` on the command line
 shows the full traceback of user errors too.
 
-Adopting it in a new entry point (e.g. ``sparsecbm/serve.py``) is one decorator above
-``@hydra.main``; plain ``argparse`` mains work the same way:
+Adopting it in a new entry point (e.g. ``sparsecbm/serve.py``) is one decorator in place of
+``@hydra.main`` (add ``debug: false`` to its config so that ``debug=true`` composes); a plain
+``argparse`` main takes :func:`entry_point` instead:
 
 Example:
-    >>> import hydra
-    >>> from sparsecbm.errors import ConfigError, entry_point
-    >>> @entry_point
-    ... @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
+    >>> from sparsecbm.errors import ConfigError, hydra_entry_point
+    >>> @hydra_entry_point("serve")          # conf/serve.yaml
     ... def main(cfg):
     ...     if cfg.port < 1:
     ...         raise ConfigError(f"port={cfg.port}: expected a TCP port number >= 1")
     ...     run(cfg)
 
-Inside ``run``, raise :class:`DataError`, :class:`ConfigError`, :class:`CheckpointError` or
+Tests call ``main()`` in-process with ``sys.argv`` patched and expect ``SystemExit(2)``. Inside ``run``, raise :class:`DataError`, :class:`ConfigError`, :class:`CheckpointError` or
 :class:`InterventionError`; never call ``sys.exit`` yourself.
 """
 
@@ -59,9 +58,13 @@ class InterventionError(SparseCBMError):
     """An intervention request names something the model does not have, or is malformed."""
 
 
+#: Set while :func:`entry_point` has set ``HYDRA_FULL_ERROR`` itself (so it is not the user's request).
+_FULL_ERROR_SET_BY_US = False
+
+
 def debug_requested(argv: list[str] | None = None) -> bool:
-    """``HYDRA_FULL_ERROR=1`` in the environment or ``debug=true`` among the arguments."""
-    if os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0"):
+    """``HYDRA_FULL_ERROR=1`` in the user's environment or ``debug=true`` among the arguments."""
+    if not _FULL_ERROR_SET_BY_US and os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0"):
         return True
     argv = sys.argv[1:] if argv is None else argv
     return any(a.lower() in ("debug=true", "debug=1", "debug=yes", "+debug=true") for a in argv)
@@ -107,31 +110,71 @@ def report(message: str, stream=None) -> None:
     stream.flush()
 
 
-def entry_point(main: F) -> F:
-    """Decorate a command's ``main`` (usually above ``@hydra.main``): user errors exit with status 2.
+def user_errors(func: F) -> F:
+    """Run ``func``; a user error prints :func:`report`'s message and raises ``SystemExit(2)``.
 
-    Hydra is asked to re-raise (``HYDRA_FULL_ERROR=1`` while ``main`` runs), so config errors reach this
-    wrapper as exceptions; :func:`user_message` decides whether an exception is the user's to fix. With
-    :func:`debug_requested` every exception propagates unchanged.
+    ``SystemExit`` passes through Hydra's job runner untouched, so decorating a Hydra *task* function with
+    this keeps Hydra from printing its own "Error executing job" line and traceback.
     """
 
-    @functools.wraps(main)
+    @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        debug = debug_requested()
-        saved = os.environ.get("HYDRA_FULL_ERROR")
-        os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
-            return main(*args, **kwargs)
+            return func(*args, **kwargs)
         except Exception as exc:
-            message = None if debug else user_message(exc)
+            message = None if debug_requested() else user_message(exc)
             if message is None:
                 raise
             report(message)
             raise SystemExit(USER_ERROR_EXIT) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def entry_point(main: F) -> F:
+    """Decorate a command's ``main``: user errors, including Hydra's own config errors, exit with status 2.
+
+    Above ``@hydra.main`` it catches what Hydra raises while composing the config (an unknown key, a
+    malformed override, a missing ``???`` value): Hydra is asked to re-raise (``HYDRA_FULL_ERROR=1`` while
+    ``main`` runs) rather than print. Errors raised by the task function itself are best caught inside
+    it (:func:`user_errors`); :func:`hydra_entry_point` does both. Works the same on an ``argparse`` main.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        global _FULL_ERROR_SET_BY_US
+        saved, previous = os.environ.get("HYDRA_FULL_ERROR"), _FULL_ERROR_SET_BY_US
+        if not debug_requested():
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            _FULL_ERROR_SET_BY_US = True
+        try:
+            return user_errors(main)(*args, **kwargs)
         finally:
+            _FULL_ERROR_SET_BY_US = previous
             if saved is None:
                 os.environ.pop("HYDRA_FULL_ERROR", None)
             else:
                 os.environ["HYDRA_FULL_ERROR"] = saved
 
     return wrapper  # type: ignore[return-value]
+
+
+def hydra_entry_point(config_name: str, config_path: str | None = None) -> Callable[[F], F]:
+    """``@hydra.main`` for ``conf/<config_name>.yaml`` with the project's error path on both sides of it.
+
+    Example:
+        >>> @hydra_entry_point("serve")
+        ... def main(cfg) -> None:
+        ...     serve(cfg)          # raise ConfigError / DataError / CheckpointError for user errors
+    """
+
+    def decorate(task: F) -> F:
+        import hydra
+
+        from sparsecbm.config import CONF_DIR
+
+        hydra_main = hydra.main(version_base="1.3", config_path=config_path or CONF_DIR,
+                                config_name=config_name)(user_errors(task))
+        return entry_point(hydra_main)  # type: ignore[return-value]
+
+    return decorate

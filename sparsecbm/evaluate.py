@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecbm.checkpoint import InferenceSession
-from sparsecbm.config import CONF_DIR, check_split, data_request, quiet_libraries, register_resolvers
-from sparsecbm.errors import ConfigError, entry_point
+from sparsecbm.config import check_split, data_request, quiet_libraries, register_resolvers
+from sparsecbm.errors import ConfigError, hydra_entry_point
 from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
 from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
 
@@ -102,8 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 register_resolvers()
 
 
-@entry_point
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@hydra_entry_point("evaluate")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     evaluate(cfg)

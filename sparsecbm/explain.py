@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.config import CONF_DIR, check_split, data_request, quiet_libraries, register_resolvers
-from sparsecbm.errors import ConfigError, entry_point
+from sparsecbm.config import check_split, data_request, quiet_libraries, register_resolvers
+from sparsecbm.errors import ConfigError, hydra_entry_point
 from sparsecbm.evaluate import session_from_cfg
 from sparsecbm.interpret.attribution import Tokens, get_method, resolve_name
 from sparsecbm.interpret.explainer import explain_batch, label_layer_summary
@@ -205,8 +204,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 register_resolvers()
 
 
-@entry_point
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")
+@hydra_entry_point("explain")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     result = run(cfg)

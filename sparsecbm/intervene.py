@@ -15,11 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from sparsecbm.config import CONF_DIR, check_split, quiet_libraries, register_resolvers
-from sparsecbm.errors import CheckpointError, ConfigError, entry_point
+from sparsecbm.config import check_split, quiet_libraries, register_resolvers
+from sparsecbm.errors import CheckpointError, ConfigError, hydra_entry_point
 from sparsecbm.evaluate import session_from_cfg
 from sparsecbm.interpret.curves import InterventionCurve, collect, intervention_curve
 from sparsecbm.interpret.intervention import (
@@ -127,8 +126,7 @@ def run_mask_level(cfg: DictConfig, session, out: Path) -> dict[str, Any]:
 register_resolvers()
 
 
-@entry_point
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="intervene")
+@hydra_entry_point("intervene")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     run(cfg)

@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecbm.callbacks import AtomicCheckpointIO, Throughput
 from sparsecbm.checkpoint import read_checkpoint
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers, resolve_device
-from sparsecbm.errors import CheckpointError, entry_point
+from sparsecbm.config import quiet_libraries, register_resolvers, resolve_device
+from sparsecbm.errors import CheckpointError, hydra_entry_point
 from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
 from sparsecbm.results import (
     check_optimized_metric,
@@ -179,8 +178,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 register_resolvers()
 
 
-@entry_point
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra_entry_point("train")
 def main(cfg: DictConfig) -> float:
     quiet_libraries()
     results, _ = train(cfg)

@@ -41,6 +41,8 @@ class EncodedSplit:
 MISSING_CONCEPT = ("error", "unknown")
 #: Delimiters suggested when a header parses as one column.
 _DELIMITERS = (",", ";", "\t", "|")
+#: Shell-safe names for ``data.delimiter`` (a bare ``;`` or ``|`` would need two levels of quoting).
+DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
 
 
 @dataclass
@@ -83,9 +85,10 @@ def _decode(path: Path, data: bytes, encoding: str | None) -> str:
 def _delimiter(path: Path, delimiter: str | None) -> str:
     if delimiter in (None, ""):
         return "\t" if path.suffix.lower() == ".tsv" else ","
-    delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(delimiter, delimiter)
+    delimiter = {"\\t": "\t", **DELIMITER_NAMES}.get(str(delimiter).lower() if len(str(delimiter)) > 2 else delimiter,
+                                                     delimiter)
     if len(delimiter) != 1 or delimiter in ('"', "\n", "\r"):
-        raise DataError(f"data.delimiter={delimiter!r}: expected one character such as ',', ';', '|' or '\\t'")
+        raise DataError(f"data.delimiter={delimiter!r}: expected one character or one of {list(DELIMITER_NAMES)}")
     return delimiter
 
 
@@ -124,10 +127,10 @@ def _read_csv(path: Path, text: str, delimiter: str) -> RawTable:
         counts = {d: header[0].count(d) for d in _DELIMITERS if d != delimiter}
         best = max(counts, key=counts.get)
         if counts[best]:
-            suggestion = "\\t" if best == "\t" else best
+            name = next(k for k, v in DELIMITER_NAMES.items() if v == best)
             raise DataError(
                 f"{path}, line {header_line}: the header is a single column {header[0][:70]!r} when split on "
-                f"'{shown}'; the file looks '{suggestion}'-separated: pass data.delimiter='{suggestion}'"
+                f"'{shown}'; the file looks {name}-separated ('{best}'): pass data.delimiter={name}"
             )
     empty = [i + 1 for i, c in enumerate(header) if not c]
     dupes = sorted({c for c in header if c and header.count(c) > 1})

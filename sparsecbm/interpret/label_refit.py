@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
-from sparsecbm.errors import ConfigError, entry_point
+from sparsecbm.config import quiet_libraries, register_resolvers
+from sparsecbm.errors import ConfigError, hydra_entry_point
 from sparsecbm.models.cbm import concept_activations
 from sparsecbm.models.label_sparsity import TopKConceptLinear, concept_blocks
 from sparsecbm.results import write_json
@@ -142,8 +141,7 @@ def legacy_argv(argv: list[str]) -> list[str]:
 register_resolvers()
 
 
-@entry_point
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="label_refit")
+@hydra_entry_point("label_refit")
 def _hydra_main(cfg: DictConfig) -> None:
     quiet_libraries()
     run(cfg)
