@@ -92,7 +92,11 @@ def user_message(exc: BaseException) -> str | None:
     if isinstance(exc, MissingMandatoryValue):
         key = getattr(exc, "full_key", None) or str(exc)
         return f"missing a required option: pass {key}=... on the command line ({exc.msg if hasattr(exc, 'msg') else exc})"
-    if isinstance(exc, (ConfigCompositionException, MissingConfigException, OverrideParseException)):
+    if isinstance(exc, OverrideParseException):
+        return (f"could not parse the command-line override '{exc.override}': {exc.message.splitlines()[0]}\n"
+                "Overrides are key=value; quote values holding spaces, commas or brackets: key='a, b' "
+                "(see https://hydra.cc/docs/advanced/override_grammar/basic)")
+    if isinstance(exc, (ConfigCompositionException, MissingConfigException)):
         text = str(exc).strip()
         cause = exc.__cause__
         if cause is not None and str(cause).strip() and str(cause).strip() not in text:
@@ -144,9 +148,8 @@ def entry_point(main: F) -> F:
     def wrapper(*args, **kwargs):
         global _FULL_ERROR_SET_BY_US
         saved, previous = os.environ.get("HYDRA_FULL_ERROR"), _FULL_ERROR_SET_BY_US
-        if not debug_requested():
-            os.environ["HYDRA_FULL_ERROR"] = "1"
-            _FULL_ERROR_SET_BY_US = True
+        _FULL_ERROR_SET_BY_US = saved in (None, "", "0")  # the user's own HYDRA_FULL_ERROR=1 still means debug
+        os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             return user_errors(main)(*args, **kwargs)
         finally:

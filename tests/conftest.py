@@ -65,3 +65,16 @@ class Crash(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise SystemExit("simulated crash")
+
+
+class KillAt(L.Callback):
+    """Kills its own process with SIGKILL (no clean-up, no exception handlers) at ``batch`` of ``epoch``."""
+
+    def __init__(self, epoch: int = 1, batch: int = 1):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -185,7 +185,7 @@ CONFIG_CASES = {
     "optimized_metric unknown": (["optimized_metric=val/label/auc"], ["optimized_metric='val/label/auc' is not a validation metric"]),
     "unknown key": (["learning_rate=0.1"], ["Could not override 'learning_rate'", "Key 'learning_rate' is not in struct"]),
     "unknown group option": (["cbm=fancy"], ["Could not find 'cbm/fancy'"]),
-    "malformed override": (["trainer.max_epochs=[1,"], ["Error parsing override"]),
+    "malformed override": (["trainer.max_epochs=[1,"], ["could not parse the command-line override 'trainer.max_epochs=[1,'"]),
     "accelerator name": (["accelerator=tpu"], ["accelerator='tpu' is not valid; expected one of ['auto', 'cpu', 'gpu']"]),
     "resume without checkpoint": (["ckpt_path=last"], ["cannot resume: checkpoint", "pass hydra.run.dir=<the interrupted run>"]),
 }

@@ -155,12 +155,9 @@ def _edit(name: str, value: Any, concepts: ConceptSet) -> Edit:
         value = [value.get(v, 0.0) for v in spec.values]
     if isinstance(value, Sequence) and not isinstance(value, str):
         order = f"(order {list(spec.values)})"
-        try:
-            probs = [float(p) for p in value]
-            if any(isinstance(p, bool) for p in value):
-                raise TypeError("a boolean is not a probability")
-        except (TypeError, ValueError) as e:
-            raise InterventionError(f"'{name}': probabilities must be numbers {order}, got {list(value)}") from e
+        if not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in value):
+            raise InterventionError(f"'{name}': probabilities must be numbers {order}, got {list(value)}")
+        probs = [float(p) for p in value]
         if len(probs) != spec.cardinality:
             raise InterventionError(f"'{name}': a soft intervention needs {spec.cardinality} probabilities {order}, "
                                     f"got {len(probs)}: {probs}")
