@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import TINY_BERT
 
-from sparsecbm.evaluate import evaluate
 from sparsecbm.errors import CheckpointError
+from sparsecbm.evaluate import evaluate
 from sparsecbm.train import train
 
 
