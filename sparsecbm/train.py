@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.callbacks import AtomicCheckpointIO, Throughput
-from sparsecbm.checkpoint import read_checkpoint
+# torch and Lightning are imported where they are used, after the config and the data source are checked:
+# a user error (a bad option, data that cannot be found) is answered in about a second
 from sparsecbm.config import quiet_libraries, register_resolvers, resolve_device
+from sparsecbm.data.loading import preflight
 from sparsecbm.errors import CheckpointError, hydra_entry_point
-from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
 from sparsecbm.results import (
     check_optimized_metric,
     metric_value,
@@ -36,6 +35,8 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     if not path.is_file():
         hint = " (ckpt_path=last looks in the run folder: pass hydra.run.dir=<the interrupted run>)" if ckpt_path == "last" else ""
         raise CheckpointError(f"cannot resume: checkpoint {path} does not exist{hint}")
+    from sparsecbm.checkpoint import read_checkpoint
+
     read_checkpoint(path)  # a truncated file or another format version: a clear message, not Lightning's
     return str(path)
 
@@ -63,6 +64,11 @@ def count_params(module) -> dict[str, int]:
 
 def build(cfg: DictConfig):
     """Instantiate datamodule (set up), LightningModule, callbacks, loggers and trainer from a config."""
+    import lightning as L
+
+    from sparsecbm.callbacks import AtomicCheckpointIO
+    from sparsecbm.checkpoint import read_checkpoint
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -106,6 +112,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     metric = check_optimized_metric(cfg.get("optimized_metric") or "val/label/f1")
+    preflight(cfg.data)  # no data source (offline hub, missing folder): fail before loading any model
+    from sparsecbm.callbacks import Throughput
+    from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
+
     resolve_device(cfg.get("accelerator", "auto"))  # accelerator=gpu without CUDA: a message, not Lightning's
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
     datamodule, module, trainer = build(cfg)

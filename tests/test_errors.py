@@ -345,7 +345,7 @@ def test_offline_hub_fails_without_any_connection(tmp_path, monkeypatch, capsys)
     err = call(main, [*TINY_BERT, f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'nodata'}",
                       "callbacks.progress_bar=null"], monkeypatch, capsys)
     assert attempts == []
-    assert "cannot load the data set 'CEBaB/CEBaB[train_exclusive]' from the Hugging Face hub" in err
+    assert "cannot load the data set 'CEBaB/CEBaB' from the Hugging Face hub" in err
     assert "data.root=DIR" in err and "python data/prepare_cebab.py" in err
     assert len(err.strip().splitlines()) == 2  # the paragraph and the debug hint
 

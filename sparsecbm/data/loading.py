@@ -243,6 +243,44 @@ def hub_reachable(timeout: float = 3.0) -> str | None:
     return None
 
 
+def _hub_cached(name: str) -> bool:
+    """Whether a hub data set has local copies (hub or datasets cache) to read offline; no network, no import."""
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE", home / "hub")).expanduser()
+    ds = Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser()
+    org, _, repo = name.rpartition("/")
+    if (hub / f"datasets--{org}--{repo}".replace("/", "--")).is_dir():
+        return True
+    return ds.is_dir() and any(p.name.startswith(f"{org}___" if org else repo) for p in ds.iterdir())
+
+
+def preflight(data_cfg: Mapping[str, Any]) -> None:
+    """Check, before any model is loaded, that the data source a data config names can be reached.
+
+    Follows :func:`load_splits`' source order (``root``, ``default_root``, the hub): a ``root`` that is not a
+    folder, or a hub that is offline with no local copy or unreachable (one request), raises the same
+    :class:`DataError` loading would, in about a second rather than after importing torch.
+    """
+    root, default_root, hub = data_cfg.get("root"), data_cfg.get("default_root"), data_cfg.get("hub")
+    if root is not None:
+        if not Path(str(root)).expanduser().is_dir():
+            raise DataError(f"data.root '{root}' is not a folder; expected a folder with "
+                            f"{sorted((data_cfg.get('files') or {}).values()) or 'train/dev/test files'}")
+        return
+    if default_root is not None and Path(str(default_root)).is_dir():
+        return
+    if not hub or not hub.get("name"):
+        return  # load_splits names the missing source
+    if _offline():
+        if not _hub_cached(str(hub["name"])):
+            raise DataError(hub_unreachable_message(
+                str(hub["name"]), "HF_HUB_OFFLINE is set and it is not in the local cache"))
+        return
+    reason = hub_reachable()
+    if reason is not None:
+        raise DataError(hub_unreachable_message(str(hub["name"]), reason))
+
+
 def _read_hub(name: str, split: str) -> tuple[list[str], list[dict[str, Any]]]:
     """One split from the hub. Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) only the local cache
     is tried; online, one request with a short timeout first, so no network fails fast, not after retries."""
