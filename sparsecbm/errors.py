@@ -114,11 +114,23 @@ def report(message: str, stream=None) -> None:
     stream.flush()
 
 
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # pragma: no cover - no Hydra job
+        return False
+
+
 def user_errors(func: F) -> F:
     """Run ``func``; a user error prints :func:`report`'s message and raises ``SystemExit(2)``.
 
     ``SystemExit`` passes through Hydra's job runner untouched, so decorating a Hydra *task* function with
-    this keeps Hydra from printing its own "Error executing job" line and traceback.
+    this keeps Hydra from printing its own "Error executing job" line and traceback. Inside a multirun
+    (``-m``) the message is printed and the error re-raised, so Hydra records that one job as failed and
+    the sweep goes on (``trials.csv`` marks it ``failed``).
     """
 
     @functools.wraps(func)
@@ -130,6 +142,8 @@ def user_errors(func: F) -> F:
             if message is None:
                 raise
             report(message)
+            if _in_multirun():
+                raise
             raise SystemExit(USER_ERROR_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
