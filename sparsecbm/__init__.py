@@ -1,12 +1,26 @@
-"""sparsecbm: sparse concept-bottleneck language models that explain themselves."""
+"""sparsecbm: sparse concept-bottleneck language models that explain themselves.
 
-from sparsecbm.checkpoint import InferenceSession, load_checkpoint
-from sparsecbm.concepts import ConceptSet, ConceptSpec, LabelSpec
-from sparsecbm.interpret.curves import InterventionCurve, intervention_curve
-from sparsecbm.interpret.intervention import InterventionError, InterventionResult, intervene
+The public names are imported on first use (PEP 562), so a command that stops at a user error (a bad
+option, data that cannot be found) answers before torch and Lightning are loaded.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = [
-    "ConceptSet", "ConceptSpec", "InferenceSession", "InterventionCurve", "InterventionError", "InterventionResult", "LabelSpec",
-    "intervene", "intervention_curve", "load_checkpoint", "__version__",
-]
+_EXPORTS = {
+    "ConceptSet": "sparsecbm.concepts", "ConceptSpec": "sparsecbm.concepts", "LabelSpec": "sparsecbm.concepts",
+    "InferenceSession": "sparsecbm.checkpoint", "load_checkpoint": "sparsecbm.checkpoint",
+    "InterventionCurve": "sparsecbm.interpret.curves", "intervention_curve": "sparsecbm.interpret.curves",
+    "InterventionResult": "sparsecbm.interpret.intervention", "intervene": "sparsecbm.interpret.intervention",
+    "InterventionError": "sparsecbm.errors", "DataError": "sparsecbm.errors", "ConfigError": "sparsecbm.errors",
+    "CheckpointError": "sparsecbm.errors", "SparseCBMError": "sparsecbm.errors",
+}
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sparsecbm' has no attribute {name!r}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from sparsecbm.errors import DataError, entry_point
 from sparsecbm.results import metric_value
 from sparsecbm.tables import fmt_mean_std, write_markdown
 
@@ -149,12 +150,16 @@ class SweepSummary(Callback):
             summarize(root, config.get("optimized_metric") or "val/label/f1")
 
 
+@entry_point
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("multirun_dir")
     ap.add_argument("--metric", default="val/label/f1", help="the metric that ranks jobs (first column)")
     ap.add_argument("--out", default=None, help="also copy summary.md here")
     args = ap.parse_args()
+    if not Path(args.multirun_dir).is_dir():
+        raise DataError(f"{args.multirun_dir}: not a folder; expected a multirun folder "
+                        "(outputs/train/multiruns/<date_time>)")
     md = summarize(args.multirun_dir, args.metric)
     write_markdown(md, args.out)
     print(md)

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.config import hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.errors import ConfigError
 from sparsecbm.results import write_json
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,27 @@ def _stats(times: list[float], batch: int) -> dict[str, float]:
     return {"examples_per_s": statistics.median(rates), "iqr": [q[0], q[2]], "steps": len(times)}
 
 
-def build_model(spec: dict[str, Any], concepts, backbone_cfg):
-    """A CBM (dense or with per-concept subnetworks at a fixed sparsity) for timing."""
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer measures it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_model(spec: dict[str, Any], concepts, backbone_cfg, seed: int = 0, device: str = "cpu"):
+    """A CBM (dense or with per-concept subnetworks at a fixed sparsity) for timing, on ``device``."""
     from hydra.utils import instantiate
 
     from sparsecbm.models.cbm import ConceptBottleneckModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     backbone = instantiate(backbone_cfg)
     sparsity = spec.get("sparsity")
     if sparsity:
@@ -79,7 +93,7 @@ def build_model(spec: dict[str, Any], concepts, backbone_cfg):
         settings = {k: v for k, v in sparsity.items() if k != "level"}
         backbone = SubnetworkBackbone(backbone, len(concepts), **settings)
         Pruner(backbone).prune(float(sparsity.get("level", 0.7)))
-    return ConceptBottleneckModel(backbone, concepts, mode=spec.get("mode", "joint"))
+    return ConceptBottleneckModel(backbone, concepts, mode=spec.get("mode", "joint")).to(device)
 
 
 def _pad(batch: dict[str, torch.Tensor], length: int | None, pad_id: int) -> dict[str, torch.Tensor]:
@@ -99,9 +113,11 @@ def time_training(model, batches, warmup: int, steps: int, pad_to: int | None, p
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model.train()
     times = []
+    device = _device_of(model)
     with PeakRSS() as rss:
         for i in range(warmup + steps):
-            b = _pad(batches[i % len(batches)], pad_to, pad_id)
+            b = _on(_pad(batches[i % len(batches)], pad_to, pad_id), device)
+            _sync(device)
             t0 = time.perf_counter()
             out = model(b["input_ids"], b["attention_mask"])
             loss = F.cross_entropy(out.label_logits, b["label"])
@@ -110,6 +126,7 @@ def time_training(model, batches, warmup: int, steps: int, pad_to: int | None, p
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     return {**_stats(times, batches[0]["label"].shape[0]), "peak_rss_bytes": rss.peak}
@@ -122,11 +139,14 @@ def time_inference(model, examples: list[dict], batch_size: int, reps: int) -> f
 
     model.eval()
     times = []
+    device = _device_of(model)
     for r in range(reps):
         items = [examples[(r * batch_size + j) % len(examples)] for j in range(batch_size)]
-        b = Collator(0)(items)
+        b = _on(Collator(0)(items), device)
+        _sync(device)
         t0 = time.perf_counter()
         model(b["input_ids"], b["attention_mask"])
+        _sync(device)
         times.append((time.perf_counter() - t0) / batch_size)
     return statistics.median(times)
 
@@ -145,7 +165,7 @@ def time_interventions(model, examples: list[dict], n: int = 5, portion: float =
 
         editor = MaskEditor(model, portion)
     for i in range(n):
-        b = Collator(0)([examples[i % len(examples)]])
+        b = _on(Collator(0)([examples[i % len(examples)]]), _device_of(model))
         with torch.no_grad():
             logits = model(b["input_ids"], b["attention_mask"]).concept_logits
             t0 = time.perf_counter()
@@ -153,6 +173,7 @@ def time_interventions(model, examples: list[dict], n: int = 5, portion: float =
             truth = one_hot_concepts(b["concepts"], model.concepts.cardinalities)
             inputs[:, : model.concepts.cardinalities[0]] = truth[:, : model.concepts.cardinalities[0]]
             model.label_from_inputs(inputs).softmax(-1)
+            _sync(_device_of(model))
             concept_s.append(time.perf_counter() - t0)
         if editor is not None:
             edit = editor.intervene(0, b["input_ids"], b["attention_mask"], int(b["concepts"][0, 0]), restore=True)
@@ -194,7 +215,7 @@ def targets(result: dict[str, Any], spec) -> list[dict[str, Any]]:
         elif metric == "mask_intervention_ms":
             value = 1000 * r.get("intervention", {}).get("mask_level_s", float("nan"))
         else:
-            raise ValueError(f"bench targets: unknown metric {metric!r} (expected train_ratio, peak_rss_gb, "
+            raise ConfigError(f"bench targets: unknown metric {metric!r} (expected train_ratio, peak_rss_gb, "
                              "inference_ratio@<batch>, mask_intervention_ms)")
         met = value >= t["min"] if "min" in t else value <= t["max"]
         out.append({**t, "value": value, "met": bool(met)})
@@ -237,12 +258,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def bench_config(spec: dict[str, Any], concepts, backbone_cfg, batches, examples, pad_id: int, warmup: int,
-                 timed: int, inference_batches: list[int], inference_reps: int, threads=None) -> dict[str, Any]:
+                 timed: int, inference_batches: list[int], inference_reps: int, threads=None, seed: int = 0,
+                 device: str = "cpu") -> dict[str, Any]:
     """One configuration: training throughput and peak RSS, inference latency, intervention latency, mask bytes."""
     if threads:
         torch.set_num_threads(int(threads))
     quiet_libraries()
-    model = build_model(spec, concepts, backbone_cfg)
+    model = build_model(spec, concepts, backbone_cfg, seed, device)
     steps = spec.get("steps", timed)
     train_stats = time_training(model, batches, warmup if steps > 2 else 1, steps, spec.get("pad_to"), pad_id)
     entry = {"spec": spec, "train": train_stats, "pid": os.getpid(),
@@ -260,7 +282,10 @@ def bench_config(spec: dict[str, Any], concepts, backbone_cfg, batches, examples
 def run(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
-    torch.manual_seed(0)
+    from sparsecbm.config import resolve_device
+
+    seed, device = int(cfg.seed), resolve_device(cfg.get("accelerator", "cpu"))
+    torch.manual_seed(seed)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     dm = instantiate(cfg.data)
@@ -275,21 +300,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             break
     pad_id = dm.tokenizer.pad_token_id
     examples = [train[i] for i in range(min(len(train), 256))]
-    result: dict[str, Any] = {"machine": machine(), "batch_size": cfg.batch_size, "configs": {},
+    result: dict[str, Any] = {"machine": machine(), "batch_size": cfg.batch_size, "seed": seed, "device": device,
+                              "configs": {},
                               "data": dm.describe(), "settings": OmegaConf.to_container(cfg.steps)}
     isolate = bool(cfg.get("isolate", True))
     if cfg.get("warm_start", True) and not isolate:
         # one untimed pass of the first config: the first model in a process otherwise pays one-time costs
         # (allocator growth, kernel selection) that would bias every ratio in favour of the later configs
         first = OmegaConf.to_container(next(iter(cfg.configs.values())), resolve=True)
-        model = build_model(first, dm.concept_set, cfg.backbone)
+        model = build_model(first, dm.concept_set, cfg.backbone, seed, device)
         time_training(model, batches, 1, max(cfg.steps.warmup, 1), first.get("pad_to"), pad_id)
         del model
         gc.collect()
     common = {"concepts": dm.concept_set, "backbone_cfg": OmegaConf.to_container(cfg.backbone, resolve=True),
               "batches": batches, "examples": examples, "pad_id": pad_id, "warmup": int(cfg.steps.warmup),
               "timed": int(cfg.steps.timed), "inference_batches": list(cfg.inference_batches),
-              "inference_reps": int(cfg.inference_reps), "threads": cfg.threads}
+              "inference_reps": int(cfg.inference_reps), "threads": cfg.threads, "seed": seed, "device": device}
     dense_rate = None
     for name, spec in cfg.configs.items():
         spec = OmegaConf.to_container(spec, resolve=True)
@@ -324,9 +350,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _rate_pair(cfg, concepts, batches, pad_to, pad_id) -> dict[str, float]:
+    from sparsecbm.config import resolve_device
+
     out = {}
     for key, spec in (("dense", {"mode": "joint"}), ("sparse", OmegaConf.to_container(cfg.configs[cfg.scaling_config]))):
-        model = build_model(spec, concepts, cfg.backbone)
+        model = build_model(spec, concepts, cfg.backbone, int(cfg.seed), resolve_device(cfg.get("accelerator", "cpu")))
         out[key] = time_training(model, batches, 1, cfg.steps.scaling, pad_to, pad_id)["examples_per_s"]
         del model
         gc.collect()
@@ -363,7 +391,7 @@ def scaling_length(cfg, dm, batches, pad_id) -> dict[str, dict[str, float]]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
+@hydra_entry_point("bench")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     run(cfg)

@@ -1,32 +1,63 @@
-"""Load a trained model back from a checkpoint, offline, without the original config files."""
+"""Load a trained model back from a checkpoint, offline, without the original config files.
+
+:class:`InferenceSession` is what the inference entry points (evaluate, intervene, explain, label refit)
+share: the checkpoint's module on a device, its data (its own data config, another one, or overrides
+such as ``data.root=DIR``) checked against the concepts it was trained on, and tokenisation of raw texts
+like the training data (with the number of truncated texts).
+"""
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sparsecbm.concepts import ConceptSet
+from sparsecbm.errors import CheckpointError, DataError
 
-
-class CheckpointError(ValueError):
-    """The checkpoint file is missing or was not written by sparsecbm."""
+#: The checkpoint metadata format this version writes and reads (``checkpoint["sparsecbm"]["format"]``).
+FORMAT_VERSION = 1
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dictionary, or a :class:`CheckpointError` naming what is wrong with the file."""
     from sparsecbm.lit.module import CHECKPOINT_KEY
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        hint = " (a folder: pass its checkpoints/best.ckpt)" if path.is_dir() else ""
+        raise CheckpointError(f"checkpoint not found: {path}{hint}; expected ckpt_path=<run>/checkpoints/best.ckpt "
+                              "or last.ckpt written by `python -m sparsecbm.train`")
+    size = path.stat().st_size
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {e}") from e
+        if size == 0 or (zipfile.is_zipfile(path) is False and _looks_like_zip_start(path)):
+            raise CheckpointError(
+                f"{path} is truncated ({size} bytes; its end is missing): the run was probably killed while "
+                "writing it. Use the run's other checkpoint (checkpoints/last.ckpt or best.ckpt) or train again"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); expected a .ckpt written by "
+                              "`python -m sparsecbm.train`") from None
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt:
-        raise CheckpointError(f"{path} was not written by sparsecbm (no '{CHECKPOINT_KEY}' metadata)")
+        raise CheckpointError(f"{path} was not written by sparsecbm (no '{CHECKPOINT_KEY}' metadata); expected a "
+                              "checkpoint of `python -m sparsecbm.train`")
+    version = ckpt[CHECKPOINT_KEY].get("format") if isinstance(ckpt[CHECKPOINT_KEY], Mapping) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}, but this sparsecbm reads format {FORMAT_VERSION}; load it "
+            "with the sparsecbm version that wrote it, or train again"
+        )
     return ckpt
+
+
+def _looks_like_zip_start(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"  # torch.save's zip container, whose directory (at the end) is gone
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu"):
@@ -62,51 +93,134 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     return module.to(map_location).eval()
 
 
-class InferenceSession:
-    """A checkpoint ready for raw text: the module (eval mode), its ConceptSet, its tokenizer and data config.
+def _same_concepts(a: ConceptSet, b: ConceptSet) -> bool:
+    """Same concept names, columns and values, and the same label (raw-string aliases may differ)."""
+    key = lambda cs: [(c.name, c.column, c.values) for c in cs]  # noqa: E731
+    return key(a) == key(b) and (a.label.column, a.label.values) == (b.label.column, b.label.values)
 
-    Encodes texts exactly like :func:`sparsecbm.intervention.intervene` (same tokenizer, truncation
-    and padding), so outputs computed from :meth:`encode` agree with it.
+
+def checkpoint_data_config(module, data_cfg=None):
+    """The data config an inference command uses for ``module`` (an OmegaConf ``DictConfig``).
+
+    ``data_cfg`` is ``None`` (the checkpoint's own), a full data config (with ``_target_``) or overrides
+    applied to the checkpoint's own (``{"root": DIR}``).
+    """
+    from omegaconf import OmegaConf
+
+    if data_cfg is not None and not isinstance(data_cfg, Mapping) and not OmegaConf.is_config(data_cfg):
+        raise TypeError(f"data_cfg must be a mapping, got {type(data_cfg).__name__}")
+    data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg)
+                                else dict(data_cfg or {}))
+    if "_target_" not in data_cfg:
+        own = (module.run_config or {}).get("data")
+        if not own:
+            raise DataError("the checkpoint has no data config; pass data=<name> (and data.root=DIR)")
+        data_cfg = OmegaConf.merge(OmegaConf.create(own), data_cfg)
+    data_cfg.tokenizer = module.model.backbone.tokenizer_name
+    return data_cfg
+
+
+class InferenceSession:
+    """A checkpoint loaded for inference, with its data and tokenisation.
+
+    Args:
+        module: A loaded :class:`~sparsecbm.lit.CBMLitModule`.
+        data_cfg: ``None`` (the checkpoint's own data config), a full data config or overrides
+            (``{"root": DIR}``); see :func:`checkpoint_data_config`.
+        device: Torch device string the module lives on.
+        ckpt_path: Where it came from (for messages and outputs).
 
     Example:
-        >>> session = InferenceSession.load("outputs/train/runs/.../checkpoints/best.ckpt")
-        >>> batch = session.encode(["The pasta was cold."])
-        >>> outputs = session.module.model.concept_outputs(batch["input_ids"], batch["attention_mask"])
+        >>> session = InferenceSession.from_checkpoint("runs/x/checkpoints/best.ckpt", {"root": "data/cebab"})
+        >>> dm = session.datamodule()            # set up, checked against the checkpoint's concepts
+        >>> batch, n_truncated = session.tokenize(["The pasta was cold."])
     """
 
-    def __init__(self, module, ckpt_path: str | Path | None = None):
-        from sparsecbm.models.backbone import load_tokenizer
-
-        self.module = module.eval()
+    def __init__(self, module, data_cfg=None, device: str = "cpu", ckpt_path: str | Path | None = None):
+        self.module, self.data_cfg, self.device = module, data_cfg, device
         self.ckpt_path = None if ckpt_path is None else Path(ckpt_path)
-        self.concept_set: ConceptSet = module.concept_set
-        self.tokenizer = load_tokenizer(module.model.backbone.tokenizer_name)
-        self.max_length = int(((module.run_config or {}).get("data") or {}).get("max_length", 128))
+        self._datamodules: dict[str | None, Any] = {}
+        self._tokenizer = None
 
     @classmethod
-    def load(cls, path: str | Path, map_location: str = "cpu") -> InferenceSession:
-        return cls(load_checkpoint(path, map_location), path)
+    def load(cls, path: str | Path, map_location: str = "cpu", data_cfg=None) -> InferenceSession:
+        """Load ``path`` onto the torch device ``map_location`` (``cpu``, ``cuda``, ...)."""
+        return cls(load_checkpoint(path, map_location), data_cfg, map_location, path)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | Path, data_cfg=None, accelerator: str = "auto") -> InferenceSession:
+        """Load ``ckpt_path`` onto the device ``accelerator`` (``auto|cpu|gpu``) names."""
+        from sparsecbm.config import resolve_device
+
+        device = resolve_device(accelerator)
+        return cls(load_checkpoint(ckpt_path, map_location=device), data_cfg, device, ckpt_path)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
+    def concept_set(self) -> ConceptSet:
+        return self.module.concept_set
+
+    @property
+    def max_length(self) -> int:
+        """The training data's truncation length (``data.max_length`` overrides it)."""
+        own = ((self.module.run_config or {}).get("data") or {}).get("max_length", 128)
+        given = (self.data_cfg or {}).get("max_length") if self.data_cfg is not None else None
+        return int(given if given is not None else own)
 
     @property
     def run_dir(self) -> Path | None:
         """The training run's folder (``<run>/checkpoints/best.ckpt`` -> ``<run>``), when it looks like one."""
         if self.ckpt_path is None:
             return None
-        parent = self.ckpt_path.resolve().parent
+        parent = Path(self.ckpt_path).resolve().parent
         return parent.parent if parent.name == "checkpoints" else parent
 
-    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """``input_ids`` / ``attention_mask`` (on the module's device), tokenised like the training data."""
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
-                             return_tensors="pt")
-        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` on the session's device, tokenised like the training data."""
+        return self.tokenize(texts)[0]
 
-    def datamodule(self, data_cfg=None, data_root: str | None = None, cache_dir: str | None = None):
-        """The checkpoint's own data config (or ``data_cfg``), checked against its concepts, set up."""
-        from sparsecbm.evaluate import datamodule_for
+    def require_concepts(self, purpose: str) -> None:
+        """A :class:`CheckpointError` for a ``standard`` model (no concepts) where ``purpose`` needs them."""
+        if not self.module.model.has_concepts:
+            raise CheckpointError(
+                f"{self.ckpt_path or 'this checkpoint'} is a '{self.module.mode}' model without concepts, so it "
+                f"cannot {purpose}; use a checkpoint trained with concepts (cbm=cem, joint, sequential, "
+                "independent, strict or hybrid)"
+            )
 
-        return datamodule_for(self.module, data_cfg, data_root, cache_dir)
+    def datamodule(self, cache_dir: str | None = None):
+        """The set-up :class:`~sparsecbm.data.CBMDataModule` (built once), checked against the checkpoint."""
+        from hydra.utils import instantiate
+
+        if cache_dir not in self._datamodules:
+            cfg = checkpoint_data_config(self.module, self.data_cfg)
+            if cache_dir is not None:
+                cfg.cache_dir = cache_dir
+            dm = instantiate(cfg)
+            ours, theirs = dm.concept_set, self.concept_set
+            if not _same_concepts(ours, theirs):
+                raise DataError(
+                    f"data '{dm.name}' has concepts {ours.names} and labels {list(ours.label.values)}, but the "
+                    f"checkpoint was trained on concepts {theirs.names} and labels {list(theirs.label.values)}; "
+                    "pass the data config it was trained with (or leave data= out to use the checkpoint's own)"
+                )
+            dm.setup()
+            self._datamodules[cache_dir] = dm
+        return self._datamodules[cache_dir]
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from sparsecbm.models.backbone import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.module.model.backbone.tokenizer_name)
+        return self._tokenizer
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+        """Padded ``input_ids`` / ``attention_mask`` on the session's device, truncated like the training data,
+        and how many texts were longer than ``max_length`` tokens (cut to it)."""
+        max_length = int(max_length or self.max_length)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        longer = self.tokenizer(list(texts), truncation=True, max_length=max_length + 1)["input_ids"]
+        n_cut = sum(len(ids) > max_length for ids in longer)
+        batch = {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+        return batch, n_cut

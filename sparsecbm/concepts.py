@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sparsecbm.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ConceptSpec:
@@ -30,12 +32,12 @@ class ConceptSpec:
 
     def __post_init__(self) -> None:
         if len(self.values) < 2:
-            raise ValueError(f"concept '{self.name}' needs at least two values, got {list(self.values)}")
+            raise ConfigError(f"concept '{self.name}' needs at least two values, got {list(self.values)}")
         if len(set(self.values)) != len(self.values):
-            raise ValueError(f"concept '{self.name}' has duplicate values: {list(self.values)}")
+            raise ConfigError(f"concept '{self.name}' has duplicate values: {list(self.values)}")
         for raw, target in self.aliases.items():
             if target not in self.values:
-                raise ValueError(
+                raise ConfigError(
                     f"concept '{self.name}': alias '{raw}' -> '{target}' names no value; "
                     f"expected one of {list(self.values)}"
                 )
@@ -71,7 +73,7 @@ class LabelSpec:
         object.__setattr__(self, "values", tuple(str(v) for v in self.values))
         object.__setattr__(self, "skip", tuple(str(v) for v in self.skip))
         if len(self.values) < 2:
-            raise ValueError(f"label needs at least two classes, got {list(self.values)}")
+            raise ConfigError(f"label needs at least two classes, got {list(self.values)}")
 
     @property
     def num_classes(self) -> int:
@@ -89,7 +91,7 @@ class ConceptSet:
         object.__setattr__(self, "concepts", tuple(self.concepts))
         names = [c.name for c in self.concepts]
         if len(set(names)) != len(names):
-            raise ValueError(f"duplicate concept names: {names}")
+            raise ConfigError(f"duplicate concept names: {names}")
 
     def __len__(self) -> int:
         return len(self.concepts)
@@ -145,7 +147,7 @@ class ConceptSet:
         for entry in concepts:
             entry = dict(entry)
             if "name" not in entry:
-                raise ValueError(f"concept entry {entry} has no 'name'")
+                raise ConfigError(f"concept entry {entry} has no 'name'")
             specs.append(
                 ConceptSpec(
                     name=str(entry["name"]),

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from sparsecbm.errors import ConfigError, F, entry_point, user_errors
 
 #: The repository root (the folder holding ``conf/``), for an editable install.
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,3 +28,89 @@ def quiet_libraries() -> None:
     """Hide tokenizers' fork warning and HF progress bars in our runs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+#: Split names every entry point accepts (``split=``, ``splits=``).
+SPLIT_NAMES = ("train", "dev", "test")
+#: ``accelerator=`` values every entry point accepts (Lightning's names).
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+def check_split(split: Any, option: str = "split") -> str:
+    """``split`` if it is ``train``, ``dev`` or ``test``; else a :class:`~sparsecbm.errors.ConfigError`."""
+    if split not in SPLIT_NAMES:
+        hint = " (the validation split is called dev)" if str(split).lower() in ("val", "valid", "validation") else ""
+        raise ConfigError(f"{option}='{split}' is not valid; expected one of {list(SPLIT_NAMES)}{hint}")
+    return str(split)
+
+
+def resolve_device(accelerator: Any = "auto") -> str:
+    """``accelerator=auto|cpu|gpu`` -> the torch device string (``cuda`` or ``cpu``)."""
+    import torch
+
+    accelerator = str(accelerator).lower()
+    if accelerator in ("cuda",):  # the torch spelling, accepted too
+        accelerator = "gpu"
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"accelerator='{accelerator}' is not valid; expected one of {list(ACCELERATORS)}")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("accelerator=gpu, but torch sees no CUDA device; pass accelerator=cpu (or auto), "
+                          "or install a CUDA build of torch")
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if accelerator == "gpu" else "cpu"
+
+
+def data_request(cfg: DictConfig, backbone_tokenizer: str | None = None) -> DictConfig | None:
+    """What an inference entry point's ``data=`` / ``data.root=`` (and deprecated ``data_root=``) ask for.
+
+    Returns ``None`` (the checkpoint's own data config), a full data config (``data=<name>`` was given:
+    it has a ``_target_``) or the overrides to apply to the checkpoint's own (``data.root=DIR``,
+    ``data.encoding=...``: only the keys that are not null). ``data_root=DIR`` still works for one
+    release, with a ``FutureWarning``.
+    """
+    import warnings
+
+    from omegaconf import open_dict
+
+    data = cfg.get("data")
+    legacy = cfg.get("data_root")
+    if legacy is not None:
+        warnings.warn("data_root=DIR is deprecated and will be removed in the next release; use data.root=DIR "
+                      "(the same option as training)", FutureWarning, stacklevel=2)
+        given = data.get("root") if data is not None else None
+        if given is not None and str(given) != str(legacy):
+            raise ConfigError(f"both data.root={given} and data_root={legacy} are given; pass only data.root=DIR")
+    if data is None:
+        return OmegaConf.create({"root": str(legacy)}) if legacy is not None else None
+    if "_target_" in data:  # data=<name>: a whole data config (its interpolations read backbone.tokenizer)
+        if backbone_tokenizer is not None:
+            with open_dict(cfg):
+                cfg.backbone = {"tokenizer": backbone_tokenizer}
+        full = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+        if legacy is not None:
+            full.root = str(legacy)
+        return full
+    overrides = {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if v is not None}
+    if legacy is not None:
+        overrides["root"] = str(legacy)
+    return OmegaConf.create(overrides) if overrides else None
+
+
+def hydra_entry_point(config_name: str, config_path: str | None = None) -> Callable[[F], F]:
+    """``@hydra.main`` for ``conf/<config_name>.yaml`` with the project's error path on both sides of it.
+
+    Example:
+        >>> @hydra_entry_point("serve")
+        ... def main(cfg) -> None:
+        ...     serve(cfg)          # raise ConfigError / DataError / CheckpointError for user errors
+    """
+
+    def decorate(task: F) -> F:
+        import hydra
+
+        hydra_main = hydra.main(version_base="1.3", config_path=config_path or CONF_DIR,
+                                config_name=config_name)(user_errors(task))
+        return entry_point(hydra_main)  # type: ignore[return-value]
+
+    return decorate

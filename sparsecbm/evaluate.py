@@ -1,4 +1,4 @@
-"""Re-evaluate a checkpoint: ``python -m sparsecbm.evaluate ckpt_path=... [data=...] [data_root=DIR]``.
+"""Re-evaluate a checkpoint: ``python -m sparsecbm.evaluate ckpt_path=... [data=...] [data.root=DIR]``.
 
 Writes the same ``results.json`` structure as training (val/test metrics, per concept, reference).
 """
@@ -10,14 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.checkpoint import load_checkpoint
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
-from sparsecbm.data.loading import DataError
+from sparsecbm.checkpoint import InferenceSession
+from sparsecbm.config import check_split, data_request, hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.errors import ConfigError
 from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
 from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
 
@@ -26,55 +24,50 @@ STAGES = {"dev": "val", "test": "test"}
 
 
 def datamodule_for(module, data_cfg: DictConfig | None, data_root: str | None, cache_dir: str | None):
-    """The checkpoint's own data config (or ``data_cfg``), checked against the checkpoint's concepts."""
-    if data_cfg is None:
-        run_config = module.run_config or {}
-        if "data" not in run_config:
-            raise ValueError("the checkpoint has no data config; pass data=<name> (and data.root=...)")
-        data_cfg = OmegaConf.create(run_config["data"])
-    data_cfg = data_cfg.copy()
+    """The checkpoint's own data config (or ``data_cfg``), checked against the checkpoint's concepts.
+
+    Kept for callers of earlier versions; new code uses :class:`~sparsecbm.checkpoint.InferenceSession`.
+    """
+    request = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True)) if data_cfg is not None else OmegaConf.create({})
     if data_root is not None:
-        data_cfg.root = data_root
-    if cache_dir is not None:
-        data_cfg.cache_dir = cache_dir
-    data_cfg.tokenizer = module.model.backbone.tokenizer_name
-    dm = instantiate(data_cfg)
-    if dm.concept_set.concepts != module.concept_set.concepts or dm.concept_set.label != module.concept_set.label:
-        raise DataError(
-            f"data '{dm.name}' has concepts {dm.concept_set.names} and labels {list(dm.concept_set.label.values)}, "
-            f"but the checkpoint was trained on concepts {module.concept_set.names} and labels "
-            f"{list(module.concept_set.label.values)}"
-        )
-    dm.setup()
-    return dm
+        request.root = data_root
+    return InferenceSession(module, request or None).datamodule(cache_dir)
 
 
-def datamodule_from_cfg(cfg: DictConfig, module):
-    """The datamodule an entry point's ``data=`` / ``data_root=`` options ask for (set up)."""
-    data_cfg = None
-    if cfg.get("data") is not None:
-        with open_dict(cfg):  # data configs read the tokenizer from the backbone group
-            cfg.backbone = {"tokenizer": module.model.backbone.tokenizer_name}
-        data_cfg = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
-    return datamodule_for(module, data_cfg, cfg.get("data_root"), cfg.paths.cache_dir + "/tokenized")
+def session_from_cfg(cfg: DictConfig) -> InferenceSession:
+    """The :class:`InferenceSession` an entry point's ``ckpt_path=``, ``accelerator=`` and ``data=`` /
+    ``data.root=`` (or deprecated ``data_root=``) options ask for; seeds torch with ``seed``."""
+    L.seed_everything(int(cfg.get("seed", 0)), verbose=False)
+    session = InferenceSession.from_checkpoint(cfg.ckpt_path, accelerator=cfg.get("accelerator", "auto"))
+    session.data_cfg = data_request(cfg, session.module.model.backbone.tokenizer_name)
+    return session
+
+
+def datamodule_from_cfg(cfg: DictConfig, module=None):
+    """The set-up datamodule an entry point's ``data=`` / ``data.root=`` options ask for."""
+    session = InferenceSession(module, data_request(cfg, module.model.backbone.tokenizer_name))
+    return session.datamodule(cfg.paths.cache_dir + "/tokenized")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
-    module = load_checkpoint(cfg.ckpt_path)
-    dm = datamodule_from_cfg(cfg, module)
-    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_progress_bar=False)
+    splits = [check_split(s, "splits") for s in ([cfg.splits] if isinstance(cfg.splits, str) else cfg.splits)]
+    session = session_from_cfg(cfg)
+    module = session.module
+    dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
+    accelerator = "gpu" if session.device == "cuda" else "cpu"
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False)
     names = module.concept_set.names if module.model.has_concepts else []
     results: dict[str, Any] = {}
     ceiling = ConceptCeiling.from_datamodule(dm)
-    for split in cfg.splits:
+    for split in splits:
         if split not in STAGES:
-            raise ValueError(f"splits: '{split}' is not valid; expected some of {list(STAGES)}")
+            raise ConfigError(f"splits: '{split}' is not evaluated; expected some of {list(STAGES)}")
         loader = dm.loader(split)
         run = trainer.validate if split == "dev" else trainer.test
         metrics = run(module, dataloaders=loader, verbose=False)[0]
         results[STAGES[split]] = split_metrics(metrics, STAGES[split], names)
-        results[STAGES[split]].update(bottleneck_report(module, loader, ceiling))
+        results[STAGES[split]].update(bottleneck_report(module, loader, ceiling, train_loader=dm.loader("train")))
     raw = dm.raw
     trained = module.run_config or {}
     results.update(
@@ -108,7 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@hydra_entry_point("evaluate")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     evaluate(cfg)

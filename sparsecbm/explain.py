@@ -1,6 +1,6 @@
 """Explain a checkpoint's predictions: ``python -m sparsecbm.explain ckpt_path=... text="..."``.
 
-Or on a data split: ``python -m sparsecbm.explain ckpt_path=... split=test n=50 [data=cebab data_root=DIR]``.
+Or on a data split: ``python -m sparsecbm.explain ckpt_path=... split=test n=50 [data=cebab] [data.root=DIR]``.
 Writes ``explanations.json``, ``report.html`` and PNGs into the run folder; with
 ``faithfulness=true`` also ``faithfulness.json`` and ``faithfulness.md`` comparing ``methods``.
 """
@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.checkpoint import load_checkpoint
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.config import check_split, data_request, hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.errors import ConfigError
+from sparsecbm.evaluate import session_from_cfg
 from sparsecbm.interpret.attribution import Tokens, get_method, resolve_name
 from sparsecbm.interpret.explainer import explain_batch, label_layer_summary
 from sparsecbm.interpret.explanation import ExplanationSet
@@ -29,31 +29,25 @@ from sparsecbm.sparsity.attribution import subnetwork_summary
 log = logging.getLogger(__name__)
 
 
-def _text_batches(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[str]]]]:
-    from sparsecbm.models.backbone import load_tokenizer
+def _text_batches(cfg: DictConfig, session) -> tuple[Any, list[tuple[dict, list[str]]]]:
+    texts = [cfg.text] if isinstance(cfg.text, str) else [str(t) for t in cfg.text]
+    batch, n_cut = session.tokenize(texts)
+    if n_cut:
+        log.warning("%d of %d texts are longer than max_length=%d tokens: only their first %d tokens are explained "
+                    "(data.max_length=N to change it)", n_cut, len(texts), session.max_length, session.max_length)
+    return session.tokenizer, [(batch, texts)]
 
-    tokenizer = load_tokenizer(module.model.backbone.tokenizer_name)
-    texts = [cfg.text] if isinstance(cfg.text, str) else list(cfg.text)
-    max_length = int(((module.run_config or {}).get("data") or {}).get("max_length", 128))
-    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    return tokenizer, [({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, texts)]
 
-
-def _data_batches(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[str]]]]:
-    from sparsecbm.evaluate import datamodule_for
-
-    data_cfg = None
-    if cfg.get("data") is not None:
-        with open_dict(cfg):  # data configs read the tokenizer from the backbone group
-            cfg.backbone = {"tokenizer": module.model.backbone.tokenizer_name}
-        data_cfg = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
-    dm = datamodule_for(module, data_cfg, cfg.get("data_root"), cfg.paths.cache_dir + "/tokenized")
-    raw, out, seen = dm.raw[cfg.split], [], 0
-    for batch in dm.loader(cfg.split, batch_size=int(cfg.batch_size)):
+def _data_batches(cfg: DictConfig, session) -> tuple[Any, list[tuple[dict, list[str]]]]:
+    split = check_split(cfg.split)
+    dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
+    raw, out, seen = dm.raw[split], [], 0
+    for batch in dm.loader(split, batch_size=int(cfg.batch_size)):
         take = min(len(batch["label"]), int(cfg.n) - seen)
         batch = {k: v[:take] for k, v in batch.items()}
         width = int(batch["attention_mask"].sum(-1).max())  # right padding: drop all-pad columns
-        batch = {k: (v[:, :width] if k in ("input_ids", "attention_mask") else v) for k, v in batch.items()}
+        batch = {k: (v[:, :width] if k in ("input_ids", "attention_mask") else v).to(session.device)
+                 for k, v in batch.items()}
         out.append((batch, [raw.texts[int(i)] for i in batch["index"]]))
         seen += take
         if seen >= int(cfg.n):
@@ -61,9 +55,14 @@ def _data_batches(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[s
     return dm.tokenizer, out
 
 
-def batches_for(cfg: DictConfig, module) -> tuple[Any, list[tuple[dict, list[str]]]]:
-    """(tokenizer, [(batch, texts)]) for ``text=...`` or ``split=... n=...``."""
-    return _text_batches(cfg, module) if cfg.get("text") else _data_batches(cfg, module)
+def batches_for(cfg: DictConfig, session) -> tuple[Any, list[tuple[dict, list[str]]]]:
+    """(tokenizer, [(batch, texts)]) for ``text=...`` or ``split=... n=...`` (an
+    :class:`~sparsecbm.checkpoint.InferenceSession`, or a loaded module for the checkpoint's own data)."""
+    from sparsecbm.checkpoint import InferenceSession
+
+    if not isinstance(session, InferenceSession):
+        session = InferenceSession(session, data_request(cfg, session.model.backbone.tokenizer_name))
+    return _text_batches(cfg, session) if cfg.get("text") else _data_batches(cfg, session)
 
 
 def compare_faithfulness(
@@ -83,7 +82,7 @@ def compare_faithfulness(
     concept ``i mod K`` only (K times cheaper, every concept equally often).
     """
     if concepts not in ("all", "round_robin"):
-        raise ValueError(f"concepts='{concepts}' is not valid; expected all | round_robin")
+        raise ConfigError(f"concepts='{concepts}' is not valid; expected all | round_robin")
     tokens = Tokens.from_tokenizer(tokenizer)
     n_concepts = len(module.concept_set.names)
     jobs, seen = [], 0  # (sub-batch, concept)
@@ -132,11 +131,14 @@ def markdown_table(table: dict[str, dict[str, float]], fractions) -> str:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Explain (and optionally compare attribution methods); write the artefacts. Returns their paths and tables."""
-    torch.manual_seed(int(cfg.seed))
+    if not cfg.get("text"):
+        check_split(cfg.split)
+    session = session_from_cfg(cfg)  # seeds torch with cfg.seed
+    session.require_concepts("explain concepts")
+    module = session.module
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    module = load_checkpoint(cfg.ckpt_path)
-    tokenizer, batches = batches_for(cfg, module)
+    tokenizer, batches = batches_for(cfg, session)
     options = OmegaConf.to_container(cfg.attribution, resolve=True)
     es = ExplanationSet(
         [],
@@ -201,7 +203,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")
+@hydra_entry_point("explain")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     result = run(cfg)

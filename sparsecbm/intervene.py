@@ -6,7 +6,7 @@ One text (predict, edit, re-predict)::
 
 A data split (ground-truth intervention curves per policy, ``intervention.json`` + ``intervention_curve.png``)::
 
-    python -m sparsecbm.intervene ckpt_path=... data_root=DIR split=test policy=[random,oracle]
+    python -m sparsecbm.intervene ckpt_path=... data.root=DIR split=test policy=[random,oracle]
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from sparsecbm.checkpoint import load_checkpoint
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.config import check_split, hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.errors import CheckpointError, ConfigError
+from sparsecbm.evaluate import session_from_cfg
 from sparsecbm.interpret.curves import InterventionCurve, collect, intervention_curve
 from sparsecbm.interpret.intervention import (
     InterventionError,
@@ -31,7 +31,6 @@ from sparsecbm.interpret.policies import POLICIES
 from sparsecbm.interpret.strategies import Bottleneck
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "dev", "test")
 
 
 def policy_names(policy: Any) -> list[str]:
@@ -48,25 +47,32 @@ def run(cfg: DictConfig) -> InterventionResult | InterventionCurve:
     from rich.console import Console
 
     out = Path(cfg.paths.output_dir)
-    module = load_checkpoint(cfg.ckpt_path, map_location=cfg.accelerator)
+    if cfg.get("text") is None:
+        check_split(cfg.split)
+    session = session_from_cfg(cfg)
+    module = session.module
     require_concepts(module)
     if cfg.get("text") is not None:
-        result = intervene(module, str(cfg.text), cfg.get("set"), eps=cfg.logit_eps)
-        result.meta["checkpoint"] = str(cfg.ckpt_path)
+        text = str(cfg.text)
+        result = intervene(module, text, cfg.get("set"), eps=cfg.logit_eps, max_length=session.max_length)
+        _, n_cut = session.tokenize([text])
+        result.meta.update({"checkpoint": str(cfg.ckpt_path), "max_length": session.max_length,
+                            "truncated": bool(n_cut)})
+        if n_cut:
+            log.warning("the text is longer than max_length=%d tokens: only its first %d tokens were read "
+                        "(data.max_length=N to change it)", session.max_length, session.max_length)
         result.save(out / "intervention.json")
         Console().print(result.table())
         return result
 
+    if cfg.get("level", "concept") not in ("concept", "mask"):
+        raise ConfigError(f"level='{cfg.level}' is not valid; expected concept or mask")
     if cfg.get("level", "concept") == "mask":
-        return run_mask_level(cfg, module, out)
+        return run_mask_level(cfg, session, out)
     if cfg.get("set") is not None:
         raise InterventionError("set=... edits one text: pass text='...' too (a split uses ground-truth edits)")
     policies = policy_names(cfg.policy)
-    if cfg.split not in SPLITS:
-        raise InterventionError(f"split='{cfg.split}' is not valid; expected one of {list(SPLITS)}")
-    from sparsecbm.evaluate import datamodule_from_cfg
-
-    dm = datamodule_from_cfg(cfg, module)
+    dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
     outputs, truth, labels = collect(module, dm.loader(cfg.split, batch_size=cfg.batch_size))
     curve = intervention_curve(Bottleneck.from_model(module.model, outputs, cfg.logit_eps), truth, labels,
                                module.concept_set.names, policies, seeds=range(int(cfg.random_seeds)))
@@ -81,16 +87,19 @@ def run(cfg: DictConfig) -> InterventionResult | InterventionCurve:
     return curve
 
 
-def run_mask_level(cfg: DictConfig, module, out: Path) -> dict[str, Any]:
+def run_mask_level(cfg: DictConfig, session, out: Path) -> dict[str, Any]:
     """Subnetwork-level interventions over a split: rectification, breakage, accuracy change, latency."""
     from rich.console import Console
     from rich.table import Table
 
-    from sparsecbm.evaluate import datamodule_from_cfg
     from sparsecbm.results import write_json
     from sparsecbm.sparsity.intervention import evaluate_mask_interventions
 
-    dm = datamodule_from_cfg(cfg, module)
+    module = session.module
+    if not hasattr(module.model.backbone, "masked_layers"):
+        raise CheckpointError(f"level=mask edits per-concept subnetworks, but {cfg.ckpt_path} was trained without "
+                              "sparsity=...; use level=concept or a checkpoint of a sparse run")
+    dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
     loader = dm.loader(cfg.split, batch_size=1)
     n, n_hold = int(cfg.mask.examples), int(cfg.mask.holdout)
     batches = [b for _, b in zip(range(n + n_hold), loader)]
@@ -117,7 +126,7 @@ def run_mask_level(cfg: DictConfig, module, out: Path) -> dict[str, Any]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="intervene")
+@hydra_entry_point("intervene")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     run(cfg)

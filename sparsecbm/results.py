@@ -14,16 +14,49 @@ def split_metrics(metrics: Mapping[str, float], stage: str, concept_names: list[
     """``{"test/label/acc": ...}`` -> ``{"label": {"acc", "f1"}, "concept": {...}, "per_concept": {...}}``."""
     get = lambda k: float(metrics[k]) if k in metrics else None  # noqa: E731
     out: dict[str, Any] = {"label": {"acc": get(f"{stage}/label/acc"), "f1": get(f"{stage}/label/f1")}}
+    if f"{stage}/label/f1_papers" in metrics:  # the SparseCBM / C3M papers' "macro F1" (see lit.metrics)
+        out["label"]["f1_papers"] = get(f"{stage}/label/f1_papers")
     if f"{stage}/loss" in metrics:
         out["loss"] = get(f"{stage}/loss")
     if concept_names and f"{stage}/concept/acc" in metrics:
         out["concept"] = {"acc": get(f"{stage}/concept/acc"), "f1": get(f"{stage}/concept/f1")}
+        if f"{stage}/concept/f1_papers" in metrics:
+            out["concept"]["f1_papers"] = get(f"{stage}/concept/f1_papers")
         out["per_concept"] = {
             n: {"acc": get(f"{stage}/concept/{n}/acc"), "f1": get(f"{stage}/concept/{n}/f1")} for n in concept_names
         }
     if concept_names and f"{stage}/tokens_kept/{concept_names[0]}" in metrics:  # token gates
         out["tokens_kept"] = {n: get(f"{stage}/tokens_kept/{n}") for n in concept_names}
     return out
+
+
+def check_optimized_metric(name: str, concept_names: list[str] | None = None) -> str:
+    """Refuse an ``optimized_metric`` a sweep must not use: anything on the test split, or no such metric.
+
+    Valid: ``val/label/<acc|f1|f1_papers>``, ``val/concept/<acc|f1|f1_papers>``, ``val/concept/<name>/<acc|f1>``,
+    ``val/loss``. Checked before training, so a bad sweep fails in seconds rather than after its first job.
+    """
+    from sparsecbm.errors import ConfigError
+
+    name = str(name)
+    stage, *rest = name.split("/")
+    if stage == "test":
+        raise ConfigError(f"optimized_metric='{name}' is a test-split metric: a sweep tuned on it would report "
+                          "an optimistic test score; use the validation split, e.g. optimized_metric=val/label/f1")
+    concepts = list(concept_names or [])
+    ok = stage == "val" and (
+        rest == ["loss"]
+        or (len(rest) == 2 and rest[0] in ("label", "concept") and rest[1] in ("acc", "f1", "f1_papers"))
+        or (len(rest) == 3 and rest[0] == "concept" and rest[2] in ("acc", "f1")
+            and (concept_names is None or rest[1] in concepts))
+    )
+    if not ok:
+        raise ConfigError(
+            f"optimized_metric='{name}' is not a validation metric of this run; expected val/label/acc, "
+            "val/label/f1, val/concept/acc, val/concept/f1, val/loss or val/concept/<name>/<acc|f1>"
+            + (f" with <name> one of {concepts}" if concepts else "")
+        )
+    return name
 
 
 def metric_value(results: Mapping[str, Any], name: str) -> float:
@@ -51,11 +84,11 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
     (see :class:`~sparsecbm.interpret.leakage.ConceptCeiling`);
     ``majority_class``: always predict the most frequent training label.
     """
-    from sklearn.metrics import accuracy_score, f1_score
+    from sparsecbm.lit.metrics import classification_scores
 
     def scores(pred) -> dict[str, float]:
-        return {"test_acc": float(accuracy_score(test_labels, pred)),
-                "test_f1": float(f1_score(test_labels, pred, average="macro", labels=list(range(n_labels))))}
+        s = classification_scores(pred, test_labels, n_labels)
+        return {"test_acc": s["acc"], "test_f1": s["f1"], "test_f1_papers": s["f1_papers"]}
 
     out: dict[str, Any] = {}
     majority = int(np.bincount(train_labels, minlength=n_labels).argmax())
@@ -69,20 +102,30 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
     return out
 
 
-def summary_table(results: Mapping[str, Any], title: str):
-    """A rich table of task and concept metrics per split, with the ceiling / leakage figures.
+#: The summary table's short headers (it fits 80 columns) and what each means (printed as its legend).
+SUMMARY_COLUMNS = {
+    "split": "split",
+    "acc": "task accuracy",
+    "F1": "task macro-F1",
+    "c.acc": "concept accuracy",
+    "c.F1": "concept macro-F1",
+    "hard": "task acc with the predicted concepts as hard values",
+    "allGT": "task acc with every concept set to its true value",
+    "ceil": "task acc of the best head on the true concepts",
+    "leak": "soft - hard task acc in points (what the activations carry beyond the values)",
+}
 
-    ``hard``: task accuracy with the predicted concepts as hard values; ``all GT``: every concept set to
-    its true value; ``ceiling``: the best label head on the true concepts; ``leakage``: soft - hard
-    accuracy in points (what the soft activations carry beyond the concept values).
+
+def summary_table(results: Mapping[str, Any], title: str):
+    """A rich table of task and concept metrics per split, with the ceiling / leakage figures, in %.
+
+    Short headers and a legend (:data:`SUMMARY_COLUMNS`) keep it within 80 terminal columns.
     """
     from rich.table import Table
 
-    table = Table(title=title)
-    cols = ("split", "task acc", "task macro-F1", "concept acc", "concept macro-F1", "acc hard concepts",
-            "acc all GT", "ceiling acc", "leakage (pts)")
-    for col in cols:
-        table.add_column(col, justify="right" if col != "split" else "left")
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="right" if col != "split" else "left", no_wrap=True)
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for split in ("val", "test"):
         r = results.get(split)
@@ -95,8 +138,11 @@ def summary_table(results: Mapping[str, Any], title: str):
         table.add_row(split, fmt(r["label"]["acc"]), fmt(r["label"]["f1"]), fmt(c.get("acc")), fmt(c.get("f1")),
                       fmt((b.get("hard") or {}).get("acc")), fmt(gt.get("acc")),
                       fmt((b.get("ceiling") or {}).get("acc")), "-" if leak is None else f"{100 * leak:+.1f}")
+    legend = "; ".join(f"{k}: {v}" for k, v in SUMMARY_COLUMNS.items() if k != "split")
+    lines = [legend]
     residual = ((results.get("test") or {}).get("bottleneck") or {}).get("residual")
     if residual:
-        table.caption = (f"hybrid bottleneck: residual share of the decision {100 * residual['share']:.0f}%, "
-                         f"test acc with the residual at its mean {fmt(residual['without']['acc'])}")
+        lines.append(f"hybrid bottleneck: residual share of the decision {100 * residual['share']:.0f}%, "
+                     f"test acc with the residual at its mean {fmt(residual['without']['acc'])}")
+    table.caption = "\n".join(lines)
     return table

@@ -7,16 +7,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.callbacks import AtomicCheckpointIO, Throughput
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
-from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
-from sparsecbm.results import metric_value, reference_baselines, split_metrics, summary_table, write_json
+# torch and Lightning are imported where they are used, after the config and the data source are checked:
+# a user error (a bad option, data that cannot be found) is answered in about a second
+from sparsecbm.config import hydra_entry_point, quiet_libraries, register_resolvers, resolve_device
+from sparsecbm.data.loading import preflight
+from sparsecbm.errors import CheckpointError
+from sparsecbm.results import (
+    check_optimized_metric,
+    metric_value,
+    reference_baselines,
+    split_metrics,
+    summary_table,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +34,10 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         hint = " (ckpt_path=last looks in the run folder: pass hydra.run.dir=<the interrupted run>)" if ckpt_path == "last" else ""
-        raise FileNotFoundError(f"cannot resume: checkpoint {path} does not exist{hint}")
+        raise CheckpointError(f"cannot resume: checkpoint {path} does not exist{hint}")
+    from sparsecbm.checkpoint import read_checkpoint
+
+    read_checkpoint(path)  # a truncated file or another format version: a clear message, not Lightning's
     return str(path)
 
 
@@ -55,6 +64,11 @@ def count_params(module) -> dict[str, int]:
 
 def build(cfg: DictConfig):
     """Instantiate datamodule (set up), LightningModule, callbacks, loggers and trainer from a config."""
+    import lightning as L
+
+    from sparsecbm.callbacks import AtomicCheckpointIO
+    from sparsecbm.checkpoint import read_checkpoint
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -65,7 +79,7 @@ def build(cfg: DictConfig):
     module = instantiate(cfg.model)(backbone=backbone, concepts=datamodule.concept_set)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("init_from"):  # start from a trained model's weights; new modules (e.g. token gates) stay fresh
-        state = torch.load(cfg.init_from, map_location="cpu", weights_only=False)["state_dict"]
+        state = read_checkpoint(cfg.init_from)["state_dict"]
         missing, unexpected = module.load_state_dict(state, strict=False)
         log.info("init_from %s: new parameters %s, ignored %s", cfg.init_from, missing, unexpected)
     # a group entry set to null (callbacks.progress_bar=null) is switched off
@@ -97,8 +111,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, then validate and test the best checkpoint; write ``results.json``. Returns (results, objects)."""
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    datamodule, module, trainer = build(cfg)
+    metric = check_optimized_metric(cfg.get("optimized_metric") or "val/label/f1")
+    preflight(cfg.data)  # no data source (offline hub, missing folder): fail before loading any model
+    from sparsecbm.callbacks import Throughput
+    from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
+
+    resolve_device(cfg.get("accelerator", "auto"))  # accelerator=gpu without CUDA: a message, not Lightning's
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
+    datamodule, module, trainer = build(cfg)
+    if module.model.has_concepts:
+        check_optimized_metric(metric, datamodule.concept_set.names)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     ckpt_cb = trainer.checkpoint_callback
@@ -111,7 +133,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         results["test"] = split_metrics(test, "test", names)
         # interventions, the concept set's ceiling and leakage (best checkpoint, loaded by trainer.test)
         ceiling = ConceptCeiling.from_datamodule(datamodule)
-        results["test"].update(bottleneck_report(module, datamodule.loader("test"), ceiling))
+        results["test"].update(bottleneck_report(module, datamodule.loader("test"), ceiling,
+                                                 train_loader=datamodule.loader("train")))
 
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     raw = datamodule.raw
@@ -165,7 +188,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra_entry_point("train")
 def main(cfg: DictConfig) -> float:
     quiet_libraries()
     results, _ = train(cfg)

@@ -79,3 +79,16 @@ def serve_ckpts(tmp_path_factory):
         train(compose_cfg(run, ["experiment=smoke", *TINY_BERT, *extra]))
         out[name] = run / "checkpoints" / "best.ckpt"
     return out
+
+
+class KillAt(L.Callback):
+    """Kills its own process with SIGKILL (no clean-up, no exception handlers) at ``batch`` of ``epoch``."""
+
+    def __init__(self, epoch: int = 1, batch: int = 1):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

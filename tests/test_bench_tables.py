@@ -13,7 +13,8 @@ from sparsecbm.tables import load_runs, table
 
 def test_bench_quick(cfg_factory, tmp_path):
     cfg = cfg_factory([
-        "backbone=tiny_bert", f"data.root={TINY_DATA}", f"k_data.root={TINY_DATA}", "data.max_length=32",
+        # k_data.root follows data.root unless it is given
+        "backbone=tiny_bert", f"data.root={TINY_DATA}", "data.max_length=32",
         "steps.warmup=1", "steps.timed=2", "steps.scaling=1", "inference_reps=2", "k_scaling=[1,10]",
         "length_scaling=[16]", "configs.reference_style.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
         "isolate=false",
@@ -177,3 +178,16 @@ def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
     assert seen["hybrid"] == ("joint", "probs", 8, "balanced", 0.25, None, 5, "linear", "none", "none")
     for row in ("strict", "soft_logits", "cem", "hybrid"):
         assert seen[f"{row}_sparse"] == seen[row][:5] + (sparse, 3) + seen[row][7:]
+
+
+def test_papers_macro_f1_gets_its_own_labelled_table(tmp_path):
+    for i, (seed, f1p) in enumerate([(1, 0.80), (2, 0.84)]):
+        fake_run(tmp_path / f"r{i}", "joint", seed, 0.6)
+        path = tmp_path / f"r{i}" / "results.json"
+        r = json.loads(path.read_text())
+        r["test"]["label"]["f1_papers"], r["test"]["concept"]["f1_papers"] = f1p, 0.9
+        path.write_text(json.dumps(r))
+    md = table(load_runs([str(tmp_path)]))
+    assert "test task macro-F1 (papers' def.)" in md and "| joint CBM (logits) | 2 | 5 | 82.0 ± 2.8 | 90.0 ± 0.0 |" in md
+    fake_run(tmp_path / "old", "standard", 1, 0.5)  # runs without the figure get no row there
+    assert "| standard | 1 | 5 | -" not in table(load_runs([str(tmp_path)])).split("papers' def.")[-1]

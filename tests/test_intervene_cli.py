@@ -59,7 +59,6 @@ def test_cli_split_curve(smoke_ckpt, tmp_path):
         (["text=hi", "set={food: Great}"], "unknown value 'Great' for concept 'food'"),
         (["text=hi", "set='{food: Positive'"], "is not valid YAML"),
         (["policy=best"], "unknown intervention policy ['best']; valid policies"),
-        (["split=validation"], "split='validation' is not valid"),
         (["set={food: Positive}"], "set=... edits one text"),
     ],
 )

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from conftest import ROOT, TINY_BERT, TINY_DATA, compose_cfg
 
+from sparsecbm.errors import ConfigError
 from sparsecbm.intervention import intervene
 from sparsecbm.serve.cli import ServeError, bind, build, host_warning, url
 
@@ -68,7 +69,9 @@ def test_cli_user_error_exits_2_with_one_line(tmp_path):
     r = subprocess.run(serve_cmd(tmp_path, f"ckpt_path={tmp_path}/missing.ckpt"), cwd=ROOT, env=ENV,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path}/missing.ckpt"
+    lines = r.stderr.strip().splitlines()
+    assert lines[-2].startswith(f"error: checkpoint not found: {tmp_path}/missing.ckpt; expected ckpt_path=")
+    assert lines[-1] == "(for the full traceback add debug=true or set HYDRA_FULL_ERROR=1)"
     assert "Traceback" not in r.stderr
 
 
@@ -76,7 +79,7 @@ def test_build_errors(serve_ckpts, tmp_path):
     ckpt = serve_ckpts["dense"]
     with pytest.raises(ServeError, match=r"data.root=/nowhere: .*/nowhere"):
         build(compose_cfg(tmp_path, [f"ckpt_path={ckpt}", "data.root=/nowhere"], "serve"))
-    with pytest.raises(ServeError, match="split='validation' is not valid"):
+    with pytest.raises(ConfigError, match="split='validation' is not valid"):
         build(compose_cfg(tmp_path, [f"ckpt_path={ckpt}", "split=validation"], "serve"))
     with pytest.raises(ServeError, match="ckpt_path=... is required"):
         build(compose_cfg(tmp_path, [], "serve"))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import TINY_BERT
 
+from sparsecbm.errors import CheckpointError
 from sparsecbm.evaluate import evaluate
 from sparsecbm.train import train
 
@@ -108,7 +109,7 @@ def test_resume_after_crash_matches_uninterrupted(cfg_factory, tmp_path):
 
 
 def test_resume_missing_checkpoint_is_an_error(cfg_factory, tmp_path):
-    with pytest.raises(FileNotFoundError, match="cannot resume: checkpoint .*last.ckpt does not exist"):
+    with pytest.raises(CheckpointError, match="cannot resume: checkpoint .*last.ckpt does not exist"):
         train(cfg_factory(["experiment=smoke", "ckpt_path=last", *TINY_BERT]))
 
 
@@ -176,9 +177,10 @@ def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overri
         "leakage",
         "above_ceiling",
     } <= set(b)
-    assert b["soft"] == pytest.approx(
-        saved["test"]["label"], abs=1e-6
-    )  # the report re-derives the test metrics
+    label = saved["test"]["label"]
+    assert b["soft"] == pytest.approx({"acc": label["acc"], "f1": label["f1"]}, abs=1e-6)  # re-derived
+    assert 0 <= label["f1_papers"] <= 1
+    assert b.get("prototypes_from") == ("train" if "hard_value_only" in b else None)
     assert b["leakage"]["acc"] == pytest.approx(b["soft"]["acc"] - b["hard"]["acc"])
     assert b["ceiling"]["acc"] == pytest.approx(saved["reference"]["true_concept_logreg"]["test_acc"])
     assert saved["test"]["intervention"]["all_ground_truth"] == b["all_ground_truth"]

@@ -125,6 +125,9 @@ class CBMDataModule(L.LightningDataModule):
         max_length: Truncation length in tokens.
         limit: Optional ``{train, dev, test}`` row caps (first N valid rows), for smoke runs.
         cache_dir: Where tokenized splits are cached (keyed by data content, tokenizer and max_length).
+        encoding: Text encoding of local files (a UTF-8 byte order mark is always accepted).
+        delimiter: CSV field separator (default ``,``; ``\\t`` for ``.tsv``).
+        missing_concept: ``error`` (an empty or absent concept cell stops the run) or ``unknown``.
     """
 
     def __init__(
@@ -148,6 +151,9 @@ class CBMDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 0,
         name: str = "data",
+        encoding: str | None = "utf-8",
+        delimiter: str | None = None,
+        missing_concept: str = "error",
     ):
         super().__init__()
         self.concept_set = ConceptSet.from_config(concepts, label, concept_values, concept_aliases)
@@ -158,6 +164,7 @@ class CBMDataModule(L.LightningDataModule):
         self.limit = dict(limit or {})
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.seed, self.name = seed, name
+        self.encoding, self.delimiter, self.missing_concept = encoding, delimiter, missing_concept
         self.splits: dict[str, TokenizedSplit] = {}
         self.raw: dict[str, EncodedSplit] = {}
         self.tokenizer = None
@@ -182,6 +189,9 @@ class CBMDataModule(L.LightningDataModule):
             hub=self.hub,
             default_root=self.default_root,
             num_concepts=self.num_concepts,
+            encoding=self.encoding,
+            delimiter=self.delimiter,
+            missing_concept=self.missing_concept,
         )
         for split in SPLITS:
             enc = self.raw[split]
@@ -192,10 +202,19 @@ class CBMDataModule(L.LightningDataModule):
             if enc.skipped:
                 log.info("data: %s: skipped %d rows with labels %s", enc.source, enc.skipped, list(self.concept_set.label.skip))
             self.splits[split] = TokenizedSplit(self._tokenize_cached(enc))
+            n_cut = self.truncated(split)
+            if n_cut:
+                log.warning("data: %s: %d of %d texts are longer than data.max_length=%d tokens and were truncated "
+                            "to it (results.json: data.truncated); raise data.max_length to read them whole",
+                            enc.source, n_cut, len(enc), self.max_length)
+
+    def truncated(self, split: str) -> int:
+        """How many texts of ``split`` were cut to ``max_length`` tokens."""
+        return sum(n > self.max_length for n in self.splits[split].data["n_tokens"])
 
     def _cache_key(self, enc: EncodedSplit) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps([self.tokenizer_name, self.max_length, enc.source]).encode())
+        h.update(json.dumps([self.tokenizer_name, self.max_length, enc.source, "n_tokens"]).encode())
         h.update(json.dumps([enc.texts, enc.labels, enc.concepts]).encode())
         return h.hexdigest()[:24]
 
@@ -206,6 +225,9 @@ class CBMDataModule(L.LightningDataModule):
         ids = self.tokenizer(enc.texts, truncation=True, max_length=self.max_length)["input_ids"]
         out = {
             "input_ids": ids,
+            # untruncated lengths (capped one past max_length: enough to count what was cut)
+            "n_tokens": [len(x) for x in self.tokenizer(enc.texts, truncation=True,
+                                                        max_length=self.max_length + 1)["input_ids"]],
             "label": enc.labels,
             "concepts": enc.concepts,
             "index": list(range(len(enc.texts))),
@@ -260,5 +282,7 @@ class CBMDataModule(L.LightningDataModule):
             "sizes": {s: len(self.raw[s]) for s in self.raw},
             "skipped": {s: self.raw[s].skipped for s in self.raw},
             "max_length": self.max_length,
+            # texts longer than max_length tokens, cut to it (a warning is logged too)
+            "truncated": {s: self.truncated(s) for s in self.splits},
             "concepts": self.concept_set.names,
         }

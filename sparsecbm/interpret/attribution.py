@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sparsecbm.errors import ConfigError
 from sparsecbm.models.cbm import ConceptBottleneckModel
 
 CAPTUM_METHODS = ("lig", "saliency", "ablation", "lime", "kernelshap", "shapley")
@@ -168,7 +169,7 @@ class Gates(TokenAttribution):
 
     def _scores(self, model, ids, mask, concept, target):
         if pooler_method(model) != self.name:
-            raise ValueError(f"method={self.name} needs a model trained with cbm.tokens={self.name}; "
+            raise ConfigError(f"method={self.name} needs a model trained with cbm.tokens={self.name}; "
                              f"this one has cbm.tokens={pooler_method(model) or 'none'}")
         with torch.no_grad():
             extras = model.concept_outputs(ids, mask).pooler
@@ -263,7 +264,7 @@ def get_method(name: str, tokens: Tokens, module=None, **options) -> TokenAttrib
         gates = module is not None and pooler_method(_model(module)) == "gates"
         name = "gates" if gates else "lig"
     if name not in _CLASSES:
-        raise ValueError(f"unknown attribution method '{name}'; expected one of {METHODS}")
+        raise ConfigError(f"unknown attribution method '{name}'; expected one of {METHODS}")
     return _CLASSES[name](tokens, **options)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from sparsecbm.interpret.policies import POLICIES, budget_masks, get_policy
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
@@ -135,10 +134,11 @@ def collect(module, loader) -> tuple[ConceptOutputs, torch.Tensor, torch.Tensor]
 
 
 def task_metrics(label_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(accuracy, macro-F1) — the same definitions as training's torchmetrics."""
-    preds, n = label_probs.argmax(-1), label_probs.shape[-1]
-    return (float(multiclass_accuracy(preds, labels, n, average="micro")),
-            float(multiclass_f1_score(preds, labels, n, average="macro")))
+    """(accuracy, macro-F1): :func:`~sparsecbm.lit.metrics.classification_scores`, training's definitions."""
+    from sparsecbm.lit.metrics import classification_scores
+
+    scores = classification_scores(label_probs.argmax(-1), labels, label_probs.shape[-1])
+    return scores["acc"], scores["f1"]
 
 
 def intervention_curve(

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,14 +22,11 @@ from typing import Any
 import torch
 
 from sparsecbm.concepts import ConceptSet
+from sparsecbm.errors import InterventionError
 from sparsecbm.interpret.strategies import LOGIT_EPS, STRATEGIES, Bottleneck
 
 #: Kinds of intervention a result can record; ``mask`` (subnetwork level) will join ``concept``.
 INTERVENTION_TYPES = ("concept",)
-
-
-class InterventionError(ValueError):
-    """An intervention request names something the model does not have, or is malformed."""
 
 
 @dataclass
@@ -154,17 +152,22 @@ def _edit(name: str, value: Any, concepts: ConceptSet) -> Edit:
         unknown = [v for v in value if str(v) not in spec.values]
         if unknown:
             raise InterventionError(f"unknown value(s) {unknown} for concept '{name}'; {valid}")
-        value = [float(value.get(v, 0.0)) for v in spec.values]
+        value = [value.get(v, 0.0) for v in spec.values]
     if isinstance(value, Sequence) and not isinstance(value, str):
-        try:
-            probs = [float(p) for p in value]
-        except (TypeError, ValueError) as e:
-            raise InterventionError(f"'{name}': probabilities must be numbers, got {list(value)}") from e
-        if len(probs) != spec.cardinality or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-3:
-            raise InterventionError(
-                f"'{name}': a soft intervention needs {spec.cardinality} non-negative probabilities summing "
-                f"to 1 (order {list(spec.values)}), got {probs}"
-            )
+        order = f"(order {list(spec.values)})"
+        if not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in value):
+            raise InterventionError(f"'{name}': probabilities must be numbers {order}, got {list(value)}")
+        probs = [float(p) for p in value]
+        if len(probs) != spec.cardinality:
+            raise InterventionError(f"'{name}': a soft intervention needs {spec.cardinality} probabilities {order}, "
+                                    f"got {len(probs)}: {probs}")
+        if not all(math.isfinite(p) for p in probs):
+            raise InterventionError(f"'{name}': probabilities must be finite numbers {order}, got {probs}")
+        if min(probs) < 0:
+            raise InterventionError(f"'{name}': probabilities must be non-negative {order}, got {probs}")
+        if abs(sum(probs) - 1.0) > 1e-3:
+            raise InterventionError(f"'{name}': probabilities must sum to 1 {order}, got {probs} "
+                                    f"(sum {sum(probs):.4g})")
         return Edit(name, "soft", probs=[p / sum(probs) for p in probs])
     try:
         index = spec.index(value)

@@ -24,7 +24,7 @@ split:
 Concept embeddings (``activation=embedding``) are context-dependent: the embedding of the chosen value
 still comes from the review, so ``hard`` can carry more than the value. For these models the report
 adds ``hard_value_only`` / ``all_ground_truth_value_only`` (every concept written as its value's
-*prototype*, its mean embedding over the split's examples predicted to have that value, the same for
+*prototype*, its mean embedding over the *training* examples predicted to have that value, the same for
 every review) and
 ``leakage_value_only = soft - hard_value_only``, the information the embeddings carry beyond the
 concept values.
@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
 
@@ -45,12 +44,11 @@ from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_t
 def metrics(
     preds: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, n_labels: int
 ) -> dict[str, float]:
-    """``{"acc", "f1"}`` (micro accuracy, macro-F1): the definitions training's torchmetrics use."""
-    preds, labels = torch.as_tensor(np.asarray(preds)), torch.as_tensor(np.asarray(labels))
-    return {
-        "acc": float(multiclass_accuracy(preds, labels, n_labels, average="micro")),
-        "f1": float(multiclass_f1_score(preds, labels, n_labels, average="macro")),
-    }
+    """``{"acc", "f1"}`` (micro accuracy, macro-F1) of :func:`~sparsecbm.lit.metrics.classification_scores`."""
+    from sparsecbm.lit.metrics import classification_scores
+
+    scores = classification_scores(preds, labels, n_labels)
+    return {"acc": scores["acc"], "f1": scores["f1"]}
 
 
 class ConceptCeiling:
@@ -138,19 +136,28 @@ def _label_predictions(module, loader) -> tuple[torch.Tensor, torch.Tensor, torc
     return torch.cat(preds), torch.cat(truth), torch.cat(labels)
 
 
-def value_prototypes(embeddings: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-    """``[N, C, m]`` per-example value embeddings -> ``[N, C, m]`` with every example holding each value's
-    prototype: its mean embedding over the examples predicted to have that value (over all examples when
-    none is). A context-free stand-in for the value, the same for every review."""
+def prototype_table(embeddings: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """``[N, C, m]`` per-example value embeddings and ``[N]`` predicted values -> ``[C, m]``: each value's
+    mean embedding over the examples predicted to have it (over all examples when none is)."""
     protos = []
     for v in range(embeddings.shape[1]):
         chosen = predicted == v
         rows = embeddings[chosen, v] if bool(chosen.any()) else embeddings[:, v]
         protos.append(rows.mean(0))
-    return torch.stack(protos).unsqueeze(0).expand_as(embeddings)
+    return torch.stack(protos)
 
 
-def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGIT_EPS) -> dict[str, Any]:
+def value_prototypes(embeddings: torch.Tensor, predicted: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    """``[N, C, m]`` per-example value embeddings -> ``[N, C, m]`` with every example holding each value's
+    prototype, a context-free stand-in for the value, the same for every review: ``table`` (``[C, m]``,
+    e.g. from the training split, :func:`prototype_table`) or, without it, computed from these examples."""
+    if table is None:
+        table = prototype_table(embeddings, predicted)
+    return table.unsqueeze(0).expand_as(embeddings)
+
+
+def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGIT_EPS,
+                      train_loader=None) -> dict[str, Any]:
     """The ``intervention`` (concept models) and ``bottleneck`` blocks of ``results.json`` for a split.
 
     The backbone runs once; every variant only re-runs the label head.
@@ -160,6 +167,8 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
         loader: The split's dataloader (with true concepts and labels).
         ceiling: Heads fitted on the training split's true concepts (:meth:`ConceptCeiling.from_datamodule`).
         eps: See :func:`~sparsecbm.interpret.strategies.target_activation`.
+        train_loader: The training split; concept-embedding models take their value prototypes from it
+            (without it, from the evaluated split itself, which lets that split's reviews shape them).
     """
     from sparsecbm.interpret.curves import collect
 
@@ -203,7 +212,12 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
     }
     if b.embeddings is not None:
         # context-free: each value's prototype, the same for every example
-        protos = [value_prototypes(e, predicted[:, k]) for k, e in enumerate(b.embeddings)]
+        tables = [None] * len(b.embeddings)
+        if train_loader is not None:
+            tb = Bottleneck.from_model(module.model, collect(module, train_loader)[0], eps)
+            tables = [prototype_table(e, lg.argmax(-1)) for e, lg in zip(tb.embeddings, tb.concept_logits)]
+        report["prototypes_from"] = "train" if train_loader is not None else "evaluated split"
+        protos = [value_prototypes(e, predicted[:, k], tables[k]) for k, e in enumerate(b.embeddings)]
         value_only = Bottleneck(b.concept_logits, b.label_head, b.activation, b.eps, b.device, protos, b.residual)
 
         def run_value_only(targets) -> dict[str, float]:

@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.config import hydra_entry_point, quiet_libraries, register_resolvers
 
 TARGETS = {"edit_server_ms": 50.0, "new_text_over_forward": 1.5}
 
@@ -150,13 +149,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
+@hydra_entry_point("serve")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    from sparsecbm.serve.cli import user_errors
-
-    with user_errors():
-        run(cfg)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -6,20 +6,23 @@ A user error (missing or unreadable checkpoint, bad data root, port in use) prin
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import sys
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from sparsecbm.checkpoint import CheckpointError, InferenceSession
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
-from sparsecbm.data.loading import DataError
-from sparsecbm.interpret.intervention import InterventionError
+from sparsecbm.checkpoint import InferenceSession
+from sparsecbm.config import (
+    check_split,
+    hydra_entry_point,
+    quiet_libraries,
+    register_resolvers,
+    resolve_device,
+)
+from sparsecbm.errors import ConfigError, DataError
 from sparsecbm.serve.explorer import Explorer, Limits
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SPLITS = ("train", "dev", "test")
 
 
-class ServeError(ValueError):
+class ServeError(ConfigError):
     """A user error at start-up (exit code 2)."""
 
 
@@ -49,14 +52,15 @@ def build(cfg: DictConfig) -> tuple[Explorer, Explorer | None]:
     except MissingMandatoryValue:
         raise ServeError("ckpt_path=... is required: the checkpoint to explore, e.g. "
                          "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt") from None
-    if cfg.split not in SPLITS:
-        raise ServeError(f"split='{cfg.split}' is not valid; expected one of {list(SPLITS)}")
+    check_split(cfg.split)
     limits = Limits(**OmegaConf.to_container(cfg.limits, resolve=True))
-    session = InferenceSession.load(ckpt_path, map_location=cfg.accelerator)
+    device = resolve_device(cfg.accelerator)
+    session = InferenceSession.load(ckpt_path, map_location=device)
     data_cfg, root, explicit = _data_cfg(cfg, session)
+    session.data_cfg = data_cfg if data_cfg is not None else ({"root": root} if root else None)
     dm = None
     try:
-        dm = session.datamodule(data_cfg, root, cfg.paths.cache_dir + "/tokenized")
+        dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
     except (DataError, ValueError, OSError) as e:
         if explicit:
             raise ServeError(f"data{'.root=' + str(root) if root else ''}: {e}") from None
@@ -67,7 +71,7 @@ def build(cfg: DictConfig) -> tuple[Explorer, Explorer | None]:
     explorer = Explorer(session, dm, **options)
     compare = None
     if cfg.get("compare_ckpt_path"):
-        other = InferenceSession.load(cfg.compare_ckpt_path, map_location=cfg.accelerator)
+        other = InferenceSession.load(cfg.compare_ckpt_path, map_location=device)
         compare = Explorer(other, None, **options)
     return explorer, compare
 
@@ -121,21 +125,10 @@ def run(cfg: DictConfig) -> None:
     server.run(sockets=[sock])
 
 
-@contextlib.contextmanager
-def user_errors():
-    """A user error (bad checkpoint, data, port, request) ends the process with one line and exit code 2."""
-    try:
-        yield
-    except (ServeError, CheckpointError, DataError, InterventionError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
-
-
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
+@hydra_entry_point("serve")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    with user_errors():
-        run(cfg)
+    run(cfg)
