@@ -178,15 +178,24 @@ def test_schedule_values():
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_magnitude_pruning(scope):
+    """Magnitude keeps the largest |w| (per layer, or over all layers) and, being concept-independent,
+    gives every concept the same mask: the labelled shared-mask baseline."""
     sb = sparse(schedule={"scope": scope})
-    Pruner(sb).prune(0.75)
+    pruner = Pruner(sb)
+    assert not pruner.scorer.concept_specific
+    pruner.prune(0.75)
     layers = sb.masked_layers()
+    kept_min, pruned_max = [], []
     for layer in layers.values():
         m = layer.mask_weights[0]
-        assert torch.equal(m, layer.mask_weights[2])  # magnitude is concept-independent
+        assert torch.equal(m, layer.mask_weights[2])  # one ranking for all concepts
         if scope == "layer":
             assert m.float().mean().item() == pytest.approx(0.25, abs=1 / m.numel())
             assert layer.weight.abs()[m].min() >= layer.weight.abs()[~m].max()
+        kept_min.append(layer.weight.abs()[m].min())
+        pruned_max.append(layer.weight.abs()[~m].max())
+    if scope == "global":  # one threshold over every masked layer
+        assert min(kept_min) >= max(pruned_max)
     overall = sb.sparsity()
     assert all(v == pytest.approx(0.75, abs=1e-3) for v in overall.values())
     assert float(sb.mask_level) == 0.75
@@ -260,8 +269,17 @@ def test_bad_settings():
         sparse(impl="fast")
     with pytest.raises(ValueError, match="matched no Linear layer"):
         sparse(target_modules=["nonexistent"])
-    with pytest.raises(ValueError, match="movement needs granularity=unstructured"):
-        Pruner(sparse(granularity="neuron", scorer={"name": "movement"}))
+    with pytest.raises(ValueError, match=r"scorer taylor needs granularity in \('neuron', 'head', 'structured'\), "
+                                         r"not unstructured \(for unstructured use one of \['magnitude', 'movement', 'obert'\]"):
+        Pruner(sparse(scorer={"name": "taylor"}))
+    with pytest.raises(ValueError, match="scorer taylor needs concept_losses"):
+        Pruner(sparse(granularity="neuron", scorer={"name": "taylor"})).prune(0.5, lambda: [])
+    with pytest.raises(ValueError, match="scorer.name='l0' is not valid"):
+        sparse(scorer={"name": "l0"})
+    with pytest.raises(ValueError, match=r"schedule: unknown setting\(s\) \['ends'\]"):
+        sparse(schedule={"ends": 0.5})
+    with pytest.raises(ValueError, match="schedule.scope='local' is not valid"):
+        sparse(schedule={"scope": "local"})
 
 
 @pytest.mark.parametrize("granularity", ["unstructured", "structured"])
