@@ -29,15 +29,16 @@ def _keep_topk(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
 
 
 def _keep_by_weight(scores: torch.Tensor, cost: torch.Tensor, budget: float) -> torch.Tensor:
-    """Per row of ``scores [K, n]``: entries by score per weight, best first, kept while they fit in
-    ``budget`` weights (an entry is kept if at least half of it fits; smaller ones then fill the rest)."""
+    """Per row of ``scores [K, n]``: entries by score per weight, best first, each kept if it still fits in
+    ``budget`` weights (one that does not is skipped and smaller ones fill the rest), so the kept weights
+    fall short of the budget by less than the smallest entry left out."""
     keep = torch.zeros_like(scores, dtype=torch.bool)
     order = (scores / cost).argsort(dim=1, descending=True, stable=True)
     c = cost.tolist()
     for k in range(scores.shape[0]):
         left = budget
         for i in order[k].tolist():
-            if c[i] <= left + c[i] / 2:
+            if c[i] <= left:
                 keep[k, i] = True
                 left -= c[i]
     return keep

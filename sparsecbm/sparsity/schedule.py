@@ -81,6 +81,10 @@ class Schedule:
     def window(self, total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
         """(first, last) optimizer step of the window, clamped to the steps training runs (0 .. total - 1)."""
         start, end = schedule_steps(self.to_dict(), total_steps, steps_per_epoch)
+        if end > total_steps:
+            raise ValueError(f"sparsity.schedule: the window ends at step {end} ({self.end} {self.unit}), after the "
+                             f"{total_steps} steps training runs, so the final sparsity {self.final_sparsity} would "
+                             "never be reached; lower sparsity.schedule.end or train longer")
         last = max(int(total_steps) - 1, 0)
         return min(start, last), min(end, last)
 
