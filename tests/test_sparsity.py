@@ -308,7 +308,9 @@ def test_schedule_reaches_final_sparsity_exactly_at_end():
     targets = {s: sched.target(s, window) for s in range(30)}
     assert targets[29] == pytest.approx(0.7) and max(t for t in targets.values() if t is not None) == pytest.approx(0.7)
     assert [s for s, t in targets.items() if t is not None] == [0, 7, 14, 21, 28, 29]
-    assert Schedule(end=0.5).window(30, 10) == (0, 15) and Schedule(start=2, end=5, unit="epoch").window(30, 10) == (20, 29)
+    assert Schedule(end=0.5).window(30, 10) == (0, 15) and Schedule(start=2, end=3, unit="epoch").window(30, 10) == (20, 29)
+    with pytest.raises(ValueError, match="window ends at step 50 .* would never be reached"):
+        Schedule(start=2, end=5, unit="epoch").window(30, 10)
     with pytest.raises(ValueError, match=r"final_sparsity=1.0 is not valid; expected a value in \[0, 1\)"):
         Schedule(final_sparsity=1.0)
 

@@ -138,7 +138,10 @@ class Scorer:
     supports_fsdp = True
     granularities: tuple[str, ...] = ("unstructured", "neuron", "head", "structured")
 
-    def __init__(self, batches: int = 4):
+    def __init__(self, batches: int = 4, name: str | None = None):
+        if name is not None and name != self.name:  # configs carry the name for tables; it must match the class
+            raise ValueError(f"sparsity.scorer.name={name} does not match its _target_ ({type(self).__name__}, "
+                             f"name {self.name})")
         self.batches = int(batches)
 
     def config(self) -> dict[str, Any]:
@@ -235,8 +238,8 @@ class OBertScorer(Scorer):
     needs_batches = True
     supports_fsdp = False
 
-    def __init__(self, batches: int = 4, block: int = 32, damp: float = 0.01):
-        super().__init__(batches)
+    def __init__(self, batches: int = 4, block: int = 32, damp: float = 0.01, name: str | None = None):
+        super().__init__(batches, name)
         self.block, self.damp = int(block), float(damp)
 
     def _params(self):
@@ -351,7 +354,7 @@ def make_scorer(spec: Scorer | Mapping[str, Any] | None) -> Scorer:
         return spec
     spec = dict(spec or {"name": "magnitude"})
     target = spec.pop("_target_", None)
-    name = spec.pop("name", None)
+    name = spec.get("name") if target is not None else spec.pop("name", None)
     if target is not None:
         from hydra.utils import get_class
 
