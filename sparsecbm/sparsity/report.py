@@ -94,7 +94,7 @@ def subnetwork_stats(sb: SubnetworkBackbone, concept_names: list[str]) -> dict[s
         "scorer": sb.settings["scorer"].get("name"),
         # False: one concept-independent ranking (magnitude), so every concept has the same subnetwork
         "concept_specific": bool(make_scorer(sb.settings["scorer"]).concept_specific) and not sb.shared,
-        "target_sparsity": float(sb.mask_level),
+        "target_sparsity": round(float(sb.mask_level), 6),  # the selected checkpoint's level (float32 buffer)
         "final_sparsity": sb.final_sparsity,
         "mean_jaccard": mean_jaccard,
         "masked_blocks": blocks,
