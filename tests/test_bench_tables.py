@@ -180,7 +180,7 @@ def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
         seen[row] = (c.cbm.mode, c.cbm.activation, c.cbm.residual_dim, c.cbm.concept_class_weight,
                      c.cbm.train_intervention_prob, sp and (sp.scorer.name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
                      c.trainer.max_epochs, c.cbm.label_head, c.cbm.label_class_weight, c.cbm.tokens)
-    sparse = ("magnitude", 0.7, (-3, -2, -1))
+    sparse = ("taylor", 0.7, (-2, -1))  # the default structured SparseCBM: concept-specific masks
     assert seen["standard"][0] == "standard"
     assert seen["strict"] == ("independent", "hard", 0, "balanced", 0.0, None, 5, "linear", "none", "attention")
     assert seen["soft_logits"] == ("joint", "logits", 0, "balanced", 0.0, None, 5, "linear", "none", "none")

@@ -24,6 +24,7 @@ depend on its own branch only, so the gradient of sum_k L_k w.r.t. concept k's m
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -349,22 +350,32 @@ SCORERS: dict[str, type[Scorer]] = {c.name: c for c in (MagnitudeScorer, Movemen
 
 
 def make_scorer(spec: Scorer | Mapping[str, Any] | None) -> Scorer:
-    """A :class:`Scorer` from an instance, a ``_target_`` mapping or a ``{"name": ...}`` mapping (older configs)."""
+    """A :class:`Scorer` from an instance, a ``_target_`` mapping or a ``{"name": ...}`` mapping.
+
+    A ``name`` that names another scorer than the ``_target_`` wins (``sparsity.scorer.name=obert`` on the
+    command line or in a sweep selects :class:`OBertScorer`); the mapping's other keys are its arguments.
+    """
     if isinstance(spec, Scorer):
         return spec
-    spec = dict(spec or {"name": "magnitude"})
-    target = spec.pop("_target_", None)
-    name = spec.get("name") if target is not None else spec.pop("name", None)
+    from omegaconf import DictConfig, OmegaConf
+
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec or {})
+    spec = spec or {"name": "magnitude"}
+    target, name = spec.pop("_target_", None), spec.pop("name", None)
+    cls = None
     if target is not None:
         from hydra.utils import get_class
 
         cls = get_class(target)
         if not (isinstance(cls, type) and issubclass(cls, Scorer)):
             raise ValueError(f"sparsity.scorer._target_={target} is not a sparsecbm Scorer")
-    else:
+    if name is not None and (cls is None or name != cls.name):
         if name not in SCORERS:
             raise ValueError(f"sparsity.scorer.name='{name}' is not valid; expected one of {tuple(SCORERS)}")
-        cls = SCORERS[name]
+        replaced, cls = cls is not None, SCORERS[name]
+        if replaced:  # drop the settings only the replaced scorer takes
+            accepted = set(inspect.signature(cls.__init__).parameters)
+            spec = {k: v for k, v in spec.items() if k in accepted}
     try:
         return cls(**spec)
     except TypeError as e:
