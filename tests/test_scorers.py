@@ -18,7 +18,14 @@ from sparsecbm.concepts import ConceptSet
 from sparsecbm.models.backbone import Backbone
 from sparsecbm.models.cbm import ConceptBottleneckModel
 from sparsecbm.sparsity import (
-    Pruner, SubnetworkBackbone, TaylorScorer, cross_mask, export_masks, load_masks, materialize, subnetwork_stats,
+    Pruner,
+    SubnetworkBackbone,
+    TaylorScorer,
+    cross_mask,
+    export_masks,
+    load_masks,
+    materialize,
+    subnetwork_stats,
 )
 from sparsecbm.sparsity.pruning import concept_losses_of
 from sparsecbm.sparsity.specificity import CrossMask

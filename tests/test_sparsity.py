@@ -339,7 +339,7 @@ def test_movement_works_with_structured_units():
     ids, mask = batch()
     Pruner(sb).prune(0.5)  # gathered units: the gradients reach the scorer scattered back to full rows
     sb.token_states(ids, mask)[1].sum().backward()  # only concept 1's subnetwork receives a gradient
-    for name, group in sb.unit_groups().items():
+    for group in sb.unit_groups().values():
         assert group.mask_movement[0].abs().sum() == 0 and group.mask_movement[2].abs().sum() == 0
         assert group.mask_movement[1].abs().sum() > 0
         assert torch.all(group.mask_movement[1][~group.mask_units[1]] == 0)  # pruned units saw no gradient

@@ -9,7 +9,13 @@ from sparsecbm.sparsity.pruning import Pruner
 from sparsecbm.sparsity.report import export_masks, load_masks, materialize, subnetwork_stats, write_reports
 from sparsecbm.sparsity.schedule import Schedule, scheduled_sparsity
 from sparsecbm.sparsity.scorers import (
-    FisherScorer, MagnitudeScorer, MovementScorer, OBertScorer, Scorer, TaylorScorer, make_scorer,
+    FisherScorer,
+    MagnitudeScorer,
+    MovementScorer,
+    OBertScorer,
+    Scorer,
+    TaylorScorer,
+    make_scorer,
 )
 from sparsecbm.sparsity.specificity import CrossMask, cross_mask
 

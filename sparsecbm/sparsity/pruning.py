@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from sparsecbm.sparsity.schedule import Schedule, schedule_steps, scheduled_sparsity
-from sparsecbm.sparsity.scorers import Scorer, ScoreContext, make_scorer
+from sparsecbm.sparsity.scorers import ScoreContext, Scorer, make_scorer
 
 if TYPE_CHECKING:
     from sparsecbm.sparsity.backbone import SubnetworkBackbone
 
-__all__ = ["DEFAULT_SCHEDULE", "Pruner", "PruningCallback", "concept_losses_of", "schedule_steps",
-           "scheduled_sparsity"]
+__all__ = ["DEFAULT_SCHEDULE", "Pruner", "concept_losses_of", "schedule_steps", "scheduled_sparsity"]
 
 DEFAULT_SCHEDULE = Schedule().to_dict()
 

@@ -312,7 +312,7 @@ class UnitMaskScorer(Scorer):
                                        "does the forward pass run the masked blocks with gradients?")
                 total = sum(loss * batch["input_ids"].shape[0] for loss in losses)  # per-example sums
                 grads = torch.autograd.grad(total, [m for _, _, m in probes], allow_unused=True)
-                for (gname, k, m), g in zip(probes, grads):
+                for (gname, k, _), g in zip(probes, grads):
                     if g is not None:
                         scores[gname][k] += self.reduce(g.detach().double())
                 seen += 1
