@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoint=str(cfg.ckpt_path),
         label_layer=label_layer_summary(module),
         label_sparsity=module.cbm_cfg.get("label_sparsity", "none"),
-        subnetwork=subnetwork_summary(module.model),
+        subnetwork=subnetwork_summary(module.model, Path(cfg.ckpt_path).parent.parent / "results.json"),
         meta={"attribution": options},
     )
     kept = []

@@ -41,17 +41,27 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
-def subnetwork_outputs(module, output_dir: Path, write: bool = True) -> dict[str, Any]:
-    """Statistics of the (best checkpoint's) subnetworks, plus subnetworks.csv/png and masks.safetensors."""
-    from sparsecbm.sparsity import export_masks, subnetwork_stats, write_reports
+def subnetwork_outputs(module, output_dir: Path, write: bool = True, loader=None) -> dict[str, Any]:
+    """Statistics of the selected checkpoint's subnetworks (an error unless it is at the final sparsity),
+    the cross-mask matrix on ``loader``, plus subnetworks.csv/png, cross_mask.png and masks.safetensors."""
+    from sparsecbm.sparsity import cross_mask, export_masks, subnetwork_stats, write_reports
 
     sb, names = module.model.backbone, module.concept_set.names
+    if not sb.at_final_sparsity():
+        raise RuntimeError(f"sparsity: the selected checkpoint has its masks at sparsity {float(sb.mask_level):.4f}, "
+                           f"not the final {sb.final_sparsity}")
     stats = subnetwork_stats(sb, names)
+    cm = cross_mask(module.model, loader) if loader is not None and not sb.shared and len(names) > 1 else None
+    if cm is not None:
+        stats["cross_mask"], stats["specificity"] = cm.matrix, cm.specificity
+        stats["own_mask_best"] = cm.own_best
     if not write:  # another data-parallel rank: rank 0 writes the (identical) reports
         return stats
     files = write_reports(stats, output_dir)
     stats["files"] = {k: str(v) for k, v in files.items()}
     stats["files"]["masks"] = str(export_masks(sb, names, output_dir / "masks.safetensors"))
+    if cm is not None:
+        stats["files"]["cross_mask"] = str(cm.plot(output_dir / "cross_mask.png"))
     return stats
 
 
@@ -85,9 +95,9 @@ def build(cfg: DictConfig):
     # a group entry set to null (callbacks.progress_bar=null) is switched off
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if sparse:
-        from sparsecbm.sparsity import PruningCallback
+        from sparsecbm.callbacks.pruning import PruningCallback
 
-        callbacks.append(PruningCallback())
+        callbacks.append(PruningCallback(seed=cfg.seed))
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     for lg in trainer.loggers:  # the resolved config, flattened (wandb config, CSV hparams.yaml)
@@ -172,7 +182,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         }
     )
     if hasattr(module.model.backbone, "masked_layers"):
-        results["subnetworks"] = subnetwork_outputs(module, output_dir, write=trainer.is_global_zero)
+        results["subnetworks"] = subnetwork_outputs(module, output_dir, write=trainer.is_global_zero,
+                                                    loader=datamodule.loader("test") if cfg.get("test", True) else None)
     if trainer.is_global_zero:  # data parallel: every rank holds the same results; one writes them
         write_json(output_dir / "results.json", results)
         from rich.console import Console

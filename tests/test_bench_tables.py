@@ -16,7 +16,7 @@ def test_bench_quick(cfg_factory, tmp_path):
         # k_data.root follows data.root unless it is given
         "backbone=tiny_bert", f"data.root={TINY_DATA}", "data.max_length=32",
         "steps.warmup=1", "steps.timed=2", "steps.scaling=1", "inference_reps=2", "k_scaling=[1,10]",
-        "length_scaling=[16]", "configs.reference_style.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
+        "length_scaling=[16]", "configs.reference_style.pad_to=64", "configs.dense_joint_cbm_pad512.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
         "isolate=false",
     ], name="bench")
     result = run(cfg)
@@ -29,6 +29,11 @@ def test_bench_quick(cfg_factory, tmp_path):
     assert masked["mask_bytes"] == 4 * 2 * (3 * 32 * 32 + 32 * 32 + 2 * 32 * 64) + 4  # K x masked weights, bool
     assert saved["configs"]["dense_joint_cbm"]["mask_bytes"] == 0
     assert "inference" not in saved["configs"]["reference_style"]
+    ref, padded_dense = saved["configs"]["reference_style"], saved["configs"]["dense_joint_cbm_pad512"]
+    assert ref["ratio_to_dense_same_padding"] == pytest.approx(
+        ref["train"]["examples_per_s"] / padded_dense["train"]["examples_per_s"])
+    assert ref["published_mask_bytes"] == 4 * 4 * 2 * (3 * 32 * 32 + 32 * 32 + 2 * 32 * 64)  # float32 x K x weights
+    assert "float32, as published" in (tmp_path / "bench.md").read_text()
     iv = saved["configs"]["sparse_default"]["intervention"]
     assert iv["concept_level_s"] > 0 and iv["mask_level_s"] > 0
     assert "mask_level_s" not in saved["configs"]["dense_joint_cbm"]["intervention"]
@@ -46,11 +51,11 @@ def test_bench_isolates_each_configuration_in_its_own_process(cfg_factory, tmp_p
     import os
 
     drop = ["dense_joint_cbm", "naive_default", "sparse_neuron", "sparse_unstructured_top2", "sparse_unstructured_all",
-            "naive_unstructured_all", "reference_style"]
+            "naive_unstructured_all", "reference_style", "sparse_structured_all", "dense_joint_cbm_pad512"]
     cfg = cfg_factory([
         "backbone=tiny_bert", f"data.root={TINY_DATA}", f"k_data.root={TINY_DATA}", "data.max_length=32",
         "steps.warmup=1", "steps.timed=2", "inference_reps=1", "k_scaling=[]", "length_scaling=[]",
-        *[f"~configs.{name}" for name in drop],
+        *[f"~configs.{name}" for name in drop], "targets=[{config: sparse_default, metric: train_ratio, min: 0.8}]",
     ], name="bench")
     result = run(cfg)
     pids = {name: r["pid"] for name, r in result["configs"].items()}
@@ -71,11 +76,17 @@ def test_bench_targets_are_checked_against_measured_values():
     spec = OmegaConf.create([{"config": "sparse", "metric": "train_ratio", "min": 0.5},
                              {"config": "sparse", "metric": "peak_rss_gb", "max": 2.0},
                              {"config": "sparse", "metric": "inference_ratio@1", "max": 2.0},
-                             {"config": "sparse", "metric": "mask_intervention_ms", "max": 100},
-                             {"config": "absent", "metric": "train_ratio", "min": 0.5}])
+                             {"config": "sparse", "metric": "mask_intervention_ms", "max": 100}])
     got = [(t["metric"], round(t["value"], 3), t["met"]) for t in targets(result, spec)]
     assert got == [("train_ratio", 0.4, False), ("peak_rss_gb", 1.5, True), ("inference_ratio@1", 1.5, True),
                    ("mask_intervention_ms", 200.0, False)]
+    # a target whose configuration did not run fails the bench instead of disappearing
+    with pytest.raises(ValueError, match=r"configuration 'absent' \(metric train_ratio\) did not run; "
+                                         r"configs that ran: \['dense', 'sparse'\]"):
+        targets(result, OmegaConf.create([{"config": "absent", "metric": "train_ratio", "min": 0.5}]))
+    k = targets({**result, "k_scaling": {"K=10": {"dense": 10.0, "sparse": 6.0}}},
+                OmegaConf.create([{"config": "sparse", "metric": "k_train_ratio@10", "min": 0.5}]))
+    assert k[0]["value"] == pytest.approx(0.6) and k[0]["met"] is True
     with pytest.raises(ValueError, match="unknown metric 'speed'"):
         targets(result, OmegaConf.create([{"config": "sparse", "metric": "speed", "min": 1}]))
 
@@ -150,7 +161,7 @@ def test_cebab_table_experiment_sweeps_every_row(cfg_factory):
                      sp and sp.masked_layers)
     assert seen["standard"] == ("standard", None, None, None, None)
     assert seen["joint"] == ("joint", None, None, None, None)
-    assert seen["neuron_0.9"] == ("joint", "neuron", "magnitude", 0.9, None)
+    assert seen["neuron_0.9"] == ("joint", "neuron", "taylor", 0.9, None)  # concept-specific by default
     assert seen["obert_0.5"] == ("joint", "unstructured", "obert", 0.5, [-3, -2, -1])
     assert seen["magnitude_0.7"] == ("joint", "unstructured", "magnitude", 0.7, [-3, -2, -1])
 
@@ -170,7 +181,7 @@ def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
         seen[row] = (c.cbm.mode, c.cbm.activation, c.cbm.residual_dim, c.cbm.concept_class_weight,
                      c.cbm.train_intervention_prob, sp and (sp.scorer.name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
                      c.trainer.max_epochs, c.cbm.label_head, c.cbm.label_class_weight, c.cbm.tokens)
-    sparse = ("magnitude", 0.7, (-3, -2, -1))
+    sparse = ("taylor", 0.7, (-2, -1))  # the default structured SparseCBM: concept-specific masks
     assert seen["standard"][0] == "standard"
     assert seen["strict"] == ("independent", "hard", 0, "balanced", 0.0, None, 5, "linear", "none", "attention")
     assert seen["soft_logits"] == ("joint", "logits", 0, "balanced", 0.0, None, 5, "linear", "none", "none")

@@ -128,6 +128,11 @@ def test_explain_sparse_model_has_subnetwork_level(tmp_path):
     units = e.subnetwork["units"]["food"]["blocks"]["0"]
     assert units["heads_kept"] == 2 and all(0 <= h < 4 for h, _ in units["heads"])  # 50% of 4 heads
     assert 'class="subnetwork"' in (tmp_path / "e" / "report.html").read_text()
+    # the training run's cross-mask matrix and specificity travel into the explanation report
+    trained = json.loads((tmp_path / "t" / "results.json").read_text())["subnetworks"]
+    assert es.subnetwork["cross_mask"] == trained["cross_mask"] and es.subnetwork["concept_specific"] is True
+    report = (tmp_path / "e" / "report.html").read_text()
+    assert 'class="cross-mask"' in report and report.count("<th>mask ") == 4
 
 
 def test_ours_is_the_gates_of_a_gated_model_and_lig_otherwise(gated_ckpt):

@@ -178,15 +178,24 @@ def test_schedule_values():
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_magnitude_pruning(scope):
+    """Magnitude keeps the largest |w| (per layer, or over all layers) and, being concept-independent,
+    gives every concept the same mask: the labelled shared-mask baseline."""
     sb = sparse(schedule={"scope": scope})
-    Pruner(sb).prune(0.75)
+    pruner = Pruner(sb)
+    assert not pruner.scorer.concept_specific
+    pruner.prune(0.75)
     layers = sb.masked_layers()
+    kept_min, pruned_max = [], []
     for layer in layers.values():
         m = layer.mask_weights[0]
-        assert torch.equal(m, layer.mask_weights[2])  # magnitude is concept-independent
+        assert torch.equal(m, layer.mask_weights[2])  # one ranking for all concepts
         if scope == "layer":
             assert m.float().mean().item() == pytest.approx(0.25, abs=1 / m.numel())
             assert layer.weight.abs()[m].min() >= layer.weight.abs()[~m].max()
+        kept_min.append(layer.weight.abs()[m].min())
+        pruned_max.append(layer.weight.abs()[~m].max())
+    if scope == "global":  # one threshold over every masked layer
+        assert min(kept_min) >= max(pruned_max)
     overall = sb.sparsity()
     assert all(v == pytest.approx(0.75, abs=1e-3) for v in overall.values())
     assert float(sb.mask_level) == 0.75
@@ -260,8 +269,17 @@ def test_bad_settings():
         sparse(impl="fast")
     with pytest.raises(ValueError, match="matched no Linear layer"):
         sparse(target_modules=["nonexistent"])
-    with pytest.raises(ValueError, match="movement needs granularity=unstructured"):
-        Pruner(sparse(granularity="neuron", scorer={"name": "movement"}))
+    with pytest.raises(ValueError, match=r"scorer taylor needs granularity in \('neuron', 'head', 'structured'\), "
+                                         r"not unstructured \(for unstructured use one of \['magnitude', 'movement', 'obert'\]"):
+        Pruner(sparse(scorer={"name": "taylor"}))
+    with pytest.raises(ValueError, match="scorer taylor needs concept_losses"):
+        Pruner(sparse(granularity="neuron", scorer={"name": "taylor"})).prune(0.5, lambda: [])
+    with pytest.raises(ValueError, match="scorer.name='l0' is not valid"):
+        sparse(scorer={"name": "l0"})
+    with pytest.raises(ValueError, match=r"schedule: unknown setting\(s\) \['ends'\]"):
+        sparse(schedule={"ends": 0.5})
+    with pytest.raises(ValueError, match="schedule.scope='local' is not valid"):
+        sparse(schedule={"scope": "local"})
 
 
 @pytest.mark.parametrize("granularity", ["unstructured", "structured"])
@@ -279,3 +297,52 @@ def test_inference_weight_cache_follows_mask_and_weight_changes(granularity):
         assert not torch.allclose(first, second, atol=1e-4)
         torch.testing.assert_close(second, ref.token_states(ids, mask), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(fast.token_states(ids, mask), second)  # served from the cache
+
+
+def test_schedule_reaches_final_sparsity_exactly_at_end():
+    from sparsecbm.sparsity import Schedule
+
+    sched = Schedule(final_sparsity=0.7, start=0.0, end=1.0, every=7)
+    window = sched.window(total_steps=30, steps_per_epoch=10)
+    assert window == (0, 29)  # steps run 0..29: end=1.0 is the last step, not step 30
+    targets = {s: sched.target(s, window) for s in range(30)}
+    assert targets[29] == pytest.approx(0.7) and max(t for t in targets.values() if t is not None) == pytest.approx(0.7)
+    assert [s for s, t in targets.items() if t is not None] == [0, 7, 14, 21, 28, 29]
+    assert Schedule(end=0.5).window(30, 10) == (0, 15) and Schedule(start=2, end=3, unit="epoch").window(30, 10) == (20, 29)
+    with pytest.raises(ValueError, match="window ends at step 50 .* would never be reached"):
+        Schedule(start=2, end=5, unit="epoch").window(30, 10)
+    with pytest.raises(ValueError, match=r"final_sparsity=1.0 is not valid; expected a value in \[0, 1\)"):
+        Schedule(final_sparsity=1.0)
+
+
+@pytest.mark.parametrize("granularity,layers", [("structured", None), ("structured", [-1]), ("neuron", None)])
+def test_global_scope_ranks_units_per_weight_and_meets_the_weight_target(granularity, layers):
+    """Heads (many weights each) and FFN neurons (few) ranked together: the *weight* sparsity is the target."""
+    torch.manual_seed(0)
+    bb = Backbone("minilm", pretrained=False, config={**TINY["bert"], "intermediate_size": 128})
+    sb = SubnetworkBackbone(bb, K, granularity=granularity, masked_layers=layers, schedule={"scope": "global"})
+    for target in (0.3, 0.7):
+        Pruner(sb).prune(target)
+        assert all(abs(v - target) <= 0.01 for v in sb.sparsity().values()), sb.sparsity()
+    # ranked by score per weight: no pruned neuron (the smallest unit, never skipped for size) outranks a kept unit
+    groups = sb.unit_groups()
+    per_weight = {n: s[0] / groups[n].weights_per_unit for n, s in Pruner(sb).scorer.scores(sb, None).items()}
+    kept_min = min(float(per_weight[n][g.mask_units[0]].min()) for n, g in groups.items() if g.mask_units[0].any())
+    pruned_neurons = torch.cat([per_weight[n][~g.mask_units[0]] for n, g in groups.items() if g.kind == "neuron"])
+    assert int((pruned_neurons > kept_min).sum()) <= 1  # the last one may not fit in the budget left
+
+
+def test_movement_works_with_structured_units():
+    sb = sparse(granularity="structured", impl="batched", scorer={"name": "movement"})
+    pruner = Pruner(sb)
+    sb.train()
+    ids, mask = batch()
+    Pruner(sb).prune(0.5)  # gathered units: the gradients reach the scorer scattered back to full rows
+    sb.token_states(ids, mask)[1].sum().backward()  # only concept 1's subnetwork receives a gradient
+    for group in sb.unit_groups().values():
+        assert group.mask_movement[0].abs().sum() == 0 and group.mask_movement[2].abs().sum() == 0
+        assert group.mask_movement[1].abs().sum() > 0
+        assert torch.all(group.mask_movement[1][~group.mask_units[1]] == 0)  # pruned units saw no gradient
+    pruner.prune(0.75)
+    neurons = [g for g in sb.unit_groups().values() if g.kind == "neuron"]
+    assert all(not torch.equal(g.mask_units[1], g.mask_units[0]) for g in neurons)

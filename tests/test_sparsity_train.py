@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import torch
 from conftest import TINY_BERT
@@ -21,6 +22,9 @@ SMOKE = ["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT]
     ("movement", ["sparsity.impl=naive"]),
     ("neuron", ["sparsity.schedule.scope=global"]),
     ("obert", ["sparsity.granularity=structured", "sparsity.scorer.batches=2", "sparsity.schedule.every=4"]),
+    ("structured", ["sparsity.schedule.end=1.0", "sparsity.scorer.batches=2"]),  # the default: Taylor, top blocks
+    ("movement", ["sparsity.granularity=structured"]),
+    ("fisher", ["sparsity.schedule.scope=global", "sparsity.scorer.batches=1"]),
 ])
 def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     results, objs = train(cfg_factory([*SMOKE, f"sparsity={sparsity}", "sparsity.schedule.final_sparsity=0.5", *extra]))
@@ -31,6 +35,13 @@ def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     assert (tmp_path / "subnetworks.csv").is_file() and (tmp_path / "subnetworks.png").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["subnetworks"]["jaccard"]) >= {"food|ambiance", "service|noise"}
+    # the selected checkpoint is at the final sparsity; concept-specific scorers say so, magnitude does not
+    assert saved["subnetworks"]["target_sparsity"] == pytest.approx(saved["subnetworks"]["final_sparsity"])
+    assert saved["subnetworks"]["concept_specific"] is (sparsity != "magnitude")
+    cm = saved["subnetworks"]["cross_mask"]
+    assert len(cm) == 4 and all(len(row) == 4 and all(0 <= v <= 1 for v in row) for row in cm)
+    assert set(saved["subnetworks"]["specificity"]) == {"food", "ambiance", "service", "noise"}
+    assert (tmp_path / "cross_mask.png").is_file()
     # the best checkpoint is at the final sparsity and reloads offline with identical outputs
     module = objs["module"].eval()
     again = load_checkpoint(results["run"]["best_checkpoint"])
@@ -64,3 +75,20 @@ def test_materialized_subnetwork_is_standalone(cfg_factory, tmp_path):
 def test_sparsity_none_is_plain_cbm(cfg_factory):
     results, objs = train(cfg_factory([*SMOKE[:1], *TINY_BERT, "sparsity=none"]))
     assert "subnetworks" not in results and not hasattr(objs["module"].model.backbone, "masked_layers")
+
+
+class StopAfterOneStep(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        trainer.should_stop = True
+
+
+def test_a_run_that_never_reaches_the_final_sparsity_fails(cfg_factory):
+    with pytest.raises(ValueError, match=r"window ends at step 18 \(1.5 fraction\), after the 12 steps training runs, "
+                                         r"so the final sparsity 0.5 would never be reached"):
+        train(cfg_factory([*SMOKE, "sparsity=magnitude", "sparsity.schedule.final_sparsity=0.5",
+                           "sparsity.schedule.end=1.5"]))
+    with pytest.raises(RuntimeError, match=r"training ended with the masks at sparsity 0.0000, never the final 0.5 "
+                                           r"\(pruning window: steps 0..7, training ran 1 steps\)"):
+        train(cfg_factory([*SMOKE, "sparsity=magnitude", "sparsity.schedule.final_sparsity=0.5",
+                           "sparsity.schedule.init_sparsity=0.0", "sparsity.schedule.every=100",
+                           "+callbacks.stop._target_=test_sparsity_train.StopAfterOneStep"]))

@@ -62,6 +62,19 @@ def subnetwork_heatmap(subnetwork: dict | None) -> str:
     return f'<table class="subnetwork"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
 
 
+def cross_mask_table(subnetwork: dict | None) -> str:
+    """The training run's cross-mask matrix (concept i's macro-F1 under concept j's mask) and specificity."""
+    if not subnetwork or not subnetwork.get("cross_mask"):
+        return ""
+    names, m, spec = list(subnetwork["density"]), subnetwork["cross_mask"], subnetwork.get("specificity") or {}
+    head = "".join(f"<th>mask {_esc(c)}</th>" for c in names) + "<th>specificity</th>"
+    rows = [f"<tr><th>{_esc(c)}</th>" + "".join(
+        f'<td style="background:rgba(68,119,170,{v:.2f}){";font-weight:700" if i == j else ""}">{100 * v:.1f}</td>'
+        for j, v in enumerate(m[i])) + f"<td>{100 * spec.get(c, 0.0):+.1f}</td></tr>" for i, c in enumerate(names)]
+    return ("<h3>Cross-mask test macro-F1 (row: concept, column: whose mask runs)</h3>"
+            f'<table class="cross-mask"><tr><th></th>{head}</tr>{"".join(rows)}</table>')
+
+
 def example_html(i: int, e: Explanation) -> str:
     parts = [
         f'<div class="example" id="ex{i}"><h2>Example {i}: predicted {_esc(e.predicted_label)}'
@@ -120,6 +133,7 @@ def render_html(es: ExplanationSet, faithfulness_md: str | None = None) -> str:
         label_layer_html(es),
         "<h2>Subnetwork (model)</h2>",
         subnetwork_heatmap(es.subnetwork),
+        cross_mask_table(es.subnetwork),
     ]
     if faithfulness_md:
         body.append(f"<h2>Faithfulness</h2><pre>{_esc(faithfulness_md)}</pre>")

@@ -3,11 +3,23 @@
 from sparsecbm.sparsity.backbone import SubnetworkBackbone
 from sparsecbm.sparsity.injector import inject, remove
 from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState, UnitGroup
-from sparsecbm.sparsity.pruning import Pruner, PruningCallback, scheduled_sparsity
+from sparsecbm.sparsity.pruning import Pruner
 from sparsecbm.sparsity.report import export_masks, load_masks, materialize, subnetwork_stats, write_reports
+from sparsecbm.sparsity.schedule import Schedule, scheduled_sparsity
+from sparsecbm.sparsity.scorers import (
+    FisherScorer,
+    MagnitudeScorer,
+    MovementScorer,
+    OBertScorer,
+    Scorer,
+    TaylorScorer,
+    make_scorer,
+)
+from sparsecbm.sparsity.specificity import CrossMask, cross_mask
 
 __all__ = [
-    "MaskedLinear", "Pruner", "PruningCallback", "SubnetworkBackbone", "SubnetworkState", "UnitGroup",
-    "export_masks", "inject", "load_masks", "materialize", "remove", "scheduled_sparsity", "subnetwork_stats",
-    "write_reports",
+    "CrossMask", "FisherScorer", "MagnitudeScorer", "MaskedLinear", "MovementScorer", "OBertScorer", "Pruner",
+    "Schedule", "Scorer", "SubnetworkBackbone", "SubnetworkState", "TaylorScorer", "UnitGroup",
+    "cross_mask", "export_masks", "inject", "load_masks", "make_scorer", "materialize", "remove",
+    "scheduled_sparsity", "subnetwork_stats", "write_reports",
 ]

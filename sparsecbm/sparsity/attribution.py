@@ -94,8 +94,12 @@ def subnetwork_attribution(model, concept: int, input_ids: torch.Tensor, attenti
     return {"concept": model.concepts.names[concept], "value": value, "blocks": blocks}
 
 
-def subnetwork_summary(model) -> dict[str, Any] | None:
-    """Model level: granularity, scorer, sparsity and ``density`` (concept -> block -> kept fraction)."""
+def subnetwork_summary(model, results_path=None) -> dict[str, Any] | None:
+    """Model level: granularity, scorer, sparsity and ``density`` (concept -> block -> kept fraction); with
+    ``results_path`` (the training run's ``results.json``) also its cross-mask matrix and specificity."""
+    import json
+    from pathlib import Path
+
     from sparsecbm.sparsity.report import subnetwork_stats
 
     sb = model.backbone
@@ -103,8 +107,13 @@ def subnetwork_summary(model) -> dict[str, Any] | None:
         return None
     stats = subnetwork_stats(sb, model.concepts.names)
     density = {c: {b: round(1 - v, 4) for b, v in s["per_layer"].items()} for c, s in stats["concepts"].items()}
-    return {"granularity": stats["granularity"], "scorer": stats["scorer"], "target_sparsity": stats["target_sparsity"],
-            "density": density, "jaccard": stats["jaccard"]}
+    out = {"granularity": stats["granularity"], "scorer": stats["scorer"], "target_sparsity": stats["target_sparsity"],
+           "concept_specific": stats["concept_specific"], "density": density, "jaccard": stats["jaccard"]}
+    if results_path is not None and Path(results_path).is_file():
+        saved = json.loads(Path(results_path).read_text()).get("subnetworks") or {}
+        if saved.get("cross_mask"):
+            out["cross_mask"], out["specificity"] = saved["cross_mask"], saved.get("specificity")
+    return out
 
 
 def example_subnetworks(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, summary: dict | None,

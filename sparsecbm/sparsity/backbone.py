@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from sparsecbm.models.backbone import Backbone
-from sparsecbm.sparsity.injector import _get, inject
+from sparsecbm.sparsity.injector import _get, group_module_name, inject
 from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState
+from sparsecbm.sparsity.schedule import Schedule
+from sparsecbm.sparsity.scorers import Scorer, make_scorer
 
 IMPLS = ("naive", "batched")
 GRANULARITIES = ("unstructured", "neuron", "head", "structured")
@@ -73,7 +75,9 @@ class SubnetworkBackbone(nn.Module):
         shared: One mask for all concepts (ablation): one pass, ``[B, T, H]``.
         impl: ``batched`` (default: the K subnetworks as one batched pass, structured units gathered)
             or ``naive`` (reference: K full backbone passes, masks multiplied).
-        scorer, schedule: Pruning settings read by :class:`~sparsecbm.sparsity.pruning.Pruner`.
+        scorer: A :class:`~sparsecbm.sparsity.scorers.Scorer` (or its ``_target_`` / ``name`` mapping);
+            default magnitude (the concept-independent baseline).
+        schedule: A :class:`~sparsecbm.sparsity.schedule.Schedule` or its settings.
     """
 
     def __init__(
@@ -85,8 +89,8 @@ class SubnetworkBackbone(nn.Module):
         masked_layers: Sequence[int] | None = None,
         shared: bool = False,
         impl: str = "batched",
-        scorer: Mapping[str, Any] | None = None,
-        schedule: Mapping[str, Any] | None = None,
+        scorer: Scorer | Mapping[str, Any] | None = None,
+        schedule: Schedule | Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if impl not in IMPLS:
@@ -102,8 +106,8 @@ class SubnetworkBackbone(nn.Module):
             "masked_layers": list(masked_layers) if masked_layers is not None else None,
             "shared": self.shared,
             "impl": impl,
-            "scorer": dict(scorer or {"name": "magnitude"}),
-            "schedule": dict(schedule or {}),
+            "scorer": make_scorer(scorer).config(),
+            "schedule": Schedule.from_settings(schedule).to_dict(),
         }
         info = inject(backbone.model, self.state, granularity, target_modules, masked_layers)
         self.blocks_path, self.blocks = info["blocks_path"], info["blocks"]
@@ -132,19 +136,23 @@ class SubnetworkBackbone(nn.Module):
         return {n: _get(self.backbone.model, n) for n in self.layer_names}
 
     def unit_groups(self) -> dict:
-        from sparsecbm.sparsity.injector import group_module_name
-
         out = {}
         for n in self.group_names:
             block, kind = n.rsplit(".", 1)
             out[n] = _get(self.backbone.model, f"{block}.{group_module_name(kind)}")
         return out
 
+    def mask_targets(self) -> dict:
+        """What the masks live on: the masked layers (unstructured) or the unit groups (structured)."""
+        return self.masked_layers() if self.granularity == "unstructured" else self.unit_groups()
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule.from_settings(self.settings["schedule"])
+
     @property
     def final_sparsity(self) -> float:
-        from sparsecbm.sparsity.pruning import DEFAULT_SCHEDULE
-
-        return float({**DEFAULT_SCHEDULE, **self.settings["schedule"]}["final_sparsity"])
+        return float(self.schedule.final_sparsity)
 
     def at_final_sparsity(self) -> bool:
         return abs(float(self.mask_level) - self.final_sparsity) < 1e-6

@@ -139,6 +139,9 @@ def _wrap_units(model, block, prefix, kind, spec, state, layers, groups) -> None
         layers[f"{prefix}.{p}"] = _get(block, p)
     _replace(block, consumer, MaskedLinear(_get(block, consumer), state, "consumer", group))
     layers[f"{prefix}.{consumer}"] = _get(block, consumer)
+    # one unit stands for its rows in every producer and its columns in the consumer (global ranking per weight)
+    cons = _get(block, consumer)
+    group.weights_per_unit = (sum(_get(block, p).in_features for p in producers) + cons.out_features) * group.unit_size
 
 
 def group_module_name(kind: str) -> str:

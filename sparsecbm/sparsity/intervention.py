@@ -60,29 +60,23 @@ class MaskEditor:
 
     # ----------------------------------------------------------------- masks
     def _targets(self) -> dict[str, torch.nn.Module]:
-        if self.sb.granularity == "unstructured":
-            return self.sb.masked_layers()
-        return self.sb.unit_groups()
+        return self.sb.mask_targets()
 
     def snapshot(self, concept: int | None = None) -> dict[str, torch.Tensor]:
         """Copies of the masks (of one concept, or all)."""
         out = {}
         for name, t in self._targets().items():
-            m = t.mask_weights if hasattr(t, "mask_weights") else t.mask_units
-            out[name] = (m if concept is None else m[concept]).clone()
+            out[name] = (t.masks if concept is None else t.masks[concept]).clone()
         return out
 
     def load(self, masks: dict[str, torch.Tensor], concept: int | None = None) -> None:
         for name, t in self._targets().items():
-            if hasattr(t, "mask_weights"):
-                (t.mask_weights if concept is None else t.mask_weights[concept]).copy_(masks[name])
+            full = t.masks.clone()
+            if concept is None:
+                full.copy_(masks[name])
             else:
-                full = t.mask_units.clone()
-                if concept is None:
-                    full.copy_(masks[name])
-                else:
-                    full[concept] = masks[name]
-                t.set_units(full)
+                full[concept] = masks[name]
+            t.set_masks(full)
 
     def reset(self) -> None:
         """Undo every kept (online) edit: back to the masks the model was loaded with."""

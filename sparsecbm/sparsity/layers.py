@@ -37,6 +37,7 @@ class SubnetworkState:
     active: int = 0
     compact: bool = True  # batched structured: gather kept units (True) or multiply by masks (False)
     mask_grad: bool = False  # single mode: masks become float leaves whose .grad is dL/dmask (interventions)
+    probe: bool = False  # structured: consumers multiply their input by per-example unit variables (scorers)
 
 
 class UnitGroup(nn.Module):
@@ -54,6 +55,19 @@ class UnitGroup(nn.Module):
         self.n_units, self.unit_size, self.kind = n_units, unit_size, kind
         self.register_buffer("mask_units", torch.ones(n_masks, n_units, dtype=torch.bool))
         self._index_cache: tuple | None = None
+        self.weights_per_unit = 0  # set by the injector: weights of all its layers that one unit covers
+
+    # the mask-target interface (shared with MaskedLinear): masks [K, *entries], weights per entry
+    @property
+    def masks(self) -> torch.Tensor:
+        return self.mask_units
+
+    def set_masks(self, mask: torch.Tensor) -> None:
+        self.set_units(mask)
+
+    def entry_weights(self) -> torch.Tensor:
+        """Weights one mask entry (a unit) stands for, ``[n_units]``."""
+        return torch.full((self.n_units,), float(self.weights_per_unit))
 
     def set_units(self, mask: torch.Tensor) -> None:
         self.mask_units.copy_(mask.to(torch.bool))
@@ -102,9 +116,24 @@ class MaskedLinear(nn.Module):
             self.register_buffer("mask_weights", torch.ones(state.n_masks, out_f, in_f, dtype=torch.bool))
         elif role not in ("producer", "consumer"):
             raise ValueError(f"unknown role '{role}'")
-        self.grad_hook = None  # scorers set a callable(grad, concept) to see each concept's gradient
+        self.grad_hook = None  # scorers set a callable(grad [out, in], concept) to see each concept's gradient
         self._weights_cache: tuple | None = None  # inference: per-concept weights, valid while nothing changes
         self.mask_var: torch.Tensor | None = None  # the float mask of the last single pass when state.mask_grad
+        self.probes: list[tuple[int, torch.Tensor]] = []  # consumer, state.probe: (concept, [B, n_units] leaf)
+
+    # the mask-target interface (unstructured; structured layers share their UnitGroup's masks)
+    @property
+    def masks(self) -> torch.Tensor:
+        if self.role != "weights":
+            raise AttributeError(f"a {self.role} layer has no own masks; its UnitGroup holds them")
+        return self.mask_weights
+
+    def set_masks(self, mask: torch.Tensor) -> None:
+        self.masks.copy_(mask.to(torch.bool))
+
+    def entry_weights(self) -> torch.Tensor:
+        """Weights one mask entry stands for (1 each), ``[out, in]``."""
+        return torch.ones(self.out_features, self.in_features)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -123,13 +152,33 @@ class MaskedLinear(nn.Module):
             return self.group.row_mask(k).unsqueeze(1).expand(self.out_features, self.in_features)
         return self.group.row_mask(k).unsqueeze(0).expand(self.out_features, self.in_features)
 
-    def _watch(self, w: torch.Tensor, concept: int) -> torch.Tensor:
+    def _watch(self, w: torch.Tensor, concept: int, index: torch.Tensor | None = None, dim: int = 0) -> torch.Tensor:
+        """Report the gradient of this use of the weight to ``grad_hook`` as a full ``[out, in]`` tensor
+        (gathered rows / columns ``index`` along ``dim`` are scattered back)."""
         if self.grad_hook is not None and torch.is_grad_enabled():
             if not w.requires_grad:  # a frozen weight (LoRA): the scorer still needs its gradient
                 w = w.detach().requires_grad_(True)
-            hook = self.grad_hook
-            w.register_hook(lambda g: hook(g, concept))
+            elif w.is_leaf:  # a hook on the Parameter itself would stay for every later backward
+                w = w.view_as(w)
+            hook, shape = self.grad_hook, (self.out_features, self.in_features)
+
+            def report(g):
+                if index is not None:
+                    g = g.new_zeros(shape).index_copy_(dim, index, g)
+                hook(g, concept)
+
+            w.register_hook(report)
         return w
+
+    def _probe(self, x: torch.Tensor, concept: int, units: torch.Tensor | None = None) -> torch.Tensor:
+        """Consumer, ``state.probe``: ``x`` times a per-example variable per unit (all ones), kept in
+        ``probes`` so a scorer can read ``dL/dm`` of every unit (``units``: the unit of each column of ``x``)."""
+        if not (self.state.probe and torch.is_grad_enabled()):
+            return x
+        m = torch.ones(x.shape[0], self.group.n_units, dtype=x.dtype, device=x.device, requires_grad=True)
+        self.probes.append((concept, m))
+        cols = m.repeat_interleave(self.group.unit_size, dim=1) if units is None else m[:, units]
+        return x * cols.view(x.shape[0], *([1] * (x.dim() - 2)), cols.shape[1])
 
     # ------------------------------------------------------------------ single
     def _mask(self, m: torch.Tensor, dtype) -> torch.Tensor:
@@ -146,7 +195,7 @@ class MaskedLinear(nn.Module):
             return F.linear(x, self._watch(w * self._mask(self.mask_weights[k], w.dtype), k), b)
         if self.role == "producer":  # pruned units output exactly 0 (bias included)
             return F.linear(x, self._watch(w, k), b) * self._mask(self.group.row_mask(k), x.dtype)
-        return F.linear(x, self._watch(w, k), b)  # consumer: pruned inputs are already 0
+        return F.linear(self._probe(x, k), self._watch(w, k), b)  # consumer: pruned inputs are already 0
 
     # ----------------------------------------------------------------- batched
     def _concept_weights(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -169,10 +218,10 @@ class MaskedLinear(nn.Module):
             out = [(self._watch(w, k), b) for k in range(n)]
         elif self.role == "producer":  # only the kept units are computed
             idx, _ = self.group.row_index()
-            out = [(self._watch(w[idx[k]], k), b[idx[k]] if b is not None else None) for k in range(n)]
+            out = [(self._watch(w[idx[k]], k, idx[k], 0), b[idx[k]] if b is not None else None) for k in range(n)]
         else:  # consumer reads only the kept units: x is compact [K, N, R]
             idx, _ = self.group.row_index()
-            out = [(self._watch(w[:, idx[k]], k), b) for k in range(n)]
+            out = [(self._watch(w[:, idx[k]], k, idx[k], 1), b) for k in range(n)]
         self._weights_cache = (key, out) if cacheable else None
         return out
 
@@ -182,7 +231,13 @@ class MaskedLinear(nn.Module):
         # a [K, out, in] weight tensor.
         n = self.state.n_masks
         lead = x.shape[:-1]
-        xs = x.reshape(n, -1, x.shape[-1])
+        if self.role == "consumer" and self.state.probe and torch.is_grad_enabled():
+            xk = x.reshape(n, x.shape[0] // n, *x.shape[1:])  # [K, B, ..., in]: per-example unit variables
+            units = self.group.row_index()[0] // self.group.unit_size if self.state.compact else None
+            xs = [self._probe(xk[k], k, None if units is None else units[k]).reshape(-1, x.shape[-1])
+                  for k in range(n)]
+        else:
+            xs = x.reshape(n, -1, x.shape[-1])
         ys = [F.linear(xs[k], wk, bk) for k, (wk, bk) in enumerate(self._concept_weights())]
         if self.role == "producer":
             if not self.state.compact:

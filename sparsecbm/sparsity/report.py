@@ -86,10 +86,17 @@ def subnetwork_stats(sb: SubnetworkBackbone, concept_names: list[str]) -> dict[s
         }
     jaccard = {f"{a}|{b}": {str(blk): inter[(a, b)][blk] / max(union[(a, b)][blk], 1) for blk in blocks}
                for a, b in inter}
+    from sparsecbm.sparsity.scorers import make_scorer
+
+    mean_jaccard = {str(blk): float(np.mean([v[str(blk)] for v in jaccard.values()])) for blk in blocks} if jaccard else {}
     return {
         "granularity": sb.granularity,
         "scorer": sb.settings["scorer"].get("name"),
-        "target_sparsity": float(sb.mask_level),
+        # False: one concept-independent ranking (magnitude), so every concept has the same subnetwork
+        "concept_specific": bool(make_scorer(sb.settings["scorer"]).concept_specific) and not sb.shared,
+        "target_sparsity": round(float(sb.mask_level), 6),  # the selected checkpoint's level (float32 buffer)
+        "final_sparsity": sb.final_sparsity,
+        "mean_jaccard": mean_jaccard,
         "masked_blocks": blocks,
         "masked_params": sum(total.values()),
         "mask_bytes": sb.mask_bytes(),
