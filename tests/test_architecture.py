@@ -1,0 +1,100 @@
+"""The package's import structure: no import cycle (imports inside functions count) and lower layers
+(models/, data/, sparsity/, concepts.py, errors.py) import nothing from interpret/, lit/ or the entry points."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import sparsecbm
+
+PKG = Path(sparsecbm.__file__).parent
+LOW = ("sparsecbm.models", "sparsecbm.data", "sparsecbm.sparsity", "sparsecbm.concepts", "sparsecbm.errors")
+HIGH = ("sparsecbm.interpret", "sparsecbm.lit", "sparsecbm.callbacks", "sparsecbm.train", "sparsecbm.evaluate",
+        "sparsecbm.intervene", "sparsecbm.intervention", "sparsecbm.explain", "sparsecbm.bench", "sparsecbm.serve",
+        "sparsecbm.annotate", "sparsecbm.tables", "sparsecbm.aggregate")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PKG.rglob("*.py"):
+        parts = f.relative_to(PKG.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def _targets(module: str, node: ast.AST, modules: dict[str, Path]) -> list[str]:
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            parts = module.split(".")
+            if modules[module].name != "__init__.py":
+                parts = parts[:-1]
+            parts = parts[: len(parts) - node.level + 1]
+            base = ".".join(parts + ([base] if base else []))
+        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+    out = []
+    for name in names:
+        while name and name not in modules and "." in name:
+            name = name.rsplit(".", 1)[0]
+        if name in modules and name != module:
+            out.append(name)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every ``sparsecbm`` module -> the ``sparsecbm`` modules it imports anywhere in its body."""
+    modules = _modules()
+    return {m: {t for node in ast.walk(ast.parse(f.read_text())) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for t in _targets(m, node, modules)} for m, f in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_checker_finds_a_cycle_and_a_function_level_import(tmp_path):
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = import_graph()
+    # a function-level import is an edge: evaluate imports InferenceSession inside a function or at the top
+    assert "sparsecbm.checkpoint" in graph["sparsecbm.evaluate"]
+
+
+def test_no_import_cycle_inside_the_package():
+    assert cycles(import_graph()) == []
+
+
+def test_lower_layers_import_no_upper_layer():
+    bad = sorted((m, d) for m, deps in import_graph().items() if m.startswith(LOW)
+                 for d in deps if d.startswith(HIGH))
+    assert bad == []
