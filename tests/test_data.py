@@ -176,6 +176,7 @@ def test_epoch_seeded_order(cfg_factory):
     assert list(s) == first and sorted(first) == list(range(20))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CEBAB.is_dir(), reason="needs ../shared/data/cebab")
 def test_real_cebab_counts(cfg_factory, tmp_path):
     dm = datamodule(cfg_factory, CEBAB)

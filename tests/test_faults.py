@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import ROOT, TINY_BERT
 
@@ -26,6 +27,7 @@ def _env() -> dict[str, str]:
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(cfg_factory, tmp_path):
     full, _ = train(cfg_factory(SPARSE, out=tmp_path / "full"))
     killed = tmp_path / "killed"
