@@ -11,8 +11,7 @@ from sparsecbm.train import train
 
 @pytest.mark.gpu
 def test_sparse_run_on_gpu_matches_cpu_inference(cfg_factory, tmp_path):
-    results, _ = train(cfg_factory(["experiment=smoke", *TINY_BERT, "sparsity=structured", "accelerator=gpu",
-                                    "trainer.precision=32"]))
+    results, _ = train(cfg_factory(["experiment=smoke", *TINY_BERT, "sparsity=structured", "accelerator=gpu"]))
     ckpt = results["run"]["best_checkpoint"]
     texts = ["The pasta was cold and the room was loud.", "Lovely staff, great wine."]
     gpu, cpu = InferenceSession.from_checkpoint(ckpt, accelerator="gpu"), InferenceSession.from_checkpoint(ckpt,
