@@ -321,6 +321,12 @@ def test_subnetworks_endpoint(sparse):
         heads = s["concepts"][c]["heads_kept"]
         assert set(heads) == {"0", "1"} and all(len(v) == 4 for v in heads.values())  # tiny_bert: 2 layers x 4 heads
         assert s["concepts"][c]["sparsity"] == pytest.approx(0.5, abs=0.05)
+    # the training run's cross-mask matrix (results.json: subnetworks.cross_mask), K x K, with specificity
+    saved = json.loads((ex.session.run_dir / "results.json").read_text())["subnetworks"]
+    x = s["cross_mask"]
+    assert x["matrix"] == saved["cross_mask"] and len(x["matrix"]) == len(names)
+    assert all(len(row) == len(names) for row in x["matrix"])
+    assert x["specificity"] == saved["specificity"] and set(x["specificity"]) == set(names)
 
 
 def test_without_data_the_data_views_say_why(serve_ckpts):

@@ -402,7 +402,26 @@ class Explorer:
             a, b = key.split("|")
             mean = sum(per_block.values()) / max(len(per_block), 1)
             overlap[names.index(a)][names.index(b)] = overlap[names.index(b)][names.index(a)] = mean
-        return {"available": True, **stats, "overlap_matrix": {"concepts": names, "mean_jaccard": overlap}}
+        return {"available": True, **stats, "overlap_matrix": {"concepts": names, "mean_jaccard": overlap},
+                "cross_mask": self._run_cross_mask()}
+
+    def _run_cross_mask(self) -> dict[str, Any] | None:
+        """The training run's cross-mask matrix (``results.json: subnetworks.cross_mask``: concept i's test
+        macro-F1 with its head reading the backbone under mask j) and specificity, when the run has them."""
+        import json
+
+        run_dir = self.session.run_dir
+        path = None if run_dir is None else run_dir / "results.json"
+        if path is None or not path.is_file():
+            return None
+        try:
+            sub = json.loads(path.read_text()).get("subnetworks") or {}
+        except (OSError, ValueError):
+            return None
+        if not sub.get("cross_mask"):
+            return None
+        return {"concepts": self.concepts.names, "matrix": sub["cross_mask"], "specificity": sub.get("specificity"),
+                "own_mask_best": sub.get("own_mask_best"), "split": "test", "metric": "macro-F1"}
 
     # ----------------------------------------------------------------- the split
     def _raw(self):

@@ -219,6 +219,13 @@ async function loadSubnetworks() {
   const m = s.overlap_matrix;
   html += `<h2>Mask overlap between concepts (Jaccard, mean over layers)</h2>` +
     grid(m.concepts, m.concepts, (i, j) => `<td ${shade(m.mean_jaccard[i][j])}>${m.mean_jaccard[i][j].toFixed(2)}</td>`);
+  const x = s.cross_mask;
+  if (x) {
+    html += `<h2 id="cross-mask">Cross-mask matrix (row: concept's test macro-F1 under column's mask)</h2>` +
+      grid(x.concepts, x.concepts, (i, j) => `<td ${shade(x.matrix[i][j])}>${(100 * x.matrix[i][j]).toFixed(1)}</td>`) +
+      `<p>specificity (own mask minus the mean of the others, points): ` +
+      x.concepts.map((c) => `${esc(c)} ${(100 * x.specificity[c]).toFixed(1)}`).join(", ") + `</p>`;
+  }
   box.innerHTML = html;
 }
 
