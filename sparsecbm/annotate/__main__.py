@@ -1,5 +1,4 @@
-"""``python -m sparsecbm.annotate data.root=DIR [data=...] bank=NAME|PATH out_dir=DIR [annotator=llm]
-[discover=true]``: machine concept annotation of a data folder (see :mod:`sparsecbm.annotate`)."""
+"""``python -m sparsecbm.annotate data.root=DIR [data=...] bank=NAME|PATH out_dir=DIR``: machine concept annotation of a data folder (see :mod:`sparsecbm.annotate`)."""
 
 from __future__ import annotations
 
@@ -45,28 +44,12 @@ def run(cfg: DictConfig):
     bank = load_bank(cfg.bank)
     root, text_column, label, human, files = _data_fields(cfg)
     out = Path(cfg.out_dir)
-    if cfg.annotator == "llm":
-        from sparsecbm.annotate.llm import annotate_folder_llm
+    from sparsecbm.annotate.embed import SentenceEmbedder
 
-        result = annotate_folder_llm(root, bank, out, text_column, label, human, files or None,
-                                     model=cfg.backbone.name_or_path, **OmegaConf.to_container(cfg.llm))
-    elif cfg.annotator == "embedding":
-        from sparsecbm.annotate.embed import SentenceEmbedder
-
-        e = cfg.embedding
-        embedder = SentenceEmbedder(e.model, e.batch_size, e.max_length, e.cache_dir, e.device)
-        scores: dict = {}
-        result = annotate_folder(root, bank, out, text_column, label, human, files or None, embedder,
-                                 cfg.calibration, cfg.calibration_split, cfg.default_tau, cfg.language,
-                                 scores_out=scores)
-        if cfg.discover:
-            from sparsecbm.annotate.discover import discover
-
-            report = discover(out, bank, embedder, scores, **OmegaConf.to_container(cfg.discovery),
-                              language=cfg.language, seed=cfg.seed)
-            Console().print(report.table())
-    else:
-        raise ValueError(f"annotator='{cfg.annotator}' is not valid; expected embedding or llm")
+    e = cfg.embedding
+    embedder = SentenceEmbedder(e.model, e.batch_size, e.max_length, e.cache_dir, e.device)
+    result = annotate_folder(root, bank, out, text_column, label, human, files or None, embedder,
+                             cfg.calibration, cfg.calibration_split, cfg.default_tau, cfg.language)
     Console().print(result.table())
     log.info("wrote %s (train/dev/test.csv, concepts.yaml, annotation.json)", out)
     return result

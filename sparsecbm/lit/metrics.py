@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sparsecbm.concepts import ConceptSet
@@ -13,7 +14,8 @@ class CBMMetrics(nn.Module):
     """Task accuracy / macro-F1, and concept accuracy / macro-F1 overall and per concept.
 
     Overall concept accuracy pools every (example, concept) prediction; overall concept
-    macro-F1 is the mean of the per-concept macro-F1 scores.
+    macro-F1 is the mean of the per-concept macro-F1 scores. Graded (ordered) concepts add ``mae``: the
+    mean absolute level error over the examples whose true and predicted values are both levels.
     """
 
     def __init__(self, concepts: ConceptSet, with_concepts: bool = True):
@@ -28,6 +30,12 @@ class CBMMetrics(nn.Module):
         self.concept_f1 = nn.ModuleDict(
             {c.name: MulticlassF1Score(c.cardinality, average="macro") for c in concepts} if with_concepts else {}
         )
+        graded = [c for c in concepts if c.ordered] if with_concepts else []
+        self.concept_mae = nn.ModuleDict({c.name: MeanMetric() for c in graded})
+        for c in graded:  # value index -> level rank (-1 outside the order)
+            ranks = [c.rank(i) for i in range(c.cardinality)]
+            self.register_buffer(f"rank_{c.name}", torch.tensor([-1 if r is None else r for r in ranks]),
+                                 persistent=False)
 
     def update(self, label_logits: torch.Tensor, labels: torch.Tensor, concept_logits=None, concepts=None) -> None:
         preds = label_logits.argmax(-1)
@@ -38,6 +46,12 @@ class CBMMetrics(nn.Module):
                 p = concept_logits[k].argmax(-1)
                 self.concept_acc[name].update(p, concepts[:, k])
                 self.concept_f1[name].update(p, concepts[:, k])
+                if name in self.concept_mae:
+                    ranks = getattr(self, f"rank_{name}")
+                    rp, rt = ranks[p], ranks[concepts[:, k]]
+                    both = (rp >= 0) & (rt >= 0)
+                    if bool(both.any()):
+                        self.concept_mae[name].update((rp - rt)[both].abs().float())
 
     def compute(self, prefix: str) -> dict[str, float]:
         out = {f"{prefix}/label/acc": self.label_acc.compute(), f"{prefix}/label/f1": self.label_f1.compute()}
@@ -46,6 +60,8 @@ class CBMMetrics(nn.Module):
             for name in self.names:
                 acc, f1 = self.concept_acc[name].compute(), self.concept_f1[name].compute()
                 out[f"{prefix}/concept/{name}/acc"], out[f"{prefix}/concept/{name}/f1"] = acc, f1
+                if name in self.concept_mae and self.concept_mae[name].update_count:
+                    out[f"{prefix}/concept/{name}/mae"] = self.concept_mae[name].compute()
                 accs.append(acc)
                 f1s.append(f1)
             # every example carries every concept, so pooled accuracy is the mean of per-concept accuracies
