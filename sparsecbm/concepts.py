@@ -23,12 +23,17 @@ class ConceptSpec:
         column: Column of the data file holding the raw value (``food_aspect_majority``).
         values: Value names in index order (``("Negative", "Positive", "unknown")``).
         aliases: Extra raw strings and the value name they mean (``{"no majority": "unknown"}``).
+        ordered: The values are graded levels in index order (``("1", ..., "5", "unknown")``), except those
+            in ``unordered``; metrics then add the mean absolute level error and interventions accept a level.
+        unordered: Values outside the order (``("unknown",)``: the concept is not mentioned).
     """
 
     name: str
     column: str
     values: tuple[str, ...]
     aliases: Mapping[str, str] = field(default_factory=dict)
+    ordered: bool = False
+    unordered: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.values) < 2:
@@ -43,6 +48,15 @@ class ConceptSpec:
                 )
         object.__setattr__(self, "values", tuple(self.values))
         object.__setattr__(self, "aliases", dict(self.aliases))
+        object.__setattr__(self, "unordered", tuple(str(v) for v in self.unordered))
+        stray = [v for v in self.unordered if v not in self.values]
+        if stray:
+            raise ValueError(f"concept '{self.name}': unordered value(s) {stray} are not values {list(self.values)}")
+        if self.unordered and not self.ordered:
+            raise ValueError(f"concept '{self.name}': 'unordered' {list(self.unordered)} needs ordered: true")
+        if self.ordered and len(self.levels) < 2:
+            raise ValueError(f"concept '{self.name}': an ordered concept needs at least two levels, "
+                             f"got {list(self.levels)}")
 
     @property
     def cardinality(self) -> int:
@@ -56,6 +70,16 @@ class ConceptSpec:
         if key in self.aliases:
             return self.values.index(self.aliases[key])
         raise KeyError(key)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The ordered values (all values but ``unordered``); empty for an unordered concept."""
+        return tuple(v for v in self.values if v not in self.unordered) if self.ordered else ()
+
+    def rank(self, index: int) -> int | None:
+        """Position of value ``index`` among the levels (0 = lowest); ``None`` outside the order."""
+        value = self.values[index]
+        return self.levels.index(value) if value in self.levels else None
 
     def accepted(self) -> list[str]:
         return list(self.values) + [a for a in self.aliases if a not in self.values]
@@ -121,7 +145,8 @@ class ConceptSet:
     def to_dict(self) -> dict[str, Any]:
         return {
             "concepts": [
-                {"name": c.name, "column": c.column, "values": list(c.values), "aliases": dict(c.aliases)}
+                {"name": c.name, "column": c.column, "values": list(c.values), "aliases": dict(c.aliases),
+                 **({"ordered": True, "unordered": list(c.unordered)} if c.ordered else {})}
                 for c in self.concepts
             ],
             "label": {"column": self.label.column, "values": list(self.label.values), "skip": list(self.label.skip)},
@@ -130,7 +155,7 @@ class ConceptSet:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ConceptSet:
         return cls(
-            concepts=tuple(ConceptSpec(**dict(c)) for c in d["concepts"]),
+            concepts=tuple(ConceptSpec(**{**dict(c), "unordered": tuple(c.get("unordered", ()))}) for c in d["concepts"]),
             label=LabelSpec(**dict(d["label"])),
         )
 
@@ -155,6 +180,8 @@ class ConceptSet:
                     values=tuple(entry.get("values", values)),
                     # a concept with its own values does not inherit the shared aliases
                     aliases=dict(entry.get("aliases", {} if "values" in entry else (aliases or {}))),
+                    ordered=bool(entry.get("ordered", False)),
+                    unordered=tuple(entry.get("unordered", ())),
                 )
             )
         return cls(concepts=tuple(specs), label=LabelSpec(**dict(label)))

@@ -23,7 +23,9 @@ def split_metrics(metrics: Mapping[str, float], stage: str, concept_names: list[
         if f"{stage}/concept/f1_papers" in metrics:
             out["concept"]["f1_papers"] = get(f"{stage}/concept/f1_papers")
         out["per_concept"] = {
-            n: {"acc": get(f"{stage}/concept/{n}/acc"), "f1": get(f"{stage}/concept/{n}/f1")} for n in concept_names
+            n: {"acc": get(f"{stage}/concept/{n}/acc"), "f1": get(f"{stage}/concept/{n}/f1"),
+                **({"mae": get(f"{stage}/concept/{n}/mae")} if f"{stage}/concept/{n}/mae" in metrics else {})}
+            for n in concept_names
         }
     if concept_names and f"{stage}/tokens_kept/{concept_names[0]}" in metrics:  # token gates
         out["tokens_kept"] = {n: get(f"{stage}/tokens_kept/{n}") for n in concept_names}

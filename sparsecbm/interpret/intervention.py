@@ -172,7 +172,11 @@ def _edit(name: str, value: Any, concepts: ConceptSet) -> Edit:
     try:
         index = spec.index(value)
     except KeyError:
-        raise InterventionError(f"unknown value '{value}' for concept '{name}'; {valid}") from None
+        if spec.ordered and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= len(spec.levels):
+            index = spec.values.index(spec.levels[value - 1])  # a graded concept: level 1..L, low to high
+        else:
+            levels = f" (graded: or a level 1..{len(spec.levels)}, low to high)" if spec.ordered else ""
+            raise InterventionError(f"unknown value '{value}' for concept '{name}'; {valid}{levels}") from None
     return Edit(name, "hard", value=spec.values[index], probs=[float(i == index) for i in range(spec.cardinality)])
 
 

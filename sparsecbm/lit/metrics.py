@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassStatScores
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -63,7 +64,8 @@ class CBMMetrics(nn.Module):
     macro-F1 is the mean of the per-concept macro-F1 scores. ``f1_papers`` (task and concepts) is the
     SparseCBM / C3M papers' definition (:func:`papers_macro_f1`); for concepts it pools every
     (example, concept) prediction as their code does when all concepts have the same values, else it
-    is the mean over concepts.
+    is the mean over concepts. Graded (ordered) concepts add ``mae``: the
+    mean absolute level error over the examples whose true and predicted values are both levels.
     """
 
     def __init__(self, concepts: ConceptSet, with_concepts: bool = True):
@@ -82,6 +84,12 @@ class CBMMetrics(nn.Module):
         self.concept_stats = nn.ModuleDict(
             {c.name: MulticlassStatScores(c.cardinality, average=None) for c in concepts} if with_concepts else {}
         )
+        graded = [c for c in concepts if c.ordered] if with_concepts else []
+        self.concept_mae = nn.ModuleDict({c.name: MeanMetric() for c in graded})
+        for c in graded:  # value index -> level rank (-1 outside the order)
+            ranks = [c.rank(i) for i in range(c.cardinality)]
+            self.register_buffer(f"rank_{c.name}", torch.tensor([-1 if r is None else r for r in ranks]),
+                                 persistent=False)
 
     def update(self, label_logits: torch.Tensor, labels: torch.Tensor, concept_logits=None, concepts=None) -> None:
         preds = label_logits.argmax(-1)
@@ -94,6 +102,12 @@ class CBMMetrics(nn.Module):
                 self.concept_acc[name].update(p, concepts[:, k])
                 self.concept_f1[name].update(p, concepts[:, k])
                 self.concept_stats[name].update(p, concepts[:, k])
+                if name in self.concept_mae:
+                    ranks = getattr(self, f"rank_{name}")
+                    rp, rt = ranks[p], ranks[concepts[:, k]]
+                    both = (rp >= 0) & (rt >= 0)
+                    if bool(both.any()):
+                        self.concept_mae[name].update((rp - rt)[both].abs().float())
 
     def compute(self, prefix: str) -> dict[str, float]:
         out = {f"{prefix}/label/acc": self.label_acc.compute(), f"{prefix}/label/f1": self.label_f1.compute(),
@@ -107,6 +121,8 @@ class CBMMetrics(nn.Module):
             for name in self.names:
                 acc, f1 = self.concept_acc[name].compute(), self.concept_f1[name].compute()
                 out[f"{prefix}/concept/{name}/acc"], out[f"{prefix}/concept/{name}/f1"] = acc, f1
+                if name in self.concept_mae and self.concept_mae[name].update_count:
+                    out[f"{prefix}/concept/{name}/mae"] = self.concept_mae[name].compute()
                 accs.append(acc)
                 f1s.append(f1)
             # every example carries every concept, so pooled accuracy is the mean of per-concept accuracies

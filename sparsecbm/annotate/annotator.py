@@ -1,0 +1,261 @@
+"""Machine concept annotation of a data folder: the concept bank scored against every sentence, values
+decided per concept, graded copies from score quantiles; writes a folder ``data=annotated`` reads.
+
+Example:
+    >>> from sparsecbm.annotate import annotate_folder, load_bank
+    >>> result = annotate_folder("../shared/data/cebab", load_bank("cebab"), "outputs/cebab_annotated",
+    ...                          text_column="description", label={"column": "review_majority", ...})
+    >>> result.agreement["test"]["food"]["macro_f1"]
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparsecbm.annotate.bank import ConceptBank
+from sparsecbm.annotate.embed import SentenceEmbedder
+from sparsecbm.annotate.scoring import (
+    ConceptScores,
+    Decision,
+    calibrate_logreg,
+    calibrate_threshold,
+    default_rule,
+    grade,
+    grade_edges,
+    score_texts,
+)
+from sparsecbm.concepts import ConceptSpec
+from sparsecbm.data.loading import SPLITS, DataError, _cell, _read_local
+from sparsecbm.data.schema import FolderSchema
+
+log = logging.getLogger(__name__)
+MACHINE_PREFIX = "machine_"
+
+
+def agreement(human: Sequence[int], machine: Sequence[int], n_values: int) -> dict[str, float]:
+    """Accuracy, macro-F1 and Cohen's kappa of machine against human value indices."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+
+    human, machine = np.asarray(human), np.asarray(machine)
+    return {"n": int(len(human)), "accuracy": float(accuracy_score(human, machine)),
+            "macro_f1": float(f1_score(human, machine, average="macro", labels=list(range(n_values)))),
+            "kappa": float(cohen_kappa_score(human, machine, labels=list(range(n_values))))}
+
+
+@dataclass
+class AnnotationResult:
+    """What :func:`annotate_folder` wrote and measured (``annotation.json``)."""
+
+    out_dir: str
+    provenance: dict[str, Any]
+    decisions: dict[str, dict[str, Any]]
+    grades: dict[str, list[float]]
+    agreement: dict[str, dict[str, dict[str, float]]]
+    sizes: dict[str, int]
+    seconds: float
+    schema: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("out_dir", "provenance", "decisions", "grades", "agreement", "sizes",
+                                              "seconds")}
+
+    def save(self, path: str | Path) -> Path:
+        from sparsecbm.results import write_json
+
+        return write_json(path, self.to_dict())
+
+    def table(self):
+        from rich.table import Table
+
+        t = Table(title="machine vs human concept labels (dev = calibration split)")
+        for col in ("concept", "split", "n", "accuracy", "macro-F1", "kappa"):
+            t.add_column(col)
+        for split, per in self.agreement.items():
+            for name, a in per.items():
+                t.add_row(name, split, str(a["n"]), f"{100 * a['accuracy']:.1f}", f"{100 * a['macro_f1']:.1f}",
+                          f"{a['kappa']:.3f}")
+        return t
+
+
+def read_split_rows(root: Path, files: Mapping[str, str]) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+    return {s: _read_local(root / files[s]) for s in SPLITS}
+
+
+def annotate_folder(
+    root: str | Path,
+    bank: ConceptBank,
+    out_dir: str | Path,
+    text_column: str,
+    label: Mapping[str, Any],
+    human: Sequence[ConceptSpec] = (),
+    files: Mapping[str, str] | None = None,
+    embedder: SentenceEmbedder | None = None,
+    calibration: str = "threshold",
+    calibration_split: str = "dev",
+    default_tau: float = 0.5,
+    language: str = "en",
+    scores_out: dict[str, dict[str, ConceptScores]] | None = None,
+) -> AnnotationResult:
+    """Annotate ``root``'s train/dev/test files with ``bank``'s concepts and write ``out_dir``.
+
+    Args:
+        root: Folder with the split files.
+        bank: The concept bank.
+        out_dir: Where ``{train,dev,test}.csv``, ``concepts.yaml`` and ``annotation.json`` go.
+        text_column: Column with the text.
+        label: ``{column, values, skip}`` (kept as is in ``concepts.yaml``).
+        human: Human concepts of the data (kept as concepts); a bank concept whose ``human_column`` is one
+            of their columns is calibrated on, and compared with, those labels.
+        files: File per split.
+        embedder: Sentence embedder (default: MiniLM, no cache).
+        calibration: ``threshold`` (tau + bias by grid search) or ``logreg``.
+        calibration_split: The labelled split thresholds are calibrated on.
+        default_tau: Threshold for concepts without human labels when none was calibrated.
+        language: Sentence-splitting language.
+        scores_out: If given, filled with the scores per split (for concept discovery).
+    """
+    start = time.perf_counter()
+    root, out = Path(root).expanduser(), Path(out_dir).expanduser()
+    files = dict(files or {s: f"{s}.csv" for s in SPLITS})
+    embedder = embedder or SentenceEmbedder()
+    if calibration not in ("threshold", "logreg"):
+        raise ValueError(f"calibration='{calibration}' is not valid; expected threshold or logreg")
+    data = read_split_rows(root, files)
+    for split, (columns, _rows) in data.items():
+        missing = [c for c in (text_column, label["column"]) if c not in columns]
+        if missing:
+            raise DataError(f"{root / files[split]}: missing column(s) {missing}; the file has columns {columns}. "
+                            "Check data.text_column and data.label.column.")
+    header = data["train"][0]
+    human = [h for h in human if all(h.column in data[s][0] for s in SPLITS)]
+    by_column = {h.column: h for h in human}
+    texts = {s: [_cell(r[text_column]) for r in rows] for s, (_, rows) in data.items()}
+    scores = {s: score_texts(texts[s], bank, embedder, language) for s in SPLITS}
+    if scores_out is not None:
+        scores_out.update(scores)
+
+    def human_indices(spec: ConceptSpec, split: str, concept) -> np.ndarray:
+        """Human labels as bank value indices (len(values) = unknown); -1 where the value has no bank match."""
+        names = list(concept.values) + [bank.unknown]
+        out_idx = []
+        for r in data[split][1]:
+            try:
+                v = spec.values[spec.index(_cell(r[spec.column]))]
+            except KeyError:
+                v = None
+            out_idx.append(names.index(v) if v in names else -1)
+        return np.asarray(out_idx)
+
+    decisions: dict[str, Decision] = {}
+    for c in bank.concepts:
+        spec = by_column.get(c.human_column or "")
+        if spec is None:
+            continue
+        bad = [v for v in c.values if v not in spec.values]
+        if bad:
+            raise DataError(f"{bank.source}, concept '{c.name}': value(s) {bad} are not values {list(spec.values)} "
+                            f"of the human column '{spec.column}'")
+        y = human_indices(spec, calibration_split, c)
+        keep = y >= 0
+        sc = _subset(scores[calibration_split][c.name], keep)
+        thr = calibrate_threshold(sc, y[keep])
+        d = calibrate_logreg(sc, y[keep]) if calibration == "logreg" else thr
+        d.calibration.update({"split": calibration_split, "rows": int(keep.sum()), "threshold_tau": thr.tau})
+        decisions[c.name] = d
+    calibrated = list(decisions.values())
+    for c in bank.concepts:
+        if c.name not in decisions:
+            decisions[c.name] = default_rule(c, calibrated, default_tau)
+
+    machine: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+    grades: dict[str, list[float]] = {}
+    concepts_schema: list[dict[str, Any]] = [
+        {"name": h.name, "column": h.column, "values": list(h.values), "aliases": dict(h.aliases),
+         **({"ordered": True, "unordered": list(h.unordered)} if h.ordered else {})} for h in human]
+    sources = {h.name: "human" for h in human}
+    agree: dict[str, dict[str, dict[str, float]]] = {s: {} for s in SPLITS}
+    taken = set(header)
+    for c in bank.concepts:
+        names = list(c.values) + [bank.unknown]
+        column = _free(f"{MACHINE_PREFIX}{c.name}", taken)
+        values = {s: decisions[c.name].decide(scores[s][c.name]) for s in SPLITS}
+        for s in SPLITS:
+            machine[s][column] = [names[i] for i in values[s]]
+        spec = by_column.get(c.human_column or "")
+        if spec is None:  # no human labels: the machine concept stands in
+            name = _free(c.name, {e["name"] for e in concepts_schema})
+            concepts_schema.append({"name": name, "column": column, "values": names, "description": c.description})
+            sources[name] = "machine"
+        else:
+            for s in SPLITS:
+                y = human_indices(spec, s, c)
+                keep = y >= 0
+                agree[s][spec.name] = agreement(y[keep], values[s][keep], len(names))
+        if c.levels:
+            unknown_idx = len(c.values)
+            pol = {s: scores[s][c.name].polarity(c.grade_by) for s in SPLITS}
+            edges = grade_edges(pol["train"][values["train"] != unknown_idx], c.levels)
+            grades[c.name] = edges
+            level_names = [str(i + 1) for i in range(c.levels)] + [bank.unknown]
+            gname = _free(f"{c.name}_grade", {e["name"] for e in concepts_schema})
+            gcolumn = _free(f"{MACHINE_PREFIX}{c.name}_grade", taken)
+            for s in SPLITS:
+                lv = grade(pol[s], values[s] != unknown_idx, edges)
+                machine[s][gcolumn] = [level_names[i] for i in lv]
+            concepts_schema.append({"name": gname, "column": gcolumn, "values": level_names, "ordered": True,
+                                    "unordered": [bank.unknown],
+                                    "description": f"{c.description} ({c.levels} levels, low to high)"})
+            sources[gname] = "machine"
+
+    out.mkdir(parents=True, exist_ok=True)
+    for s in SPLITS:
+        columns, rows = data[s]
+        extra = list(machine[s])
+        with open(out / f"{s}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(columns + extra)
+            for i, r in enumerate(rows):
+                w.writerow([_cell(r[c]) for c in columns] + [machine[s][c][i] for c in extra])
+    provenance = {"model": embedder.name, "model_path": embedder.path, "bank": bank.name, "bank_file": bank.source,
+                  "bank_sha256": bank.digest(), "calibration": calibration, "calibration_split": calibration_split,
+                  "default_tau": default_tau, "source": str(root), "language": language}
+    schema = FolderSchema(text_column=text_column, label=dict(label), concepts=concepts_schema, sources=sources,
+                          files={s: f"{s}.csv" for s in SPLITS},
+                          extra={"name": f"{root.name}+{bank.name}",
+                                 "annotation": {"bank": bank.name, "bank_sha256": bank.digest(),
+                                                "model": embedder.name}})
+    schema.save(out)
+    result = AnnotationResult(
+        out_dir=str(out), provenance=provenance, decisions={k: d.to_dict() for k, d in decisions.items()},
+        grades=grades, agreement={s: a for s, a in agree.items() if a},
+        sizes={s: len(data[s][1]) for s in SPLITS}, seconds=time.perf_counter() - start, schema=schema.to_dict())
+    result.save(out / "annotation.json")
+    log.info("annotation written to %s (%.0f s)", out, result.seconds)
+    return result
+
+
+def _subset(sc: ConceptScores, keep: np.ndarray) -> ConceptScores:
+    return ConceptScores(*(getattr(sc, f)[keep] for f in ("relevance", "best", "top", "phrases_best", "phrases_top",
+                                                           "sentence", "mean_polarity")))
+
+
+def _free(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... when it is taken (a column already in the data)."""
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def summary(result: AnnotationResult) -> str:
+    return json.dumps(result.agreement, indent=1)

@@ -1,0 +1,192 @@
+"""Score every sentence of every text against every value phrase of a concept bank, and decide values.
+
+For concept *c* with values *v* (example phrases *p*), sentence *s* of a text scores
+``sim(s, v) = max_p cos(e_s, e_p)``; the text's **best-matching sentence** is the one with the highest
+``max_v sim(s, v)`` (its *relevance* to the concept). The value is read from that sentence:
+
+- ``unknown`` when the relevance is below the concept's threshold ``tau`` (nothing is about the concept);
+- else ``argmax_v sim(s, v) + bias_v`` (a bias shifts the decision between values, the "margin").
+
+``tau`` and the bias are calibrated on a labelled split (grid search for the best macro-F1 against the
+human labels) when the data has human labels for the concept (:func:`calibrate_threshold`), or fitted
+as a small logistic regression on the same similarity scores (:func:`calibrate_logreg`). Concepts without
+human labels use the documented rule of :func:`default_rule`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sparsecbm.annotate.bank import BankConcept, ConceptBank
+from sparsecbm.annotate.embed import SentenceEmbedder
+from sparsecbm.annotate.sentences import split_sentences
+
+
+@dataclass
+class ConceptScores:
+    """Similarity scores of N texts for one concept with V values and P phrases.
+
+    Attributes:
+        relevance: ``[N]`` the best sentence's relevance ``max_v sim(s, v)``.
+        best: ``[N, V]`` value scores of the best-matching sentence.
+        top: ``[N, V]`` each value's best score over all sentences.
+        phrases_best: ``[N, P]`` the best sentence's similarity to every phrase.
+        phrases_top: ``[N, P]`` every phrase's best similarity over all sentences.
+        sentence: ``[N]`` index of the best-matching sentence within its text.
+        mean_polarity: ``[N]`` second value minus first, averaged over all the text's sentences (two values).
+    """
+
+    relevance: np.ndarray
+    best: np.ndarray
+    top: np.ndarray
+    phrases_best: np.ndarray
+    phrases_top: np.ndarray
+    sentence: np.ndarray
+    mean_polarity: np.ndarray | None = None
+
+    def features(self) -> np.ndarray:
+        """``[N, F]`` inputs of the logistic-regression calibration."""
+        return np.concatenate([self.relevance[:, None], self.best, self.top, self.phrases_best, self.phrases_top], 1)
+
+    def polarity(self, by: str = "best") -> np.ndarray:
+        """``[N]`` second value minus first (positive minus negative): the graded score, at the best sentence
+        (``by="best"``) or averaged over all sentences (``by="mean"``: the text's overall tone on the concept)."""
+        if by == "mean":
+            return self.mean_polarity
+        return self.best[:, 1] - self.best[:, 0]
+
+
+def score_texts(texts: Sequence[str], bank: ConceptBank, embedder: SentenceEmbedder,
+                language: str = "en") -> dict[str, ConceptScores]:
+    """Embed every sentence once (batched, cached) and score it against every concept of the bank."""
+    sentences, owner = [], []
+    for i, text in enumerate(texts):
+        parts = split_sentences(text, language) or [str(text)]
+        sentences.extend(parts)
+        owner.extend([i] * len(parts))
+    owner = np.asarray(owner)
+    starts = np.searchsorted(owner, np.arange(len(texts)))
+    S = embedder.embed(sentences, f"embedding {len(sentences)} sentences")
+    phrases = [p for c in bank.concepts for ps in c.values.values() for p in ps]
+    P = embedder.embed(phrases, "embedding concept phrases")
+    out, col = {}, 0
+    for c in bank.concepts:
+        n_phr = sum(len(ps) for ps in c.values.values())
+        sim = S @ P[col: col + n_phr].T  # [n_sentences, P]
+        col += n_phr
+        groups, j = [], 0
+        for ps in c.values.values():
+            groups.append(slice(j, j + len(ps)))
+            j += len(ps)
+        per_value = np.stack([sim[:, g].max(1) for g in groups], 1)  # [n_sentences, V]
+        rel = per_value.max(1)
+        # best sentence per text: the segment-wise argmax of the relevance
+        order = np.lexsort((-rel, owner))
+        best_idx = order[starts]
+        out[c.name] = ConceptScores(
+            relevance=rel[best_idx], best=per_value[best_idx], top=np.maximum.reduceat(per_value, starts, axis=0),
+            phrases_best=sim[best_idx], phrases_top=np.maximum.reduceat(sim, starts, axis=0),
+            sentence=best_idx - starts,
+            mean_polarity=(np.add.reduceat(per_value[:, 1] - per_value[:, 0], starts) / np.diff(np.r_[starts, len(rel)])
+                           if per_value.shape[1] == 2 else np.zeros(len(texts))))
+    return out
+
+
+@dataclass
+class Decision:
+    """How one concept's value is read from its scores.
+
+    Attributes:
+        kind: ``threshold`` (calibrated tau + bias), ``logreg`` (calibrated logistic regression) or
+            ``rule`` (no human labels: :func:`default_rule`).
+        tau: Relevance below which the value is ``unknown``.
+        bias: Added to the value scores before the argmax.
+        model: The fitted logistic regression (``logreg``).
+        calibration: What it was calibrated on (split, rows, macro-F1 there).
+    """
+
+    kind: str
+    tau: float
+    bias: list[float]
+    model: Any = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def decide(self, scores: ConceptScores) -> np.ndarray:
+        """``[N]`` value indices, ``V`` meaning unknown (V = number of bank values)."""
+        n_values = scores.best.shape[1]
+        if self.kind == "logreg":
+            return self.model.predict(scores.features())
+        value = (scores.best + np.asarray(self.bias)[None]).argmax(1)
+        return np.where(scores.relevance < self.tau, n_values, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tau": float(self.tau), "bias": [float(b) for b in self.bias], **self.calibration}
+
+
+def _macro_f1(y, p, n) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, p, average="macro", labels=list(range(n))))
+
+
+def calibrate_threshold(scores: ConceptScores, labels: np.ndarray, grid: int = 41) -> Decision:
+    """Grid search of ``tau`` (and, for two values, the bias between them) for the best macro-F1 against
+    ``labels`` (value indices, V = unknown). Ties keep the first (lowest) grid point: deterministic."""
+    n_values = scores.best.shape[1]
+    qs = np.linspace(0.02, 0.98, grid)
+    taus = np.unique(np.quantile(scores.relevance, qs))
+    biases = [np.zeros(n_values)]
+    if n_values == 2:
+        diffs = np.unique(np.quantile(scores.polarity(), qs))
+        biases = [np.array([0.0, -d]) for d in diffs]
+    best = (-1.0, None, None)
+    for tau in taus:
+        for bias in biases:
+            f1 = _macro_f1(labels, Decision("threshold", tau, list(bias)).decide(scores), n_values + 1)
+            if f1 > best[0] + 1e-12:
+                best = (f1, float(tau), bias)
+    f1, tau, bias = best
+    return Decision("threshold", tau, [float(b) for b in bias], calibration={"macro_f1_on_calibration": f1})
+
+
+def calibrate_logreg(scores: ConceptScores, labels: np.ndarray, C: float = 10.0) -> Decision:
+    """A logistic regression on the concept's similarity scores (the best sentence's and the top ones)."""
+    from sklearn.linear_model import LogisticRegression
+
+    n_values = scores.best.shape[1]
+    if len(np.unique(labels)) < 2:
+        return calibrate_threshold(scores, labels)
+    model = LogisticRegression(max_iter=3000, C=C).fit(scores.features(), labels)
+    d = Decision("logreg", float("nan"), [0.0] * n_values, model=model)
+    d.calibration = {"macro_f1_on_calibration": _macro_f1(labels, d.decide(scores), n_values + 1)}
+    return d
+
+
+def default_rule(concept: BankConcept, calibrated: Sequence[Decision], default_tau: float) -> Decision:
+    """Threshold for a concept without human labels.
+
+    The rule: ``tau`` is the median of the thresholds calibrated for this bank's human-labelled concepts
+    in the same run (same model, same phrase style), or ``default_tau`` when none was calibrated; no bias.
+    """
+    taus = [d.calibration.get("threshold_tau", d.tau) for d in calibrated]
+    taus = [t for t in taus if np.isfinite(t)]
+    tau = float(np.median(taus)) if taus else float(default_tau)
+    source = f"median of {len(taus)} calibrated thresholds" if taus else "default_tau"
+    return Decision("rule", tau, [0.0] * len(concept.values), calibration={"rule": source})
+
+
+def grade_edges(scores: np.ndarray, levels: int) -> list[float]:
+    """``levels - 1`` cut points: quantiles of ``scores`` (equal-frequency levels)."""
+    if len(scores) == 0:
+        return [0.0] * (levels - 1)
+    return [float(q) for q in np.quantile(scores, np.arange(1, levels) / levels)]
+
+
+def grade(scores: np.ndarray, mentioned: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """``[N]`` level 0..L-1 from the cut points, ``L`` (unknown) where the concept is not mentioned."""
+    level = np.searchsorted(np.asarray(edges), scores, side="right")
+    return np.where(mentioned, level, len(edges) + 1)

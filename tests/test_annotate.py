@@ -1,0 +1,169 @@
+"""Machine concept annotation: sentence splitting, scoring and calibration on a constructed corpus whose
+concepts are known (a deterministic fake embedder: one axis per word), the written folder and its schema."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparsecbm.annotate import annotate_folder, load_bank, split_sentences
+from sparsecbm.annotate.bank import BankError, ConceptBank
+from sparsecbm.concepts import ConceptSpec
+from sparsecbm.data.schema import read_schema
+
+WORDS = ["food", "tasty", "bland", "service", "friendly", "rude", "weather", "the", "was", "and"]
+
+
+class WordEmbedder:
+    """Bag of words over ``WORDS``, L2-normalised: cosine similarity = word overlap (deterministic)."""
+
+    name = path = "fake-words"
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, texts, description=""):
+        self.calls += 1
+        out = np.zeros((len(texts), len(WORDS)), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"[a-z]+", t.lower()):
+                if w in WORDS:
+                    out[i, WORDS.index(w)] += 1
+        norm = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norm == 0, 1, norm)
+
+
+BANK = {
+    "name": "toy",
+    "concepts": [
+        {"name": "food", "description": "food", "human_column": "food_h", "levels": 3,
+         "values": {"Negative": ["food bland"], "Positive": ["food tasty"]}},
+        {"name": "service", "description": "service",
+         "values": {"Negative": ["service rude"], "Positive": ["service friendly"]}},
+    ],
+}
+SENT = {"food": {"Negative": "The food was bland.", "Positive": "The food was tasty."},
+        "service": {"Negative": "The service was rude.", "Positive": "The service was friendly."}}
+
+
+def make_corpus(root: Path, n: int = 24) -> dict[str, list[dict[str, str]]]:
+    """Texts built from known concept values; label = food positive. ``unknown`` = no sentence about it."""
+    root.mkdir(parents=True, exist_ok=True)
+    cycle = ["Negative", "Positive", "unknown"]
+    out = {}
+    for split in ("train", "dev", "test"):
+        rows = []
+        for i in range(n):
+            food, service = cycle[i % 3], cycle[(i // 3) % 3]
+            parts = ["We went on Monday."] + [SENT[c][v] for c, v in (("food", food), ("service", service))
+                                               if v != "unknown"] + ["The weather was nice."]
+            rows.append({"text": " ".join(parts), "label": "good" if food == "Positive" else "bad",
+                         "food_h": food, "service_truth": service})
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        out[split] = rows
+    return out
+
+
+def test_split_sentences():
+    assert split_sentences("Dr. Smith ate at 8.30 p.m. The food was great! Service, slow.") == [
+        "Dr. Smith ate at 8.30 p.m.", "The food was great!", "Service, slow."]
+    assert split_sentences("  no   punctuation here ") == ["no punctuation here"]
+    assert split_sentences("") == []
+    long = "word, " * 200
+    pieces = split_sentences(long, max_chars=100)
+    assert all(len(p) <= 100 for p in pieces) and len(pieces) > 5
+
+
+def test_bank_shipped_and_errors(tmp_path):
+    bank = load_bank("cebab")
+    human = [c.name for c in bank.concepts if c.human_column]
+    assert human == ["food", "ambiance", "service", "noise"] and len(bank) - len(human) >= 10
+    assert len(load_bank("imdb")) >= 8
+    assert load_bank("cebab").digest() == bank.digest()
+    with pytest.raises(BankError, match="neither a YAML file nor a shipped bank"):
+        load_bank("nope")
+    with pytest.raises(BankError, match="concept 'x', value 'Positive': needs at least one"):
+        ConceptBank.from_dict({"concepts": [{"name": "x", "values": {"Positive": []}}]}, "b.yaml")
+    with pytest.raises(BankError, match="levels=5 needs exactly two polar values"):
+        ConceptBank.from_dict({"concepts": [{"name": "x", "levels": 5, "values": {"a": ["p"], "b": ["q"], "c": ["r"]}}]})
+    path = bank.save(tmp_path / "b.yaml")
+    assert load_bank(path).digest() == bank.digest()
+
+
+def test_annotation_finds_known_values_and_calibrates(tmp_path):
+    rows = make_corpus(tmp_path / "data")
+    human = [ConceptSpec("food", "food_h", ("Negative", "Positive", "unknown"))]
+    emb = WordEmbedder()
+    res = annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / "out", text_column="text",
+                          label={"column": "label", "values": ["bad", "good"], "skip": []}, human=human,
+                          embedder=emb, calibration="threshold")
+    # food has human labels: calibrated on dev, perfect agreement on every split
+    assert res.decisions["food"]["kind"] == "threshold" and res.decisions["food"]["split"] == "dev"
+    for split in ("train", "dev", "test"):
+        assert res.agreement[split]["food"]["macro_f1"] == pytest.approx(1.0)
+        assert res.agreement[split]["food"]["kappa"] == pytest.approx(1.0)
+    # service has none: the documented rule (median of the calibrated thresholds)
+    assert res.decisions["service"]["kind"] == "rule"
+    assert res.decisions["service"]["tau"] == pytest.approx(res.decisions["food"]["tau"])
+    out = {s: list(csv.DictReader(open(tmp_path / "out" / f"{s}.csv"))) for s in ("train", "dev", "test")}
+    for split in out:  # human columns kept, machine columns added, right values, unknown when nothing matches
+        assert [r["food_h"] for r in out[split]] == [r["food_h"] for r in rows[split]]
+        assert [r["machine_service"] for r in out[split]] == [r["service_truth"] for r in rows[split]]
+        assert [r["machine_food"] for r in out[split]] == [r["food_h"] for r in rows[split]]
+        grades = [r["machine_food_grade"] for r in out[split]]
+        assert {g for g, r in zip(grades, rows[split]) if r["food_h"] == "unknown"} == {"unknown"}
+    schema = read_schema(tmp_path / "out")
+    assert schema.sources == {"food": "human", "service": "machine", "food_grade": "machine"}
+    cs = schema.concept_set()
+    assert cs["food_grade"].ordered and cs["food_grade"].levels == ("1", "2", "3")
+    saved = json.loads((tmp_path / "out" / "annotation.json").read_text())
+    assert saved["provenance"]["bank_sha256"] == ConceptBank.from_dict(BANK).digest()
+    assert set(saved["decisions"]) == {"food", "service"}
+
+
+def test_threshold_calibration_moves_with_labels(tmp_path):
+    """Labels that call a weak match 'unknown' push tau above it; labels that accept it keep tau below."""
+    from sparsecbm.annotate.scoring import ConceptScores, calibrate_threshold
+
+    rel = np.array([0.9, 0.9, 0.6, 0.6, 0.3, 0.3])
+    best = np.array([[0.9, 0.1], [0.1, 0.9], [0.6, 0.1], [0.1, 0.6], [0.3, 0.0], [0.0, 0.3]])
+    sc = ConceptScores(rel, best, best, best, best, np.zeros(6, int), best[:, 1] - best[:, 0])
+    strict = calibrate_threshold(sc, np.array([0, 1, 2, 2, 2, 2]))
+    loose = calibrate_threshold(sc, np.array([0, 1, 0, 1, 2, 2]))
+    assert 0.6 < strict.tau <= 0.9 and 0.3 < loose.tau <= 0.6
+    assert list(strict.decide(sc)) == [0, 1, 2, 2, 2, 2] and list(loose.decide(sc)) == [0, 1, 0, 1, 2, 2]
+
+
+def test_real_minilm_on_a_handful_of_sentences(tmp_path):
+    from sparsecbm.annotate.embed import SentenceEmbedder
+    from sparsecbm.annotate.scoring import score_texts
+
+    bank = ConceptBank.from_dict({"concepts": [
+        {"name": "food", "values": {"Negative": ["the food was bland and tasteless"],
+                                    "Positive": ["the food was delicious"]}}]})
+    texts = ["We parked outside. The pasta was incredibly tasty!", "We parked outside. My soup was cold and flavourless."]
+    emb = SentenceEmbedder("minilm", cache_dir=tmp_path / "cache", progress=False)
+    sc = score_texts(texts, bank, emb)["food"]
+    assert list(sc.sentence) == [1, 1]  # the sentence about food, not the parking one
+    assert sc.polarity()[0] > 0 > sc.polarity()[1]
+    assert list(emb._cache) and (tmp_path / "cache").is_dir()  # cached on disk
+    again = SentenceEmbedder("minilm", cache_dir=tmp_path / "cache", progress=False)
+    one = ["The pasta was incredibly tasty!"]
+    assert np.allclose(again.embed(one), emb.embed(one)) and again._model is None  # from the cache
+
+
+def test_annotate_cli_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "sparsecbm.annotate", f"data.root={tmp_path}", "bank=nope",
+                        f"out_dir={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'h'}"], capture_output=True, text=True)
+    assert r.returncode == 2 and "bank='nope'" in r.stderr and "Traceback" not in r.stderr
