@@ -4,7 +4,7 @@ The public names are imported on first use (PEP 562), so a command that stops at
 option, data that cannot be found) answers before torch and Lightning are loaded.
 """
 
-from importlib import import_module
+from sparsecbm.lazy import lazy_exports
 
 __version__ = "0.1.0"
 _EXPORTS = {
@@ -16,11 +16,4 @@ _EXPORTS = {
     "CheckpointError": "sparsecbm.errors", "SparseCBMError": "sparsecbm.errors",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sparsecbm' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, globals(), _EXPORTS)
