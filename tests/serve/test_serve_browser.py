@@ -22,7 +22,7 @@ from sparsecbm.serve import Explorer
 CHROMIUM = os.environ.get("SPARSECBM_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 TEXT = "The pasta was cold but the waiter was lovely and the room was quiet."
 
 
