@@ -1,4 +1,9 @@
-"""Load a trained model back from a checkpoint, offline, without the original config files.
+"""The checkpoint format, written and read here; load a trained model back offline, without the config files.
+
+:class:`CheckpointMetadata` (a Lightning callback that ``train`` adds to every trainer) writes the
+``checkpoint["sparsecbm"]`` metadata: the concepts, the flat ``cbm`` options, the backbone's Hugging Face
+config and the sparsity settings; :func:`read_checkpoint` checks it and :func:`load_checkpoint` rebuilds
+the module from it.
 
 :class:`InferenceSession` is what the inference entry points (evaluate, intervene, explain, label refit)
 share: the checkpoint's module on a device, its data (its own data config, another one, or overrides
@@ -13,19 +18,48 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.errors import CheckpointError, DataError
 
+CHECKPOINT_KEY = "sparsecbm"
 #: The checkpoint metadata format this version writes and reads (``checkpoint["sparsecbm"]["format"]``).
 FORMAT_VERSION = 1
 
 
+def checkpoint_metadata(module) -> dict[str, Any]:
+    """What a checkpoint of ``module`` (a :class:`~sparsecbm.lit.CBMLitModule`) stores besides its weights.
+    ``cbm`` is the flat options dict (the same keys as before ``conf/cbm`` had a ``_target_``)."""
+    bb = module.model.backbone
+    return {
+        "format": FORMAT_VERSION,
+        "concepts": module.concept_set.to_dict(),
+        "cbm": module.cbm.to_dict(),
+        "head_lr": module.head_lr,
+        "run_config": module.run_config,
+        "backbone": {
+            "name_or_path": bb.name_or_path,
+            "pooling": bb.pooling,
+            "tokenizer": bb.tokenizer_name,
+            "hf_config": bb.model.config.to_dict(),
+            "lora": getattr(bb, "lora", None),
+        },
+        "sparsity": getattr(bb, "settings", None),
+    }
+
+
+class CheckpointMetadata(L.Callback):
+    """Writes :func:`checkpoint_metadata` into every checkpoint the trainer saves (``train`` adds it; add
+    it to a ``Trainer`` you build yourself so that :func:`load_checkpoint` can read its checkpoints)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(pl_module)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dictionary, or a :class:`CheckpointError` naming what is wrong with the file."""
-    from sparsecbm.lit.module import CHECKPOINT_KEY
-
     path = Path(path)
     if not path.is_file():
         hint = " (a folder: pass its checkpoints/best.ckpt)" if path.is_dir() else ""
@@ -71,7 +105,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
         >>> module.model.concepts.names
         ['food', 'ambiance', 'service', 'noise']
     """
-    from sparsecbm.lit.module import CHECKPOINT_KEY, CBMLitModule
+    from sparsecbm.lit.module import CBMLitModule
     from sparsecbm.models.backbone import Backbone
 
     ckpt = read_checkpoint(path)
@@ -84,7 +118,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
         from sparsecbm.sparsity import SubnetworkBackbone
 
         backbone = SubnetworkBackbone(backbone, len(concepts), **meta["sparsity"])
-    module = CBMLitModule(backbone, concepts, cbm=meta["cbm"], head_lr=meta["head_lr"])
+    module = CBMLitModule(backbone, concepts, cbm=meta["cbm"], head_lr=meta["head_lr"])  # cbm: the flat options
     module.run_config = meta.get("run_config")
     # scorer state (movement scores) only matters while training: not needed to predict
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.endswith("mask_movement")}

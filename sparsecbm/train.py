@@ -77,7 +77,7 @@ def build(cfg: DictConfig):
     import lightning as L
 
     from sparsecbm.callbacks import AtomicCheckpointIO
-    from sparsecbm.checkpoint import read_checkpoint
+    from sparsecbm.checkpoint import CheckpointMetadata, read_checkpoint
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -94,6 +94,7 @@ def build(cfg: DictConfig):
         log.info("init_from %s: new parameters %s, ignored %s", cfg.init_from, missing, unexpected)
     # a group entry set to null (callbacks.progress_bar=null) is switched off
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(CheckpointMetadata())  # the checkpoint format (sparsecbm.checkpoint), never switched off
     if sparse:
         from sparsecbm.callbacks.pruning import PruningCallback
 

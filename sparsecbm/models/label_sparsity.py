@@ -66,9 +66,9 @@ def label_weight(head: nn.Module) -> torch.Tensor | None:
     return head.weight if isinstance(head, nn.Linear) else None
 
 
-def make_sparse_label_head(head: nn.Module, cbm: dict, cardinalities: list[int]) -> nn.Module:
-    """Swap in the top-k head when ``cbm.label_sparsity=topk``; otherwise return ``head`` unchanged."""
-    kind = cbm.get("label_sparsity", "none") or "none"
+def make_sparse_label_head(head: nn.Module, kind: str, cardinalities: list[int], k: int = 2) -> nn.Module:
+    """Swap in the top-``k`` head when ``kind`` (``cbm.label_sparsity``) is ``topk``; otherwise return ``head``."""
+    kind = kind or "none"
     if kind not in LABEL_SPARSITY:
         raise ValueError(f"cbm.label_sparsity='{kind}' is not valid; expected one of {LABEL_SPARSITY}")
     if kind == "none":
@@ -77,15 +77,15 @@ def make_sparse_label_head(head: nn.Module, cbm: dict, cardinalities: list[int])
         raise ValueError(f"cbm.label_sparsity={kind} needs cbm.label_head=linear")
     if kind == "l1":
         return head
-    new = TopKConceptLinear(cardinalities, head.out_features, int(cbm.get("label_topk", 2)))
+    new = TopKConceptLinear(cardinalities, head.out_features, int(k))
     with torch.no_grad():
         new.weight.copy_(head.weight)
         new.bias.copy_(head.bias)
     return new
 
 
-def label_l1_penalty(head: nn.Module, cbm: dict) -> torch.Tensor | None:
-    """``label_l1 * sum|W|`` when ``cbm.label_sparsity=l1``, else ``None``."""
-    if (cbm.get("label_sparsity", "none") or "none") != "l1":
+def label_l1_penalty(head: nn.Module, kind: str, weight: float) -> torch.Tensor | None:
+    """``weight * sum|W|`` when ``kind`` (``cbm.label_sparsity``) is ``l1``, else ``None``."""
+    if kind != "l1":
         return None
-    return float(cbm.get("label_l1", 1e-3)) * head.weight.abs().sum()
+    return float(weight) * head.weight.abs().sum()

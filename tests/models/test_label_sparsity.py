@@ -28,9 +28,9 @@ def test_bad_configs():
     with pytest.raises(ValueError, match="label_topk"):
         TopKConceptLinear([3, 3], 2, k=3)
     with pytest.raises(ValueError, match="label_sparsity"):
-        make_sparse_label_head(torch.nn.Linear(6, 2), {"label_sparsity": "dense"}, [3, 3])
+        make_sparse_label_head(torch.nn.Linear(6, 2), "dense", [3, 3])
     with pytest.raises(ValueError, match="label_head=linear"):
-        make_sparse_label_head(torch.nn.Sequential(), {"label_sparsity": "topk"}, [3, 3])
+        make_sparse_label_head(torch.nn.Sequential(), "topk", [3, 3])
 
 
 def test_topk_holds_after_training_and_contributions_sum_to_logit(cfg_factory, tmp_path):
