@@ -75,6 +75,8 @@ def user_message(exc: BaseException) -> str | None:
     """The short message for a user error, or ``None`` when ``exc`` is not one (a bug: keep the traceback)."""
     if isinstance(exc, SparseCBMError):
         return str(exc)
+    if isinstance(exc.__cause__, SparseCBMError) and type(exc).__name__ == "InstantiationException":
+        return str(exc.__cause__)  # raised while Hydra built a `_target_` (e.g. a cbm option out of range)
     try:
         from hydra.errors import (
             ConfigCompositionException,

@@ -188,6 +188,8 @@ CONFIG_CASES = {
     "malformed override": (["trainer.max_epochs=[1,"], ["could not parse the command-line override 'trainer.max_epochs=[1,'"]),
     "accelerator name": (["accelerator=tpu"], ["accelerator='tpu' is not valid; expected one of ['auto', 'cpu', 'gpu']"]),
     "resume without checkpoint": (["ckpt_path=last"], ["cannot resume: checkpoint", "pass hydra.run.dir=<the interrupted run>"]),
+    "cbm option out of range": (["cbm.residual_drop_prob=1.5"], ["error: cbm.residual_drop_prob=1.5 must be in [0, 1]"]),
+    "cbm option value": (["cbm.label_class_weight=inverse"], ["cbm.label_class_weight='inverse' is not valid"]),
 }
 if not torch.cuda.is_available():
     CONFIG_CASES["gpu without CUDA"] = (["accelerator=gpu"], ["accelerator=gpu, but torch sees no CUDA device"])

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from sparsecbm.concepts import ConceptSet
+from sparsecbm.errors import ConfigError
 from sparsecbm.models.cbm import ConceptBottleneckModel
 
 CLASS_WEIGHTS = ("none", "balanced")
@@ -76,9 +77,9 @@ class CBMConfig:
             setattr(self, f.name, value)
         for key in ("concept_class_weight", "label_class_weight"):
             if getattr(self, key) not in CLASS_WEIGHTS:
-                raise ValueError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected none or balanced")
+                raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected none or balanced")
         if not 0.0 <= self.residual_drop_prob <= 1.0:
-            raise ValueError(f"cbm.residual_drop_prob={self.residual_drop_prob} must be in [0, 1]")
+            raise ConfigError(f"cbm.residual_drop_prob={self.residual_drop_prob} must be in [0, 1]")
 
     @classmethod
     def coerce(cls, cbm: CBMConfig | Mapping[str, Any] | None) -> CBMConfig:
@@ -92,7 +93,7 @@ class CBMConfig:
         items = {k: v for k, v in items.items() if not str(k).startswith("_")}
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(items) - known):
-            raise ValueError(f"unknown cbm option(s) {unknown}; expected some of {sorted(known)}")
+            raise ConfigError(f"unknown cbm option(s) {unknown}; expected some of {sorted(known)}")
         return cls(**items)
 
     def to_dict(self) -> dict[str, Any]:
