@@ -145,7 +145,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         method=resolve_name(cfg.method, module),
         checkpoint=str(cfg.ckpt_path),
         label_layer=label_layer_summary(module),
-        label_sparsity=module.cbm_cfg.get("label_sparsity", "none"),
+        label_sparsity=module.cbm.label_sparsity,
         subnetwork=subnetwork_summary(module.model, Path(cfg.ckpt_path).parent.parent / "results.json"),
         meta={"attribution": options},
     )
