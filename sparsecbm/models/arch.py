@@ -92,8 +92,6 @@ ARCHITECTURES: tuple[Architecture, ...] = (
                  Units(("ffn.lin1",), "ffn.lin2"), "attention.out_lin", "ffn.lin2"),
     Architecture("llama", ("llama", "qwen2", "mistral", "qwen3"), _LLAMA_HEAD,
                  Units(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"), "self_attn.o_proj", "mlp.down_proj"),
-    Architecture("opt", ("opt",), Units(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.out_proj"),
-                 Units(("fc1",), "fc2"), "self_attn.out_proj", "fc2"),
     Architecture("gpt2", ("gpt2",), None, Units(("mlp.c_fc",), "mlp.c_proj"), "attn.c_proj", "mlp.c_proj"),
 )
 _BY_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}
