@@ -97,3 +97,23 @@ def test_aggregate_and_tracking_read_run_results(tmp_path):
     assert "test/concept/acc" in trials[0].metrics and trials[0].metrics["val/label/f1"] == pytest.approx(0.5)
     flat = flat_metrics(result())
     assert flat["test/per_concept/food/acc"] == 0.9 and flat["run/epochs"] == 5.0 and "data/sizes/train" not in flat
+
+
+def test_the_reference_reuses_the_run_s_fitted_ceiling(monkeypatch):
+    """ConceptCeiling is fitted once per run: given the fitted one, the reference baselines fit nothing."""
+    import numpy as np
+
+    from sparsecbm.interpret.leakage import ConceptCeiling
+    from sparsecbm.results import reference_baselines
+
+    rng = np.random.default_rng(0)
+    concepts = rng.integers(0, 3, (60, 2))
+    labels = (concepts.sum(1) > 2).astype(int)
+    fresh = reference_baselines(concepts, labels, concepts, labels, [3, 3], 2)
+    ceiling = ConceptCeiling.fit(concepts, labels, [3, 3], 2)
+
+    def no_refit(*a, **k):
+        raise AssertionError("fitted twice")
+
+    monkeypatch.setattr(ConceptCeiling, "fit", no_refit)
+    assert reference_baselines(concepts, labels, concepts, labels, [3, 3], 2, ceiling=ceiling) == fresh
