@@ -14,6 +14,7 @@ _EXPORTS = {
     "InterventionResult": "sparsecbm.interpret.intervention", "intervene": "sparsecbm.interpret.intervention",
     "InterventionError": "sparsecbm.errors", "DataError": "sparsecbm.errors", "ConfigError": "sparsecbm.errors",
     "CheckpointError": "sparsecbm.errors", "SparseCBMError": "sparsecbm.errors",
+    "RunResult": "sparsecbm.run_result",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 __getattr__ = lazy_exports(__name__, globals(), _EXPORTS)

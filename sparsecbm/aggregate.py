@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from sparsecbm.errors import DataError, entry_point
-from sparsecbm.results import metric_value
+from sparsecbm.run_result import RunResult
 from sparsecbm.tables import fmt_mean_std, write_markdown
 
 METRICS = ("val/label/f1", "val/label/acc", "test/label/acc", "test/label/f1", "test/concept/acc", "test/concept/f1")
@@ -64,10 +63,10 @@ def load_trials(multirun_dir: str | Path, metrics: Sequence[str] = METRICS) -> l
         trial = Trial(str(job_dir.relative_to(root)), _overrides(job_dir), job_dir)
         result = job_dir / "results.json"
         if result.is_file():
-            results = json.loads(result.read_text())
+            run = RunResult.load(result)
             for m in metrics:
                 try:
-                    trial.metrics[m] = metric_value(results, m)
+                    trial.metrics[m] = run.metric(m)
                 except KeyError:
                     pass
         trials.append(trial)

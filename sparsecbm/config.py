@@ -100,17 +100,30 @@ def data_request(cfg: DictConfig, backbone_tokenizer: str | None = None) -> Dict
 def hydra_entry_point(config_name: str, config_path: str | None = None) -> Callable[[F], F]:
     """``@hydra.main`` for ``conf/<config_name>.yaml`` with the project's error path on both sides of it.
 
+    Decorating registers the ``sc.*`` resolvers (:func:`register_resolvers`, at import time, so a test that
+    composes the config and calls the entry point's function resolves them too); each call quiets the
+    libraries (:func:`quiet_libraries`) before the task runs. Both are idempotent, so an entry point that
+    still calls them itself works the same.
+
     Example:
         >>> @hydra_entry_point("serve")
         ... def main(cfg) -> None:
         ...     serve(cfg)          # raise ConfigError / DataError / CheckpointError for user errors
     """
+    register_resolvers()
 
     def decorate(task: F) -> F:
+        import functools
+
         import hydra
 
+        @functools.wraps(task)
+        def quiet_task(cfg: DictConfig) -> Any:
+            quiet_libraries()
+            return task(cfg)
+
         hydra_main = hydra.main(version_base="1.3", config_path=config_path or CONF_DIR,
-                                config_name=config_name)(user_errors(task))
+                                config_name=config_name)(user_errors(quiet_task))
         return entry_point(hydra_main)  # type: ignore[return-value]
 
     return decorate

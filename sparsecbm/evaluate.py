@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecbm.checkpoint import InferenceSession
-from sparsecbm.config import check_split, data_request, hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.config import check_split, data_request, hydra_entry_point
 from sparsecbm.errors import ConfigError
-from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
-from sparsecbm.results import reference_baselines, split_metrics, summary_table, write_json
+from sparsecbm.interpret.leakage import ConceptCeiling
+from sparsecbm.results import summary_table
+from sparsecbm.run_result import RunResult, stage_result
 
 log = logging.getLogger(__name__)
 STAGES = {"dev": "val", "test": "test"}
@@ -49,7 +49,8 @@ def datamodule_from_cfg(cfg: DictConfig, module=None):
     return session.datamodule(cfg.paths.cache_dir + "/tokenized")
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig) -> RunResult:
+    """Validate / test a checkpoint on the chosen splits; write ``results.json``. Returns the result."""
     start = time.perf_counter()
     splits = [check_split(s, "splits") for s in ([cfg.splits] if isinstance(cfg.splits, str) else cfg.splits)]
     session = session_from_cfg(cfg)
@@ -58,52 +59,43 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     accelerator = "gpu" if session.device == "cuda" else "cpu"
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False)
     names = module.concept_set.names if module.model.has_concepts else []
-    results: dict[str, Any] = {}
-    ceiling = ConceptCeiling.from_datamodule(dm)
+    stages: dict[str, Any] = {}
+    ceiling = ConceptCeiling.from_datamodule(dm)  # fitted once: the bottleneck reports and the reference
     for split in splits:
         if split not in STAGES:
             raise ConfigError(f"splits: '{split}' is not evaluated; expected some of {list(STAGES)}")
         loader = dm.loader(split)
         run = trainer.validate if split == "dev" else trainer.test
         metrics = run(module, dataloaders=loader, verbose=False)[0]
-        results[STAGES[split]] = split_metrics(metrics, STAGES[split], names)
-        results[STAGES[split]].update(bottleneck_report(module, loader, ceiling, train_loader=dm.loader("train")))
-    raw = dm.raw
+        stages[STAGES[split]] = stage_result(metrics, STAGES[split], names, module, loader, ceiling,
+                                             train_loader=dm.loader("train"))
     trained = module.run_config or {}
-    results.update(
-        {
-            # seed / epochs / config of the run that trained the checkpoint, so `sparsecbm.tables` groups a
-            # re-evaluation with (or in place of) its training run; this command's own config is `evaluate_config`
-            "run": {"task_name": cfg.task_name, "output_dir": cfg.paths.output_dir, "checkpoint": str(cfg.ckpt_path),
-                    "seed": trained.get("seed"), "epochs": (trained.get("trainer") or {}).get("max_epochs"),
-                    "wall_time_s": round(time.perf_counter() - start, 2)},
-            "model": {"mode": module.mode, "activation": module.model.activation if names else None,
-                      "label_head": module.cbm_cfg.get("label_head"), "backbone": module.model.backbone.name_or_path},
-            "data": dm.describe(),
-            "reference": reference_baselines(raw["train"].concepts, raw["train"].labels, raw["test"].concepts,
-                                             raw["test"].labels, dm.concept_set.cardinalities,
-                                             dm.concept_set.label.num_classes),
-            "config": trained or OmegaConf.to_container(cfg, resolve=True),
-            "evaluate_config": OmegaConf.to_container(cfg, resolve=True),
-        }
-    )
+    subnetworks = None
     if hasattr(module.model.backbone, "masked_layers"):
         from sparsecbm.sparsity import subnetwork_stats
 
-        results["subnetworks"] = subnetwork_stats(module.model.backbone, names)
-    write_json(Path(cfg.paths.output_dir) / "results.json", results)
+        subnetworks = subnetwork_stats(module.model.backbone, names)
+    result = RunResult.collect(
+        stages=stages, module=module, datamodule=dm, ceiling=ceiling,
+        # seed / epochs / config of the run that trained the checkpoint, so `sparsecbm.tables` groups a
+        # re-evaluation with (or in place of) its training run; this command's own config is `evaluate_config`
+        run={"task_name": cfg.task_name, "output_dir": cfg.paths.output_dir, "checkpoint": str(cfg.ckpt_path),
+             "seed": trained.get("seed"), "epochs": (trained.get("trainer") or {}).get("max_epochs"),
+             "wall_time_s": round(time.perf_counter() - start, 2)},
+        model={"label_head": module.cbm_cfg.get("label_head"), "backbone": module.model.backbone.name_or_path},
+        config=trained or OmegaConf.to_container(cfg, resolve=True),
+        evaluate_config=OmegaConf.to_container(cfg, resolve=True),
+        subnetworks=subnetworks,
+    )
+    result.save(cfg.paths.output_dir)
     from rich.console import Console
 
-    Console().print(summary_table(results, f"evaluate: {cfg.ckpt_path}"))
-    return results
-
-
-register_resolvers()
+    Console().print(summary_table(result, f"evaluate: {cfg.ckpt_path}"))
+    return result
 
 
 @hydra_entry_point("evaluate")
 def main(cfg: DictConfig) -> None:
-    quiet_libraries()
     evaluate(cfg)
 
 

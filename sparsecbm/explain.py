@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.config import check_split, data_request, hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.config import check_split, data_request, hydra_entry_point
 from sparsecbm.errors import ConfigError
 from sparsecbm.evaluate import session_from_cfg
 from sparsecbm.interpret.attribution import Tokens, get_method, resolve_name
@@ -200,12 +200,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-register_resolvers()
-
-
 @hydra_entry_point("explain")
 def main(cfg: DictConfig) -> None:
-    quiet_libraries()
     result = run(cfg)
     print(
         f"explanations: {result['explanations']}"

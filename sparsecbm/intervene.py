@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sparsecbm.config import check_split, hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.config import check_split, hydra_entry_point
 from sparsecbm.errors import CheckpointError, ConfigError
 from sparsecbm.evaluate import session_from_cfg
 from sparsecbm.interpret.curves import InterventionCurve, collect, intervention_curve
@@ -123,12 +123,8 @@ def run_mask_level(cfg: DictConfig, session, out: Path) -> dict[str, Any]:
     return payload
 
 
-register_resolvers()
-
-
 @hydra_entry_point("intervene")
 def main(cfg: DictConfig) -> None:
-    quiet_libraries()
     run(cfg)
 
 

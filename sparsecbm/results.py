@@ -1,4 +1,5 @@
-"""results.json: what a run measured, in one structure shared by train and evaluate."""
+"""The parts of ``results.json`` (split metrics, reference baselines, the summary table); the whole file is
+:class:`sparsecbm.run_result.RunResult`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def split_metrics(metrics: Mapping[str, float], stage: str, concept_names: list[
     """``{"test/label/acc": ...}`` -> ``{"label": {"acc", "f1"}, "concept": {...}, "per_concept": {...}}``."""
     get = lambda k: float(metrics[k]) if k in metrics else None  # noqa: E731
     out: dict[str, Any] = {"label": {"acc": get(f"{stage}/label/acc"), "f1": get(f"{stage}/label/f1")}}
-    if f"{stage}/label/f1_papers" in metrics:  # the SparseCBM / C3M papers' "macro F1" (see lit.metrics)
+    if f"{stage}/label/f1_papers" in metrics:  # the SparseCBM / C3M papers' "macro F1" (see sparsecbm.metrics)
         out["label"]["f1_papers"] = get(f"{stage}/label/f1_papers")
     if f"{stage}/loss" in metrics:
         out["loss"] = get(f"{stage}/loss")
@@ -61,32 +62,17 @@ def check_optimized_metric(name: str, concept_names: list[str] | None = None) ->
     return name
 
 
-def metric_value(results: Mapping[str, Any], name: str) -> float:
-    """A logged metric's value in a ``results.json`` structure: ``val/label/f1``, ``test/concept/acc``,
-    ``val/concept/food/f1`` (per concept) or ``val/loss``."""
-    stage, *rest = name.split("/")
-    node: Any = results.get(stage)
-    if len(rest) == 3 and rest[0] == "concept":
-        rest = ["per_concept", rest[1], rest[2]]
-    for part in rest:
-        node = node.get(part) if isinstance(node, Mapping) else None
-    if not isinstance(node, (int, float)):
-        known = sorted(f"{s}/{k}/{m}" for s in ("val", "test") for k in ("label", "concept")
-                       for m in ("acc", "f1") if isinstance((results.get(s) or {}).get(k), Mapping))
-        raise KeyError(f"optimized_metric='{name}' is not in this run's results; known: {known} "
-                       "(and <split>/concept/<name>/<acc|f1>, <split>/loss)")
-    return float(node)
-
-
-def reference_baselines(train_concepts, train_labels, test_concepts, test_labels, cardinalities, n_labels) -> dict:
+def reference_baselines(train_concepts, train_labels, test_concepts, test_labels, cardinalities, n_labels,
+                        ceiling=None) -> dict:
     """What a strict bottleneck can reach at best on this data, to put a run beside.
 
     ``true_concept_logreg``: logistic regression from one-hot *true* concepts (train -> test);
     ``true_concept_lookup``: the majority train label of each combination of true concept values
     (see :class:`~sparsecbm.interpret.leakage.ConceptCeiling`);
     ``majority_class``: always predict the most frequent training label.
+    ``ceiling``: that ceiling already fitted on these training concepts (a run fits it once); else fitted here.
     """
-    from sparsecbm.lit.metrics import classification_scores
+    from sparsecbm.metrics import classification_scores
 
     def scores(pred) -> dict[str, float]:
         s = classification_scores(pred, test_labels, n_labels)
@@ -96,9 +82,10 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
     majority = int(np.bincount(train_labels, minlength=n_labels).argmax())
     out["majority_class"] = scores(np.full(len(test_labels), majority))
     if cardinalities:
-        from sparsecbm.interpret.leakage import ConceptCeiling
+        if ceiling is None:
+            from sparsecbm.interpret.leakage import ConceptCeiling
 
-        ceiling = ConceptCeiling.fit(train_concepts, train_labels, cardinalities, n_labels)
+            ceiling = ConceptCeiling.fit(train_concepts, train_labels, cardinalities, n_labels)
         out["true_concept_logreg"] = scores(ceiling.predict(test_concepts, "logreg"))
         out["true_concept_lookup"] = scores(ceiling.predict(test_concepts, "lookup"))
     return out

@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sparsecbm.errors import DataError, entry_point
+from sparsecbm.run_result import RunResult
 
 
-def load_runs(paths: list[str]) -> list[dict[str, Any]]:
+def load_runs(paths: list[str]) -> list[RunResult]:
+    """Every finished run (a ``results.json`` with test metrics) below ``paths``, as a :class:`RunResult`."""
     runs = []
     for p in paths:
         p = Path(p)
@@ -28,29 +31,28 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
         files = [p] if p.is_file() else sorted(p.rglob("results.json"))
         for f in files:
             try:
-                r = json.loads(f.read_text())
+                d = json.loads(f.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise DataError(f"{f}: not a readable results.json ({e}); was its run interrupted? "
                                 "delete it or re-run that job") from None
-            if "test" in r and "run" in r and "config" in r:
-                r["_path"] = str(f.parent)
-                runs.append(r)
+            if "test" in d and "run" in d and "config" in d:
+                runs.append(RunResult.from_dict(d, f.parent))
     return runs
 
 
-def config_key(r: dict[str, Any]) -> str:
-    m = r["model"]
+def config_key(r: RunResult) -> str:
+    m = r.model
     name = m["mode"] if m["mode"] == "standard" else f"{m['mode']} CBM ({m.get('activation')})"
-    sub = r.get("subnetworks")
+    sub = r.subnetworks
     if sub:
         name = f"SparseCBM {sub['scorer']}/{sub['granularity']} @ {sub['target_sparsity']:.1f}"
-        layers = (r["config"].get("sparsity") or {}).get("masked_layers")
+        layers = (r.config.get("sparsity") or {}).get("masked_layers")
         if layers:
             name += f" (blocks {','.join(str(b) for b in sub.get('masked_blocks', layers))})"
         if m.get("activation") not in (None, "logits"):
             name += f" ({m['activation']})"
     extras = []
-    cbm = r["config"].get("cbm", {})
+    cbm = r.config.get("cbm", {})
     if cbm.get("train_intervention_prob"):
         extras.append(f"train interventions {cbm['train_intervention_prob']}")
     if cbm.get("tokens") not in (None, "none"):
@@ -81,9 +83,9 @@ def fmt_mean_std(values: list[float]) -> str:
     return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
-def subnetwork_stats(r: dict[str, Any]) -> tuple[float, float] | None:
+def subnetwork_stats(r: RunResult) -> tuple[float, float] | None:
     """(realised sparsity averaged over concepts, mean pairwise Jaccard of concept masks over pairs and layers)."""
-    sub = r.get("subnetworks")
+    sub = r.subnetworks
     if not sub or not sub.get("concepts"):
         return None
     sparsity = statistics.mean(c["sparsity"] for c in sub["concepts"].values())
@@ -91,24 +93,30 @@ def subnetwork_stats(r: dict[str, Any]) -> tuple[float, float] | None:
     return sparsity, statistics.mean(overlaps) if overlaps else float("nan")
 
 
-def group_runs(runs: list[dict[str, Any]], by_data: bool = False) -> dict[tuple, list[dict[str, Any]]]:
+def group_runs(runs: list[RunResult], by_data: bool = False) -> dict[tuple, list[RunResult]]:
     """Runs grouped by ([data name,] configuration, epochs): the seeds of one table row."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[RunResult]] = {}
     for r in runs:
-        key = (config_key(r), int(r["run"].get("epochs") or 0))
-        groups.setdefault(((r.get("data", {}).get("name", "?"),) if by_data else ()) + key, []).append(r)
+        key = (config_key(r), int(r.run.get("epochs") or 0))
+        groups.setdefault(((r.data.get("name", "?"),) if by_data else ()) + key, []).append(r)
     return groups
 
 
-def collect(rs: list[dict[str, Any]], path: tuple) -> list[Any]:
-    """The values at ``path`` in each run that has one."""
-    return [x for x in (_dig(r, path) for r in rs) if x is not None]
+def collect(rs: list[RunResult], value: str | Callable[[RunResult], Any]) -> list[Any]:
+    """Each run's ``value`` (a metric name for :meth:`RunResult.find`, e.g. ``test/label/acc``, or a function
+    of the run), for the runs that report it."""
+    get = value if callable(value) else (lambda r: r.find(value))
+    return [x for x in map(get, rs) if x is not None]
 
 
-def papers_f1_table(groups: dict[tuple, list[dict[str, Any]]]) -> list[str]:
-    """Rows with the SparseCBM / C3M papers' "macro F1" (``f1_papers``, see ``sparsecbm.lit.metrics``), when
+def _paths(runs: list[RunResult]) -> str:
+    return ", ".join(sorted(str(r.path) for r in runs))
+
+
+def papers_f1_table(groups: dict[tuple, list[RunResult]]) -> list[str]:
+    """Rows with the SparseCBM / C3M papers' "macro F1" (``f1_papers``, see ``sparsecbm.metrics``), when
     the runs report it: a separate, labelled table, so that it is never read as the standard macro-F1."""
-    rows = [(key, epochs, rs) for (key, epochs), rs in groups.items() if collect(rs, ("test", "label", "f1_papers"))]
+    rows = [(key, epochs, rs) for (key, epochs), rs in groups.items() if collect(rs, "test/label/f1_papers")]
     if not rows:
         return []
     lines = ["", "The papers' \"macro F1\" (each class scored against the rest, the F1 of both sides averaged; "
@@ -116,35 +124,35 @@ def papers_f1_table(groups: dict[tuple, list[dict[str, Any]]]) -> list[str]:
              "| configuration | seeds | epochs | test task macro-F1 (papers' def.) | test concept macro-F1 (papers' def.) |",
              "|---|---|---|---|---|"]
     for key, epochs, rs in rows:
-        lines.append(f"| {key} | {len(rs)} | {epochs} | {fmt_mean_std(collect(rs, ('test', 'label', 'f1_papers')))} | "
-                     f"{fmt_mean_std(collect(rs, ('test', 'concept', 'f1_papers')))} |")
+        lines.append(f"| {key} | {len(rs)} | {epochs} | {fmt_mean_std(collect(rs, 'test/label/f1_papers'))} | "
+                     f"{fmt_mean_std(collect(rs, 'test/concept/f1_papers'))} |")
     return lines
 
 
-def table(runs: list[dict[str, Any]]) -> str:
+def table(runs: list[RunResult]) -> str:
     groups = group_runs(runs)
     lines = ["| configuration | seeds | epochs | test task acc | test task macro-F1 | test concept acc | "
              "test concept macro-F1 | realised sparsity | mask Jaccard | acc hard concepts | acc all GT | "
              "ceiling acc | leakage (pts) | residual share | train ex/s | wall (min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (key, epochs), rs in groups.items():
-        eps = collect(rs, ("run", "train_examples_per_s"))
-        wall = collect(rs, ("run", "wall_time_s"))
+        eps = collect(rs, lambda r: r.run.get("train_examples_per_s"))
+        wall = collect(rs, lambda r: r.run.get("wall_time_s"))
         stats = [s for s in map(subnetwork_stats, rs) if s]
         sparsity = f"{100 * statistics.mean(s[0] for s in stats):.1f}" if stats else "-"
         jaccard = f"{statistics.mean(s[1] for s in stats):.2f}" if stats else "-"
         lines.append(
-            f"| {key} | {len(rs)} | {epochs} | {fmt_mean_std(collect(rs, ('test', 'label', 'acc')))} | "
-            f"{fmt_mean_std(collect(rs, ('test', 'label', 'f1')))} | {fmt_mean_std(collect(rs, ('test', 'concept', 'acc')))} | "
-            f"{fmt_mean_std(collect(rs, ('test', 'concept', 'f1')))} | {sparsity} | {jaccard} | "
-            f"{fmt_mean_std(collect(rs, ('test', 'bottleneck', 'hard', 'acc')))} | "
-            f"{fmt_mean_std(collect(rs, ('test', 'intervention', 'all_ground_truth', 'acc')))} | "
-            f"{fmt_mean_std(collect(rs, ('test', 'bottleneck', 'ceiling', 'acc')))} | {fmt_mean_std(collect(rs, ('test', 'bottleneck', 'leakage', 'acc')))} | "
-            f"{fmt_mean_std(collect(rs, ('test', 'bottleneck', 'residual', 'share')))} | {statistics.mean(eps):.1f} | "
+            f"| {key} | {len(rs)} | {epochs} | {fmt_mean_std(collect(rs, 'test/label/acc'))} | "
+            f"{fmt_mean_std(collect(rs, 'test/label/f1'))} | {fmt_mean_std(collect(rs, 'test/concept/acc'))} | "
+            f"{fmt_mean_std(collect(rs, 'test/concept/f1'))} | {sparsity} | {jaccard} | "
+            f"{fmt_mean_std(collect(rs, 'test/bottleneck/hard/acc'))} | "
+            f"{fmt_mean_std(collect(rs, 'test/intervention/all_ground_truth/acc'))} | "
+            f"{fmt_mean_std(collect(rs, 'test/bottleneck/ceiling/acc'))} | {fmt_mean_std(collect(rs, 'test/bottleneck/leakage/acc'))} | "
+            f"{fmt_mean_std(collect(rs, 'test/bottleneck/residual/share'))} | {statistics.mean(eps):.1f} | "
             f"{statistics.mean(wall) / 60:.1f} |"
         )
     lines += papers_f1_table(groups)
-    ref = next((r["reference"] for r in runs if r.get("reference", {}).get("true_concept_logreg")), None)
+    ref = next((r.reference for r in runs if r.reference.get("true_concept_logreg")), None)
     if ref:
         t = ref["true_concept_logreg"]
         lines += ["", f"Reference on the same data: logistic regression on one-hot *true* concepts: test acc "
@@ -158,11 +166,11 @@ def table(runs: list[dict[str, Any]]) -> str:
                       "*acc all GT*: every concept set to its true value; *ceiling*: logistic regression on the "
                       "true concepts; *leakage*: test acc minus acc hard concepts (what soft activations carry "
                       "beyond the concept values); *residual share*: a hybrid bottleneck's share of the decision."]
-    lines += ["", "Runs: " + ", ".join(sorted(r["_path"] for r in runs))]
+    lines += ["", "Runs: " + _paths(runs)]
     return "\n".join(lines) + "\n"
 
 
-def bottleneck_table(runs: list[dict[str, Any]]) -> str:
+def bottleneck_table(runs: list[RunResult]) -> str:
     """The accuracy-vs-interpretability table: per data set and configuration, task and concept metrics,
     the concept set's ceiling, the task with hard predicted concepts, after full ground-truth
     intervention, the leakage, and a hybrid's residual share (``--kind bottleneck``)."""
@@ -173,15 +181,15 @@ def bottleneck_table(runs: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (data, key, epochs), rs in sorted(groups.items(), key=lambda kv: kv[0][0]):
         def get(*path, rs=rs):
-            return fmt_mean_std(collect(rs, ("test",) + path))
+            return fmt_mean_std(collect(rs, "/".join(("test", *path))))
 
         # embeddings: the value-only figures (the chosen value's prototype, not the review's own embedding)
-        value_only = any(_dig(r, ("test", "bottleneck", "hard_value_only")) for r in rs)
+        value_only = any(r.find("test/bottleneck/hard_value_only") for r in rs)
         hard = get("bottleneck", "hard_value_only", "acc") + " (value-only)" if value_only else get("bottleneck", "hard", "acc")
         leak = get("bottleneck", "leakage_value_only", "acc") + " (value-only)" if value_only else get("bottleneck", "leakage", "acc")
         # per run: accuracy with every concept set to its true value minus the accuracy as predicted
-        gains = [gt - acc for r in rs if (gt := _dig(r, ("test", "intervention", "all_ground_truth", "acc"))) is not None
-                 and (acc := _dig(r, ("test", "label", "acc"))) is not None]
+        gains = [gt - acc for r in rs if (gt := r.find("test/intervention/all_ground_truth/acc")) is not None
+                 and (acc := r.find("test/label/acc")) is not None]
         lines.append(
             f"| {data} | {key} | {len(rs)} | {epochs} | {get('label', 'acc')} | {get('label', 'f1')} | "
             f"{get('concept', 'acc')} | {get('concept', 'f1')} | {get('bottleneck', 'ceiling', 'acc')} / "
@@ -196,16 +204,8 @@ def bottleneck_table(runs: list[dict[str, Any]]) -> str:
                   "GT minus task acc, per run; *leakage*: task acc minus acc hard concepts; *above ceiling*: task "
                   "macro-F1 minus the ceiling's (positive: the model uses information the true concepts do not "
                   "hold); *residual share*: a hybrid bottleneck's share "
-                  "of the decision.", "", "Runs: " + ", ".join(sorted(r["_path"] for r in runs))]
+                  "of the decision.", "", "Runs: " + _paths(runs)]
     return "\n".join(lines) + "\n"
-
-
-def _dig(d: dict, path: tuple) -> Any:
-    for p in path:
-        if not isinstance(d, dict) or p not in d:
-            return None
-        d = d[p]
-    return d
 
 
 def write_markdown(md: str, path: str | Path | None) -> None:

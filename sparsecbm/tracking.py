@@ -13,13 +13,20 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sparsecbm.run_result import RunResult
 
 SUMMARY_SECTIONS = ("val", "test", "run", "model")
 
 
-def flat_metrics(results: Mapping[str, Any], sections: Sequence[str] = SUMMARY_SECTIONS) -> dict[str, float]:
-    """Numbers of ``results.json`` as ``section/a/b`` keys (``test/per_concept/food/acc``...)."""
+def flat_metrics(results: RunResult | Mapping[str, Any], sections: Sequence[str] = SUMMARY_SECTIONS) -> dict[str, float]:
+    """Numbers of a run result (or its ``results.json`` mapping) as ``section/a/b`` keys
+    (``test/per_concept/food/acc``...)."""
+    from sparsecbm.run_result import SECTIONS, RunResult
+
+    result = RunResult.coerce(results)
     out: dict[str, float] = {}
 
     def walk(node: Any, key: str) -> None:
@@ -30,12 +37,13 @@ def flat_metrics(results: Mapping[str, Any], sections: Sequence[str] = SUMMARY_S
             out[key] = float(node)
 
     for section in sections:
-        if section in results:
-            walk(results[section], section)
+        node = getattr(result, section, None) if section in SECTIONS else result.extra.get(section)
+        if node is not None:
+            walk(node, section)
     return out
 
 
-def log_run_outputs(loggers: Sequence[Any], results: Mapping[str, Any], output_dir: str | Path) -> None:
+def log_run_outputs(loggers: Sequence[Any], results: RunResult | Mapping[str, Any], output_dir: str | Path) -> None:
     """Send the run's final metrics, subnetwork table and figures to every wandb logger, then finish it."""
     from lightning.pytorch.loggers import WandbLogger
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 # torch and Lightning are imported where they are used, after the config and the data source are checked:
 # a user error (a bad option, data that cannot be found) is answered in about a second
-from sparsecbm.config import hydra_entry_point, quiet_libraries, register_resolvers, resolve_device
+from sparsecbm.config import hydra_entry_point, resolve_device
 from sparsecbm.data.loading import preflight
 from sparsecbm.errors import CheckpointError
-from sparsecbm.results import (
-    check_optimized_metric,
-    metric_value,
-    reference_baselines,
-    split_metrics,
-    summary_table,
-    write_json,
-)
+from sparsecbm.results import check_optimized_metric, summary_table
+
+if TYPE_CHECKING:
+    from sparsecbm.run_result import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +114,18 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit, then validate and test the best checkpoint; write ``results.json``. Returns (results, objects)."""
+def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
+    """Fit, then validate and test the best checkpoint; write ``results.json``. Returns (result, objects).
+
+    The result is a :class:`~sparsecbm.run_result.RunResult` (it also reads as the ``results.json`` mapping).
+    """
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     metric = check_optimized_metric(cfg.get("optimized_metric") or "val/label/f1")
     preflight(cfg.data)  # no data source (offline hub, missing folder): fail before loading any model
     from sparsecbm.callbacks import Throughput
-    from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
+    from sparsecbm.interpret.leakage import ConceptCeiling
+    from sparsecbm.run_result import RunResult, stage_result
 
     resolve_device(cfg.get("accelerator", "auto"))  # accelerator=gpu without CUDA: a message, not Lightning's
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
@@ -137,74 +137,58 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     names = datamodule.concept_set.names if module.model.has_concepts else []
+    ceiling = ConceptCeiling.from_datamodule(datamodule)  # the concept set's ceiling, fitted once per run
     val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-    results: dict[str, Any] = {"val": split_metrics(val, "val", names)}
+    stages = {"val": stage_result(val, "val", names)}
     if cfg.get("test", True):
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-        results["test"] = split_metrics(test, "test", names)
         # interventions, the concept set's ceiling and leakage (best checkpoint, loaded by trainer.test)
-        ceiling = ConceptCeiling.from_datamodule(datamodule)
-        results["test"].update(bottleneck_report(module, datamodule.loader("test"), ceiling,
-                                                 train_loader=datamodule.loader("train")))
+        stages["test"] = stage_result(test, "test", names, module, datamodule.loader("test"), ceiling,
+                                      train_loader=datamodule.loader("train"))
 
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
-    raw = datamodule.raw
-    results.update(
-        {
-            "run": {
-                "task_name": cfg.task_name,
-                "output_dir": str(output_dir),
-                "seed": int(cfg.seed),
-                "epochs": int(trainer.current_epoch),
-                "global_steps": int(trainer.global_step),
-                "best_checkpoint": best,
-                "best_val_select": float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None else None,
-                "resumed_from": ckpt_path,
-                "wall_time_s": round(time.perf_counter() - start, 2),
-                # every data-parallel rank trains on its own examples at about the same rate
-                "train_examples_per_s": round(throughput.examples_per_second * trainer.world_size, 2)
-                if throughput else None,
-                "world_size": int(trainer.world_size),
-            },
-            "model": {
-                "mode": module.mode,
-                "activation": module.model.activation if module.model.has_concepts else None,
-                "label_head": cfg.cbm.label_head,
-                "backbone": cfg.backbone.name_or_path,
-                "pooling": cfg.backbone.pooling,
-                "n_params": count_params(module.model),
-            },
-            "data": datamodule.describe(),
-            "reference": reference_baselines(
-                raw["train"].concepts, raw["train"].labels, raw["test"].concepts, raw["test"].labels,
-                datamodule.concept_set.cardinalities, datamodule.concept_set.label.num_classes,
-            ),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
-    )
+    subnetworks = None
     if hasattr(module.model.backbone, "masked_layers"):
-        results["subnetworks"] = subnetwork_outputs(module, output_dir, write=trainer.is_global_zero,
-                                                    loader=datamodule.loader("test") if cfg.get("test", True) else None)
+        subnetworks = subnetwork_outputs(module, output_dir, write=trainer.is_global_zero,
+                                         loader=datamodule.loader("test") if cfg.get("test", True) else None)
+    result = RunResult.collect(
+        stages=stages, module=module, datamodule=datamodule, ceiling=ceiling,
+        run={
+            "task_name": cfg.task_name,
+            "output_dir": str(output_dir),
+            "seed": int(cfg.seed),
+            "epochs": int(trainer.current_epoch),
+            "global_steps": int(trainer.global_step),
+            "best_checkpoint": best,
+            "best_val_select": float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None else None,
+            "resumed_from": ckpt_path,
+            "wall_time_s": round(time.perf_counter() - start, 2),
+            # every data-parallel rank trains on its own examples at about the same rate
+            "train_examples_per_s": round(throughput.examples_per_second * trainer.world_size, 2)
+            if throughput else None,
+            "world_size": int(trainer.world_size),
+        },
+        model={"label_head": cfg.cbm.label_head, "backbone": cfg.backbone.name_or_path,
+               "pooling": cfg.backbone.pooling, "n_params": count_params(module.model)},
+        config=OmegaConf.to_container(cfg, resolve=True),
+        subnetworks=subnetworks,
+    )
     if trainer.is_global_zero:  # data parallel: every rank holds the same results; one writes them
-        write_json(output_dir / "results.json", results)
+        result.save(output_dir)
         from rich.console import Console
 
         from sparsecbm.tracking import log_run_outputs
 
-        log_run_outputs(trainer.loggers, results, output_dir)
-        Console().print(summary_table(results, f"{cfg.task_name}: {module.mode} CBM ({output_dir})"))
+        log_run_outputs(trainer.loggers, result, output_dir)
+        Console().print(summary_table(result, f"{cfg.task_name}: {module.mode} CBM ({output_dir})"))
         log.info("results written to %s", output_dir / "results.json")
-    return results, {"datamodule": datamodule, "module": module, "trainer": trainer}
-
-
-register_resolvers()
+    return result, {"datamodule": datamodule, "module": module, "trainer": trainer}
 
 
 @hydra_entry_point("train")
 def main(cfg: DictConfig) -> float:
-    quiet_libraries()
-    results, _ = train(cfg)
-    return metric_value(results, cfg.get("optimized_metric") or "val/label/f1")  # what a sweeper optimises
+    result, _ = train(cfg)
+    return result.metric(cfg.get("optimized_metric") or "val/label/f1")  # what a sweeper optimises
 
 
 if __name__ == "__main__":

@@ -134,8 +134,8 @@ def collect(module, loader) -> tuple[ConceptOutputs, torch.Tensor, torch.Tensor]
 
 
 def task_metrics(label_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(accuracy, macro-F1): :func:`~sparsecbm.lit.metrics.classification_scores`, training's definitions."""
-    from sparsecbm.lit.metrics import classification_scores
+    """(accuracy, macro-F1): :func:`~sparsecbm.metrics.classification_scores`, training's definitions."""
+    from sparsecbm.metrics import classification_scores
 
     scores = classification_scores(label_probs.argmax(-1), labels, label_probs.shape[-1])
     return scores["acc"], scores["f1"]

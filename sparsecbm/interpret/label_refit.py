@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from sparsecbm.config import hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.config import hydra_entry_point
 from sparsecbm.errors import ConfigError
 from sparsecbm.models.cbm import concept_activations
 from sparsecbm.models.label_sparsity import TopKConceptLinear, concept_blocks
@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     """Refit the checkpoint's label head (dense, top-k, L1) on frozen train activations; score on ``split``."""
     from sparsecbm.config import check_split
     from sparsecbm.evaluate import session_from_cfg
-    from sparsecbm.lit.metrics import classification_scores
+    from sparsecbm.metrics import classification_scores
 
     split = check_split(cfg.split)
     topk, l1s = [int(k) for k in cfg.topk or []], [float(x) for x in cfg.l1 or []]
@@ -138,12 +138,8 @@ def legacy_argv(argv: list[str]) -> list[str]:
     return out
 
 
-register_resolvers()
-
-
 @hydra_entry_point("label_refit")
 def _hydra_main(cfg: DictConfig) -> None:
-    quiet_libraries()
     run(cfg)
 
 

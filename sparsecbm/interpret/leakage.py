@@ -44,8 +44,8 @@ from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_t
 def metrics(
     preds: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, n_labels: int
 ) -> dict[str, float]:
-    """``{"acc", "f1"}`` (micro accuracy, macro-F1) of :func:`~sparsecbm.lit.metrics.classification_scores`."""
-    from sparsecbm.lit.metrics import classification_scores
+    """``{"acc", "f1"}`` (micro accuracy, macro-F1) of :func:`~sparsecbm.metrics.classification_scores`."""
+    from sparsecbm.metrics import classification_scores
 
     scores = classification_scores(preds, labels, n_labels)
     return {"acc": scores["acc"], "f1": scores["f1"]}

@@ -1,4 +1,7 @@
-"""torchmetrics collections for the task label and every concept, one set per stage."""
+"""torchmetrics collections for the task label and every concept, one set per stage.
+
+The scores they compute are defined once in :mod:`sparsecbm.metrics` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -6,55 +9,11 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassStatScores
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_f1_score,
-    multiclass_stat_scores,
-)
 
 from sparsecbm.concepts import ConceptSet
+from sparsecbm.metrics import classification_scores, papers_macro_f1
 
-
-def papers_macro_f1(stats: torch.Tensor) -> torch.Tensor:
-    """The "macro F1" the SparseCBM and C3M code report, from per-class ``[C, 5]`` (tp, fp, tn, fn, support).
-
-    For every class ``c`` it scores the one-vs-rest problem *c vs. the rest* with a binary macro-F1, i.e. the
-    mean of the F1 of ``c`` and the F1 of "not c" (a side with no example and no prediction is left out, as
-    scikit-learn does), then averages over the classes. The "not c" side is usually large and easy, so this
-    figure is higher than the standard macro-F1 (:func:`classification_scores`' ``f1``); report it only
-    beside the papers' tables, labelled as their definition.
-    """
-    tp, fp, tn, fn = (stats[:, i].double() for i in range(4))
-    pos_den, neg_den = 2 * tp + fp + fn, 2 * tn + fn + fp
-    pos = torch.where(pos_den > 0, 2 * tp / pos_den.clamp(min=1), torch.zeros_like(tp))
-    neg = torch.where(neg_den > 0, 2 * tn / neg_den.clamp(min=1), torch.zeros_like(tn))
-    sides = (pos_den > 0).double() + (neg_den > 0).double()
-    per_class = (pos + neg) / sides.clamp(min=1)
-    return per_class.mean().float()
-
-
-def classification_scores(preds, labels, n_classes: int) -> dict[str, float]:
-    """The project's one definition of the scores of class predictions ``[N]`` against ``[N]`` labels.
-
-    ``acc``: micro accuracy; ``f1``: torchmetrics' macro-F1 (the mean F1 over the classes that occur in the
-    labels or the predictions: a class absent from both does not count as 0); ``f1_papers``: see
-    :func:`papers_macro_f1`. Training's logged metrics, ``results.json``, the ceiling and leakage blocks,
-    intervention curves, label refits and the tables all use these.
-
-    Example:
-        >>> classification_scores(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 3)["acc"]
-        0.6666666865348816
-    """
-    import numpy as np
-
-    preds = torch.as_tensor(np.asarray(preds)).long().flatten()
-    labels = torch.as_tensor(np.asarray(labels)).long().flatten()
-    stats = multiclass_stat_scores(preds, labels, n_classes, average=None)
-    return {
-        "acc": float(multiclass_accuracy(preds, labels, n_classes, average="micro")),
-        "f1": float(multiclass_f1_score(preds, labels, n_classes, average="macro")),
-        "f1_papers": float(papers_macro_f1(stats)),
-    }
+__all__ = ["CBMMetrics", "classification_scores", "papers_macro_f1"]  # the scores live in sparsecbm.metrics
 
 
 class CBMMetrics(nn.Module):

@@ -61,7 +61,7 @@ def is_checkpointing(model: nn.Module) -> bool:
 
 def mark_fsdp_units(model: nn.Module) -> None:
     """Tag the transformer blocks (the modules FSDP shards one at a time)."""
-    from sparsecbm.sparsity.injector import find_blocks
+    from sparsecbm.models.arch import find_blocks
 
     try:
         _, blocks = find_blocks(model)

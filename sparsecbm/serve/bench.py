@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from sparsecbm.config import hydra_entry_point, quiet_libraries, register_resolvers
+from sparsecbm.config import hydra_entry_point
 
 TARGETS = {"edit_server_ms": 50.0, "new_text_over_forward": 1.5}
 
@@ -146,12 +146,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-register_resolvers()
-
-
 @hydra_entry_point("serve")
 def main(cfg: DictConfig) -> None:
-    quiet_libraries()
     run(cfg)
 
 

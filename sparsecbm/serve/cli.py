@@ -18,8 +18,6 @@ from sparsecbm.checkpoint import InferenceSession
 from sparsecbm.config import (
     check_split,
     hydra_entry_point,
-    quiet_libraries,
-    register_resolvers,
     resolve_device,
 )
 from sparsecbm.errors import ConfigError, DataError
@@ -125,10 +123,6 @@ def run(cfg: DictConfig) -> None:
     server.run(sockets=[sock])
 
 
-register_resolvers()
-
-
 @hydra_entry_point("serve")
 def main(cfg: DictConfig) -> None:
-    quiet_libraries()
     run(cfg)

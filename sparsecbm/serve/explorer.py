@@ -6,6 +6,11 @@ concept edit only re-runs the label head on the cached outputs, through the same
 :func:`sparsecbm.intervention.intervene` (:func:`~sparsecbm.interpret.intervention.intervene_outputs`),
 so both give the same numbers.
 
+The engine is split by what it serves: this module holds the checkpoint, the text cache, predictions and
+concept edits; :mod:`~sparsecbm.serve.mask_edits` the mask-level edit, :mod:`~sparsecbm.serve.explanations`
+attributions and exports, :mod:`~sparsecbm.serve.split_views` the data split's examples, metrics, curves and
+subnetworks (each a mixin of :class:`Explorer`); :mod:`~sparsecbm.serve.core` the value types.
+
 Safety: every use of the model holds one lock (the mask-level edit changes masks in place and restores
 them before the lock is released), and a cached entry is never modified, so one request's edits never
 reach another's.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -30,41 +35,15 @@ from sparsecbm.interpret.intervention import (
     require_concepts,
 )
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck
-from sparsecbm.models.cbm import ConceptOutputs
+from sparsecbm.serve.core import Encoded, ExplorerError, Limits
+from sparsecbm.serve.explanations import Explanations
+from sparsecbm.serve.mask_edits import MaskEdits
+from sparsecbm.serve.split_views import SplitViews
+
+__all__ = ["Encoded", "Explorer", "ExplorerError", "Limits"]
 
 
-class ExplorerError(ValueError):
-    """A request the explorer cannot serve; ``status`` is the HTTP status the server answers with."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """One text after the backbone: what every later edit of it reads (never modified)."""
-
-    text: str
-    batch: dict[str, torch.Tensor]  # input_ids / attention_mask [1, T]
-    tokens: list[str]
-    outputs: ConceptOutputs  # on CPU, float
-    token_weights: torch.Tensor | None  # [K, T]: what each concept read of each token (attention / gates)
-    truncated: bool
-    ms: float  # backbone + heads, milliseconds
-
-
-@dataclass
-class Limits:
-    """Request limits (``conf/serve.yaml: limits``)."""
-
-    max_text_chars: int = 20_000
-    max_body_bytes: int = 262_144
-    cache_size: int = 256
-    max_examples: int = 200
-
-
-class Explorer:
+class Explorer(MaskEdits, Explanations, SplitViews):
     """Everything the web app shows about one checkpoint.
 
     Args:
@@ -281,264 +260,3 @@ class Explorer:
                     "ms": {"server": 1000 * (time.perf_counter() - start), "edit": edit_ms,
                            "backbone": None if cached else enc.ms}})
         return out
-
-    # -------------------------------------------------------------- mask level
-    def _mask_editor(self):
-        from sparsecbm.sparsity.intervention import MaskEditor
-
-        if not self.mask_level:
-            raise ExplorerError("mask-level intervention needs a model trained with per-concept subnetworks "
-                                "(sparsity=structured|neuron|head|magnitude|movement|obert, not shared); "
-                                "this checkpoint has " + ("one shared mask" if self.sparse else "none"), status=400)
-        if self._editor is None:
-            self._editor = MaskEditor(self.model, self.mask_portion)
-        return self._editor
-
-    def mask_intervene(self, concept: Any, value: Any, text: Any = None, example: Any = None,
-                       portion: Any = None) -> dict[str, Any]:
-        """"Fix this concept's subnetwork": prune-and-grow the concept's own mask toward ``value`` for this
-        text (:class:`~sparsecbm.sparsity.intervention.MaskEditor`), predict with it, restore the mask."""
-        text, truth = self.resolve(text, example)
-        if concept not in self.concepts.names:
-            raise ExplorerError(f"unknown concept {concept!r}; valid concepts: {self.concepts.names}")
-        spec = self.concepts[concept]
-        if value not in spec.values:
-            raise ExplorerError(f"unknown value {value!r} for concept '{concept}'; valid values of '{concept}': "
-                                f"{list(spec.values)}")
-        portion = self.mask_portion if portion is None else portion
-        if isinstance(portion, bool) or not isinstance(portion, (int, float)) or not 0 < portion < 1:
-            raise ExplorerError(f"'portion' must be a number in (0, 1), got {portion!r}")
-        start = time.perf_counter()
-        with self.lock:
-            editor = self._mask_editor()
-            enc = self.encode(text)
-            k = self.concepts.position(concept)
-            saved = editor.snapshot(k)
-            editor.portion = float(portion)
-            try:
-                edit = editor.intervene(k, enc.batch["input_ids"], enc.batch["attention_mask"],
-                                        spec.values.index(value), restore=False)
-                with torch.no_grad():
-                    edited = self.model.concept_outputs(enc.batch["input_ids"], enc.batch["attention_mask"])
-                    weights = (self.model.token_pooler.token_weights(edited.pooler)[:, 0].float().cpu()
-                               if self.model.token_pooler is not None else None)
-            finally:
-                editor.load(saved, k)
-                editor.portion = self.mask_portion
-            after_enc = Encoded(enc.text, enc.batch, enc.tokens, edited.apply(lambda t: t.detach().float().cpu()),
-                                weights, enc.truncated, enc.ms)
-            before = self._edit(enc, [], truth)["before"]
-            after = self._edit(after_enc, [], truth)["before"]
-        changed = [c["name"] for c, d in zip(before["concepts"], after["concepts"]) if c["predicted"] != d["predicted"]]
-        return {
-            "text": text, "example": None if truth is None else truth["index"],
-            "edit": asdict(edit) | {"value": value, "portion": float(portion)},
-            "before": before, "after": after,
-            "changed": {"concepts": changed,
-                        "label": None if before["label"] == after["label"]
-                        else {"before": before["label"], "after": after["label"]}},
-            "ms": {"server": 1000 * (time.perf_counter() - start), "mask_edit": 1000 * edit.seconds},
-        }
-
-    # ------------------------------------------------------------- explanations
-    def explain(self, method: str = "ours", text: Any = None, example: Any = None,
-                options: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Token attributions per concept (``method``, see :mod:`sparsecbm.interpret.attribution`), with their cost."""
-        from sparsecbm.interpret.attribution import METHODS, resolve_name
-        from sparsecbm.interpret.explainer import explain_batch
-
-        if method not in METHODS:
-            raise ExplorerError(f"unknown attribution method {method!r}; valid methods: {list(METHODS)}")
-        text, truth = self.resolve(text, example)
-        with self.lock:
-            enc = self.encode(text)
-            start = time.perf_counter()
-            try:
-                e = explain_batch(self.module, dict(enc.batch), self.session.tokenizer, method, [text], **(options or {}))[0]
-                name = resolve_name(method, self.module)
-            except (ValueError, KeyError) as err:
-                raise ExplorerError(f"method {method!r} does not apply to this model: {err}") from None
-            seconds = time.perf_counter() - start
-        if truth is not None:
-            e.true_label = truth["label"]
-            for c in e.concepts:
-                c.true = truth["concepts"].get(c.name)
-        return {"method": name, "seconds": seconds, "explanation": asdict(e)}
-
-    def export(self, fmt: str = "json", method: str = "ours", text: Any = None, example: Any = None) -> str:
-        """The current text as the explain command writes it: ``explanations.json`` or ``report.html``."""
-        import json
-
-        from sparsecbm.interpret.explainer import label_layer_summary
-        from sparsecbm.interpret.explanation import Explanation, ExplanationSet
-        from sparsecbm.interpret.report import render_html
-        from sparsecbm.sparsity.attribution import subnetwork_summary
-
-        if fmt not in ("json", "html"):
-            raise ExplorerError(f"unknown export format {fmt!r}; expected 'json' or 'html'")
-        res = self.explain(method, text, example)
-        with self.lock:
-            es = ExplanationSet([Explanation.from_dict(res["explanation"])], method=res["method"],
-                                checkpoint=str(self.session.ckpt_path) if self.session.ckpt_path else None,
-                                label_layer=label_layer_summary(self.module),
-                                label_sparsity=self.module.cbm_cfg.get("label_sparsity", "none"),
-                                subnetwork=subnetwork_summary(self.model),
-                                meta={"source": "sparsecbm.serve", "seconds": res["seconds"]})
-        return json.dumps(es.to_dict(), indent=1) if fmt == "json" else render_html(es)
-
-    # ------------------------------------------------------------------ subnetworks
-    def subnetworks(self) -> dict[str, Any]:
-        """Per concept the heads and FFN neurons kept per layer, sparsity per layer, and mask overlaps."""
-        if not self.sparse:
-            return {"available": False, "reason": "this checkpoint has no per-concept subnetworks "
-                                                  "(train with sparsity=structured|neuron|head|magnitude|...)"}
-        from sparsecbm.sparsity.report import subnetwork_stats
-
-        with self.lock:
-            stats = subnetwork_stats(self.model.backbone, self.concepts.names)
-        names = self.concepts.names
-        overlap = [[1.0 if a == b else 0.0 for b in names] for a in names]
-        for key, per_block in stats["jaccard"].items():
-            a, b = key.split("|")
-            mean = sum(per_block.values()) / max(len(per_block), 1)
-            overlap[names.index(a)][names.index(b)] = overlap[names.index(b)][names.index(a)] = mean
-        return {"available": True, **stats, "overlap_matrix": {"concepts": names, "mean_jaccard": overlap},
-                "cross_mask": self._run_cross_mask()}
-
-    def _run_cross_mask(self) -> dict[str, Any] | None:
-        """The training run's cross-mask matrix (``results.json: subnetworks.cross_mask``: concept i's test
-        macro-F1 with its head reading the backbone under mask j) and specificity, when the run has them."""
-        import json
-
-        run_dir = self.session.run_dir
-        path = None if run_dir is None else run_dir / "results.json"
-        if path is None or not path.is_file():
-            return None
-        try:
-            sub = json.loads(path.read_text()).get("subnetworks") or {}
-        except (OSError, ValueError):
-            return None
-        if not sub.get("cross_mask"):
-            return None
-        return {"concepts": self.concepts.names, "matrix": sub["cross_mask"], "specificity": sub.get("specificity"),
-                "own_mask_best": sub.get("own_mask_best"), "split": "test", "metric": "macro-F1"}
-
-    # ----------------------------------------------------------------- the split
-    def _raw(self):
-        if self.dm is None:
-            raise ExplorerError("no data: start the server with data.root=DIR (or a checkpoint whose data "
-                                "config points at existing files) to browse examples", status=404)
-        return self.dm.raw[self.split]
-
-    def _split_pass(self) -> dict[str, Any]:
-        """One backbone pass over the split (once, cached): predictions for the filters, metrics, curves."""
-        from sparsecbm.interpret.curves import collect, intervention_curve, task_metrics
-
-        self._raw()
-        with self.lock:
-            if self._split_cache is not None:
-                return self._split_cache
-            start = time.perf_counter()
-            outputs, truth, labels = collect(self.module, self.dm.loader(self.split))
-            bottleneck = Bottleneck.from_model(self.model, outputs, self.eps)
-            label_probs = bottleneck.label_probs()
-            concept_pred = torch.stack([p.argmax(-1) for p in bottleneck.concept_probs()], 1)
-            curve = intervention_curve(bottleneck, truth, labels, self.concepts.names,
-                                       seeds=range(self.random_seeds))
-            acc, f1 = task_metrics(label_probs, labels)
-            self._split_cache = {
-                "label_probs": label_probs, "label_pred": label_probs.argmax(-1), "labels": labels,
-                "concept_pred": concept_pred, "truth": truth, "curve": curve, "task": {"acc": acc, "f1": f1},
-                "seconds": time.perf_counter() - start,
-            }
-            return self._split_cache
-
-    def examples(self, wrong_label: bool | None = None, wrong_concept: str | None = None, label: str | None = None,
-                 concept: str | None = None, value: str | None = None, q: str | None = None, offset: int = 0,
-                 limit: int = 50) -> dict[str, Any]:
-        """Examples of the split matching every filter given (``concept``+``value``: the true value)."""
-        raw = self._raw()
-        c = self.concepts
-        if wrong_concept not in (None, "", "any") and wrong_concept not in c.names:
-            raise ExplorerError(f"wrong_concept: unknown concept {wrong_concept!r}; valid: 'any' or {c.names}")
-        if label not in (None, "") and label not in [str(v) for v in c.label.values]:
-            raise ExplorerError(f"label: unknown label {label!r}; valid labels: {[str(v) for v in c.label.values]}")
-        if (concept in (None, "")) != (value in (None, "")):
-            raise ExplorerError("filter by concept value with both 'concept' and 'value'")
-        if concept not in (None, ""):
-            if concept not in c.names:
-                raise ExplorerError(f"concept: unknown concept {concept!r}; valid concepts: {c.names}")
-            if value not in c[concept].values:
-                raise ExplorerError(f"value: unknown value {value!r} for concept '{concept}'; "
-                                    f"valid values: {list(c[concept].values)}")
-        if not 1 <= limit <= self.limits.max_examples or offset < 0:
-            raise ExplorerError(f"'limit' must be in 1..{self.limits.max_examples} and 'offset' >= 0")
-        needs_predictions = wrong_label is not None or wrong_concept not in (None, "")
-        sp = self._split_pass() if needs_predictions or self._split_cache is not None else None
-        names = [str(v) for v in c.label.values]
-        rows = []
-        for i, text in enumerate(raw.texts):
-            truth = raw.concepts[i] if raw.concepts else None
-            if label not in (None, "") and names[raw.labels[i]] != label:
-                continue
-            if concept not in (None, "") and (truth is None or c[concept].values[truth[c.position(concept)]] != value):
-                continue
-            if q and q.lower() not in text.lower():
-                continue
-            if sp is not None:
-                wrong_l = bool(sp["label_pred"][i] != sp["labels"][i])
-                wrong_c = [c.names[k] for k in torch.nonzero(sp["concept_pred"][i] != sp["truth"][i]).flatten().tolist()]
-                if wrong_label is not None and wrong_l != wrong_label:
-                    continue
-                if wrong_concept not in (None, "") and not (wrong_c if wrong_concept == "any" else wrong_concept in wrong_c):
-                    continue
-            rows.append(i)
-        page = rows[offset: offset + limit]
-        out = []
-        for i in page:
-            row = {"index": i, "text": raw.texts[i][:300], "label": names[raw.labels[i]]}
-            if sp is not None:
-                row["predicted"] = names[int(sp["label_pred"][i])]
-                row["wrong_concepts"] = [c.names[k] for k in
-                                         torch.nonzero(sp["concept_pred"][i] != sp["truth"][i]).flatten().tolist()]
-            out.append(row)
-        return {"split": self.split, "total": len(raw), "matched": len(rows), "offset": offset, "examples": out}
-
-    def dataset(self) -> dict[str, Any]:
-        """The split's metrics (task and per concept, with confusion matrices) and the run's reported numbers
-        (its ``results.json``, when the checkpoint sits in its run folder: ceiling / leakage summary)."""
-        import json
-
-        from torchmetrics.functional.classification import multiclass_confusion_matrix, multiclass_f1_score
-
-        sp = self._split_pass()
-        per_concept = {}
-        for k, spec in enumerate(self.concepts):
-            pred, true = sp["concept_pred"][:, k], sp["truth"][:, k]
-            per_concept[spec.name] = {
-                "values": list(spec.values), "acc": float((pred == true).float().mean()),
-                "f1": float(multiclass_f1_score(pred, true, spec.cardinality, average="macro")),
-                "confusion": multiclass_confusion_matrix(pred, true, spec.cardinality).tolist(),  # rows: true
-            }
-        labels = [str(v) for v in self.concepts.label.values]
-        run = None
-        run_dir = self.session.run_dir
-        if run_dir is not None and (run_dir / "results.json").is_file():
-            try:
-                saved = json.loads((run_dir / "results.json").read_text())
-                run = {key: saved.get(key) for key in ("val", "test", "reference", "model", "data", "run")}
-            except (OSError, ValueError):
-                run = None
-        return {
-            "split": self.split, "n": int(sp["labels"].shape[0]), "seconds": sp["seconds"],
-            "task": sp["task"], "labels": labels,
-            "label_confusion": multiclass_confusion_matrix(sp["label_pred"], sp["labels"], len(labels)).tolist(),
-            "concepts": per_concept,
-            "bottleneck": ((run or {}).get("test") or {}).get("bottleneck"),
-            "run_results": run,
-        }
-
-    def curves(self) -> dict[str, Any]:
-        """Task accuracy / macro-F1 vs number of concepts set to the truth, per policy, on the split."""
-        sp = self._split_pass()
-        return {"split": self.split, **sp["curve"].to_dict()}

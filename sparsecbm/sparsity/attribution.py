@@ -11,29 +11,26 @@ from typing import Any
 
 import torch
 
+from sparsecbm.models.arch import architecture, block_position
 from sparsecbm.sparsity.backbone import SubnetworkBackbone
-from sparsecbm.sparsity.injector import FAMILY
-
-# (attention output projection, FFN down projection) suffixes per family
-READOUTS = {"bert": ("attention.output.dense", "output.dense"), "llama": ("self_attn.o_proj", "mlp.down_proj"),
-            "gpt2": ("attn.c_proj", "mlp.c_proj")}
 
 
 def _readout_modules(sb: SubnetworkBackbone) -> dict[tuple[int, str], torch.nn.Module]:
-    family = FAMILY.get(sb.model.config.model_type)
-    if family is None:
+    """The layers whose inputs are the heads' outputs and the FFN neurons, per block (the architecture table's
+    ``attention_readout`` / ``ffn_readout``); ``{}`` for a family not in the table."""
+    arch = architecture(sb.model.config.model_type)
+    if arch is None:
         return {}
-    attn, ffn = READOUTS[family]
     out = {}
     for name, module in sb.model.named_modules():
-        if not name.startswith(sb.blocks_path + "."):
+        pos = block_position(sb.blocks_path, name)
+        if pos is None:
             continue
-        rest = name[len(sb.blocks_path) + 1:]
-        idx, _, tail = rest.partition(".")
-        if tail == attn:
-            out[(int(idx), "heads")] = module
-        elif tail == ffn and not tail.startswith("attention"):
-            out[(int(idx), "neurons")] = module
+        idx, tail = pos
+        if tail == arch.attention_readout:
+            out[(idx, "heads")] = module
+        elif tail == arch.ffn_readout:
+            out[(idx, "neurons")] = module
     return out
 
 

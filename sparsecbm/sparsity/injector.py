@@ -14,32 +14,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from sparsecbm.models.arch import UNIT_KINDS, architecture, find_blocks, is_linear, supporting
 from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState, UnitGroup
 
-# attention: (producers, consumer); FFN: (producers, consumer) — suffixes inside one block
-STRUCTURE = {
-    "bert": {"head": (("attention.self.query", "attention.self.key", "attention.self.value"), "attention.output.dense"),
-             "neuron": (("intermediate.dense",), "output.dense")},
-    "llama": {"head": (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj"),
-              "neuron": (("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj")},
-    "gpt2": {"neuron": (("mlp.c_fc",), "mlp.c_proj")},
-}
-# granularity=structured: attention heads and FFN neurons together (every projection of the block skips compute)
-STRUCTURED_KINDS = ("head", "neuron")
-FAMILY = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "llama": "llama",
-          "qwen2": "llama", "mistral": "llama", "qwen3": "llama", "gpt2": "gpt2"}
+__all__ = ["find_blocks", "group_module_name", "inject", "remove", "resolve_layers"]
 
-
-def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList holding the transformer blocks (``encoder.layer``, ``h``, ``layers``...): the longest one."""
-    best = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and (best is None or len(module) > len(best[1])):
-            if all(any(isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D" for m in blk.modules()) for blk in module):
-                best = (name, module)
-    if best is None:
-        raise ValueError(f"could not find transformer blocks (a ModuleList of layers) in {type(model).__name__}")
-    return best
+# the blocks and the head / neuron layers of each family: one table, sparsecbm.models.arch
+STRUCTURED_KINDS = UNIT_KINDS  # granularity=structured: heads and neurons together (every projection skips compute)
 
 
 def resolve_layers(masked_layers: Sequence[int] | None, n_blocks: int) -> list[int]:
@@ -53,10 +34,6 @@ def resolve_layers(masked_layers: Sequence[int] | None, n_blocks: int) -> list[i
             raise ValueError(f"sparsity.masked_layers: block {i} does not exist; the model has blocks 0..{n_blocks - 1}")
         out.append(j)
     return sorted(set(out))
-
-
-def _is_linear(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
 
 
 def _matches(name: str, target_modules) -> bool:
@@ -91,16 +68,16 @@ def inject(
             for name, module in list(block.named_modules()):
                 full = f"{prefix}.{name}"
                 # LoRA: the base layer inside a LoRA layer is masked, its lora_A/lora_B stay dense
-                if name and _is_linear(module) and "lora_" not in name and _matches(full, target_modules):
+                if name and is_linear(module) and "lora_" not in name and _matches(full, target_modules):
                     _replace(block, name, MaskedLinear(module, state, "weights"))
                     layers[full] = _get(block, name)
             continue
-        family = FAMILY.get(model_type)
+        arch = architecture(model_type)
         kinds = STRUCTURED_KINDS if granularity == "structured" else (granularity,)
         for kind in kinds:
-            spec = STRUCTURE.get(family or "", {}).get(kind)
+            spec = arch.units(kind) if arch is not None else None
             if spec is None:
-                supported = sorted(k for k, f in FAMILY.items() if all(x in STRUCTURE[f] for x in kinds))
+                supported = supporting(kinds)
                 raise ValueError(
                     f"sparsity.granularity={granularity} is supported for {supported}, not '{model_type}' "
                     f"(no {kind} structure known); use granularity=unstructured for this model"
@@ -113,7 +90,7 @@ def inject(
 
 def _wrap_units(model, block, prefix, kind, spec, state, layers, groups) -> None:
     """One :class:`UnitGroup` of ``kind`` (head | neuron) in ``block``: its producers' rows and consumer's columns."""
-    producers, consumer = spec
+    producers, consumer = spec.producers, spec.consumer
     from sparsecbm.models.lora import is_lora_layer
 
     adapted = [n for n in (*producers, consumer) if is_lora_layer(_get(block, n))]

@@ -11,30 +11,32 @@ from typing import Any
 import numpy as np
 import torch
 
+from sparsecbm.models.arch import architecture, block_position
 from sparsecbm.sparsity.backbone import SubnetworkBackbone
 
 
 def _block_of(sb: SubnetworkBackbone, layer_name: str) -> int:
-    rest = layer_name[len(sb.blocks_path) + 1:]
-    return int(rest.split(".")[0])
+    return block_position(sb.blocks_path, layer_name)[0]
+
+
+def _role(sb: SubnetworkBackbone, name: str) -> str | None:
+    """``head_rows`` / ``head_cols`` / ``ffn`` / ``None``: the layer's place in the architecture table."""
+    arch = architecture(sb.model.config.model_type)
+    pos = block_position(sb.blocks_path, name)
+    return arch.role(pos[1]) if arch is not None and pos is not None else None
 
 
 def _head_layout(sb: SubnetworkBackbone, name: str) -> tuple[str, int] | None:
     """('rows'|'cols', n_heads) for attention projections (q/k/v rows, output columns), else None."""
     n_heads = getattr(sb.model.config, "num_attention_heads", None)
-    if not n_heads:
+    role = _role(sb, name)
+    if not n_heads or role not in ("head_rows", "head_cols"):
         return None
-    tail = name.split(".", 2)[-1]
-    if any(t in tail for t in ("query", "key", "value", "q_proj", "k_proj", "v_proj")):
-        return "rows", n_heads
-    if any(t in tail for t in ("attention.output.dense", "o_proj")):
-        return "cols", n_heads
-    return None
+    return ("rows" if role == "head_rows" else "cols"), n_heads
 
 
-def _is_ffn(name: str) -> bool:
-    tail = name.split(".", 2)[-1]
-    return any(t in tail for t in ("intermediate.dense", "mlp.")) or (tail.endswith("output.dense") and "attention" not in tail)
+def _is_ffn(sb: SubnetworkBackbone, name: str) -> bool:
+    return _role(sb, name) == "ffn"
 
 
 @torch.no_grad()
@@ -63,13 +65,13 @@ def subnetwork_stats(sb: SubnetworkBackbone, concept_names: list[str]) -> dict[s
                 axis, n_heads = layout
                 per_head = (m.sum(1) if axis == "rows" else m.sum(0)).view(n_heads, -1).sum(1).double().numpy()
                 heads[c][blk] = heads[c].get(blk, 0) + per_head
-            elif _is_ffn(name):
+            elif _is_ffn(sb, name):
                 ffn[c][blk] += int(m.sum())
         if layout is not None:
             axis, n_heads = layout
             size = masks[0].numel() // n_heads
             head_total[blk] = head_total.get(blk, 0) + np.full(n_heads, size, dtype=float)
-        elif _is_ffn(name):
+        elif _is_ffn(sb, name):
             ffn_total[blk] += masks[0].numel()
         for a, b in inter:
             ma, mb = masks[k_names.index(a)], masks[k_names.index(b)]

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torchmetrics.functional.classification import multiclass_f1_score
+
+from sparsecbm.metrics import macro_f1
 
 
 @dataclass
@@ -104,5 +105,5 @@ def cross_mask(model, batches: Iterable[dict], split: str = "test") -> CrossMask
     matrix = torch.zeros(k, k, dtype=torch.float64)
     for i, c in enumerate(concepts):
         for j in range(k):
-            matrix[i, j] = float(multiclass_f1_score(torch.cat(preds[i][j]), y[:, i], c.cardinality, average="macro"))
+            matrix[i, j] = macro_f1(torch.cat(preds[i][j]), y[:, i], c.cardinality)
     return CrossMask.from_matrix(concepts.names, matrix, split)

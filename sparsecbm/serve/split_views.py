@@ -1,0 +1,180 @@
+"""The explorer's data-split views: one cached pass over the split (predictions, metrics, intervention
+curves), the example browser with its filters, the split's metrics, and the concept subnetworks.
+
+Mixed into :class:`~sparsecbm.serve.explorer.Explorer` (it reads the explorer's module, data and lock).
+Metrics are :mod:`sparsecbm.metrics`' definitions; the run's own numbers come from its
+``results.json`` (:class:`~sparsecbm.run_result.RunResult`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from sparsecbm.interpret.strategies import Bottleneck
+from sparsecbm.serve.core import ExplorerError
+
+
+class SplitViews:
+    """:meth:`examples`, :meth:`dataset`, :meth:`curves` and :meth:`subnetworks`."""
+
+    # ------------------------------------------------------------------ subnetworks
+    def subnetworks(self) -> dict[str, Any]:
+        """Per concept the heads and FFN neurons kept per layer, sparsity per layer, and mask overlaps."""
+        if not self.sparse:
+            return {"available": False, "reason": "this checkpoint has no per-concept subnetworks "
+                                                  "(train with sparsity=structured|neuron|head|magnitude|...)"}
+        from sparsecbm.sparsity.report import subnetwork_stats
+
+        with self.lock:
+            stats = subnetwork_stats(self.model.backbone, self.concepts.names)
+        names = self.concepts.names
+        overlap = [[1.0 if a == b else 0.0 for b in names] for a in names]
+        for key, per_block in stats["jaccard"].items():
+            a, b = key.split("|")
+            mean = sum(per_block.values()) / max(len(per_block), 1)
+            overlap[names.index(a)][names.index(b)] = overlap[names.index(b)][names.index(a)] = mean
+        return {"available": True, **stats, "overlap_matrix": {"concepts": names, "mean_jaccard": overlap},
+                "cross_mask": self._run_cross_mask()}
+
+    def _run_result(self):
+        """The checkpoint's training run's :class:`~sparsecbm.run_result.RunResult` (its ``results.json``, when
+        the checkpoint sits in its run folder), else ``None``."""
+        from sparsecbm.run_result import FILENAME, RunResult
+
+        run_dir = self.session.run_dir
+        if run_dir is None or not (run_dir / FILENAME).is_file():
+            return None
+        try:
+            return RunResult.load(run_dir)
+        except (OSError, ValueError):
+            return None
+
+    def _run_cross_mask(self) -> dict[str, Any] | None:
+        """The training run's cross-mask matrix (``results.json: subnetworks.cross_mask``: concept i's test
+        macro-F1 with its head reading the backbone under mask j) and specificity, when the run has them."""
+        result = self._run_result()
+        if result is None:
+            return None
+        sub = result.subnetworks or {}
+        if not sub.get("cross_mask"):
+            return None
+        return {"concepts": self.concepts.names, "matrix": sub["cross_mask"], "specificity": sub.get("specificity"),
+                "own_mask_best": sub.get("own_mask_best"), "split": "test", "metric": "macro-F1"}
+
+    # ----------------------------------------------------------------- the split
+    def _raw(self):
+        if self.dm is None:
+            raise ExplorerError("no data: start the server with data.root=DIR (or a checkpoint whose data "
+                                "config points at existing files) to browse examples", status=404)
+        return self.dm.raw[self.split]
+
+    def _split_pass(self) -> dict[str, Any]:
+        """One backbone pass over the split (once, cached): predictions for the filters, metrics, curves."""
+        from sparsecbm.interpret.curves import collect, intervention_curve, task_metrics
+
+        self._raw()
+        with self.lock:
+            if self._split_cache is not None:
+                return self._split_cache
+            start = time.perf_counter()
+            outputs, truth, labels = collect(self.module, self.dm.loader(self.split))
+            bottleneck = Bottleneck.from_model(self.model, outputs, self.eps)
+            label_probs = bottleneck.label_probs()
+            concept_pred = torch.stack([p.argmax(-1) for p in bottleneck.concept_probs()], 1)
+            curve = intervention_curve(bottleneck, truth, labels, self.concepts.names,
+                                       seeds=range(self.random_seeds))
+            acc, f1 = task_metrics(label_probs, labels)
+            self._split_cache = {
+                "label_probs": label_probs, "label_pred": label_probs.argmax(-1), "labels": labels,
+                "concept_pred": concept_pred, "truth": truth, "curve": curve, "task": {"acc": acc, "f1": f1},
+                "seconds": time.perf_counter() - start,
+            }
+            return self._split_cache
+
+    def examples(self, wrong_label: bool | None = None, wrong_concept: str | None = None, label: str | None = None,
+                 concept: str | None = None, value: str | None = None, q: str | None = None, offset: int = 0,
+                 limit: int = 50) -> dict[str, Any]:
+        """Examples of the split matching every filter given (``concept``+``value``: the true value)."""
+        raw = self._raw()
+        c = self.concepts
+        if wrong_concept not in (None, "", "any") and wrong_concept not in c.names:
+            raise ExplorerError(f"wrong_concept: unknown concept {wrong_concept!r}; valid: 'any' or {c.names}")
+        if label not in (None, "") and label not in [str(v) for v in c.label.values]:
+            raise ExplorerError(f"label: unknown label {label!r}; valid labels: {[str(v) for v in c.label.values]}")
+        if (concept in (None, "")) != (value in (None, "")):
+            raise ExplorerError("filter by concept value with both 'concept' and 'value'")
+        if concept not in (None, ""):
+            if concept not in c.names:
+                raise ExplorerError(f"concept: unknown concept {concept!r}; valid concepts: {c.names}")
+            if value not in c[concept].values:
+                raise ExplorerError(f"value: unknown value {value!r} for concept '{concept}'; "
+                                    f"valid values: {list(c[concept].values)}")
+        if not 1 <= limit <= self.limits.max_examples or offset < 0:
+            raise ExplorerError(f"'limit' must be in 1..{self.limits.max_examples} and 'offset' >= 0")
+        needs_predictions = wrong_label is not None or wrong_concept not in (None, "")
+        sp = self._split_pass() if needs_predictions or self._split_cache is not None else None
+        names = [str(v) for v in c.label.values]
+        rows = []
+        for i, text in enumerate(raw.texts):
+            truth = raw.concepts[i] if raw.concepts else None
+            if label not in (None, "") and names[raw.labels[i]] != label:
+                continue
+            if concept not in (None, "") and (truth is None or c[concept].values[truth[c.position(concept)]] != value):
+                continue
+            if q and q.lower() not in text.lower():
+                continue
+            if sp is not None:
+                wrong_l = bool(sp["label_pred"][i] != sp["labels"][i])
+                wrong_c = [c.names[k] for k in torch.nonzero(sp["concept_pred"][i] != sp["truth"][i]).flatten().tolist()]
+                if wrong_label is not None and wrong_l != wrong_label:
+                    continue
+                if wrong_concept not in (None, "") and not (wrong_c if wrong_concept == "any" else wrong_concept in wrong_c):
+                    continue
+            rows.append(i)
+        page = rows[offset: offset + limit]
+        out = []
+        for i in page:
+            row = {"index": i, "text": raw.texts[i][:300], "label": names[raw.labels[i]]}
+            if sp is not None:
+                row["predicted"] = names[int(sp["label_pred"][i])]
+                row["wrong_concepts"] = [c.names[k] for k in
+                                         torch.nonzero(sp["concept_pred"][i] != sp["truth"][i]).flatten().tolist()]
+            out.append(row)
+        return {"split": self.split, "total": len(raw), "matched": len(rows), "offset": offset, "examples": out}
+
+    def dataset(self) -> dict[str, Any]:
+        """The split's metrics (task and per concept, with confusion matrices) and the run's reported numbers
+        (its ``results.json``, when the checkpoint sits in its run folder: ceiling / leakage summary)."""
+        from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+        from sparsecbm.metrics import accuracy, macro_f1
+
+        sp = self._split_pass()
+        per_concept = {}
+        for k, spec in enumerate(self.concepts):
+            pred, true = sp["concept_pred"][:, k], sp["truth"][:, k]
+            per_concept[spec.name] = {
+                "values": list(spec.values), "acc": accuracy(pred, true, spec.cardinality),
+                "f1": macro_f1(pred, true, spec.cardinality),
+                "confusion": multiclass_confusion_matrix(pred, true, spec.cardinality).tolist(),  # rows: true
+            }
+        labels = [str(v) for v in self.concepts.label.values]
+        result = self._run_result()
+        run = None if result is None else {key: getattr(result, key)
+                                           for key in ("val", "test", "reference", "model", "data", "run")}
+        return {
+            "split": self.split, "n": int(sp["labels"].shape[0]), "seconds": sp["seconds"],
+            "task": sp["task"], "labels": labels,
+            "label_confusion": multiclass_confusion_matrix(sp["label_pred"], sp["labels"], len(labels)).tolist(),
+            "concepts": per_concept,
+            "bottleneck": ((run or {}).get("test") or {}).get("bottleneck"),
+            "run_results": run,
+        }
+
+    def curves(self) -> dict[str, Any]:
+        """Task accuracy / macro-F1 vs number of concepts set to the truth, per policy, on the split."""
+        sp = self._split_pass()
+        return {"split": self.split, **sp["curve"].to_dict()}
