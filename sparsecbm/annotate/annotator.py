@@ -76,7 +76,8 @@ class AnnotationResult:
     def table(self):
         from rich.table import Table
 
-        t = Table(title="machine vs human concept labels (dev = calibration split)")
+        t = Table(title="machine vs human concept labels (dev = calibration split)" if self.agreement else
+                  "no bank concept has human labels in this data (human_column): no agreement to report")
         for col in ("concept", "split", "n", "accuracy", "macro-F1", "kappa"):
             t.add_column(col)
         for split, per in self.agreement.items():
