@@ -126,3 +126,23 @@ def test_prompt_without_text_is_refused(tmp_path, tokenizer):
     make_corpus(tmp_path / "data", n=3)
     with pytest.raises(ValueError, match=r"must contain \{text\}"):
         _run(tmp_path, tmp_path / "o", tokenizer, prompt="Answer:")
+
+
+def test_cli_config_path_with_a_saved_tiny_model(tmp_path, tokenizer):
+    """``annotator=llm backbone.name_or_path=DIR`` through the annotate config (a tiny model saved to disk)."""
+    from conftest import compose_cfg
+
+    from sparsecbm.annotate.__main__ import run
+
+    model_dir = tmp_path / "tiny-gpt2"
+    tiny_lm("gpt2").save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    make_corpus(tmp_path / "data", n=3)
+    cfg = compose_cfg(tmp_path, ["data=csv", f"data.root={tmp_path / 'data'}", "data.text_column=text",
+                                 "data.label.column=label", "data.label.values=[bad,good]", "bank=cebab",
+                                 "annotator=llm", f"backbone.name_or_path={model_dir}", "llm.max_length=96",
+                                 f"out_dir={tmp_path / 'out'}"], "annotate")
+    res = run(cfg)
+    assert res.provenance["annotator"] == "llm" and res.provenance["model"] == str(model_dir)
+    assert res.sizes == {"train": 3, "dev": 3, "test": 3}
+    assert len(read_schema(tmp_path / "out").concepts) > 16  # every cebab bank concept, graded copies too
