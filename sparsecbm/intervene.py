@@ -75,7 +75,7 @@ def run(cfg: DictConfig) -> InterventionResult | InterventionCurve:
     dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
     outputs, truth, labels = collect(module, dm.loader(cfg.split, batch_size=cfg.batch_size))
     curve = intervention_curve(Bottleneck.from_model(module.model, outputs, cfg.logit_eps), truth, labels,
-                               module.concept_set.names, policies, seeds=range(int(cfg.random_seeds)))
+                               module.concept_set, policies, seeds=range(int(cfg.random_seeds)))
     curve.meta.update({"checkpoint": str(cfg.ckpt_path), "split": cfg.split, "mode": module.mode,
                        "activation": module.model.activation, "logit_eps": cfg.logit_eps,
                        "title": f"{module.mode} CBM ({module.model.activation}), {cfg.split}, n={curve.n_examples}"})

@@ -3,8 +3,11 @@ concept discovery. ``python -m sparsecbm.annotate data.root=DIR bank=NAME|PATH o
 
 from sparsecbm.annotate.annotator import AnnotationResult, agreement, annotate_folder
 from sparsecbm.annotate.bank import BankConcept, BankError, ConceptBank, load_bank
+from sparsecbm.annotate.discover import DiscoveryReport, discover
 from sparsecbm.annotate.embed import SentenceEmbedder
+from sparsecbm.annotate.llm import LLMScorer, annotate_folder_llm
 from sparsecbm.annotate.sentences import split_sentences
 
-__all__ = ["AnnotationResult", "BankConcept", "BankError", "ConceptBank", "SentenceEmbedder", "agreement",
-           "annotate_folder", "load_bank", "split_sentences"]
+__all__ = ["AnnotationResult", "BankConcept", "BankError", "ConceptBank", "DiscoveryReport", "LLMScorer",
+           "SentenceEmbedder", "agreement", "annotate_folder", "annotate_folder_llm", "discover", "load_bank",
+           "split_sentences"]

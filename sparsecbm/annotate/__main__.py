@@ -1,9 +1,12 @@
-"""``python -m sparsecbm.annotate data.root=DIR [data=...] bank=NAME|PATH out_dir=DIR``: machine concept annotation of a data folder (see :mod:`sparsecbm.annotate`)."""
+"""``python -m sparsecbm.annotate data.root=DIR [data=...] bank=NAME|PATH out_dir=DIR [annotator=llm
+backbone.name_or_path=...] [discover=true]``: machine concept annotation of a data folder (see
+:mod:`sparsecbm.annotate`)."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,11 @@ def _data_fields(cfg: DictConfig) -> tuple[Path, str, dict[str, Any], list, dict
         raise DataError("data.label.values is not set; pass the label classes, e.g. 'data.label.values=[neg,pos]'")
     cs = ConceptSet.from_config(concepts, label, list(data.get("concept_values") or ["Negative", "Positive", "unknown"]),
                                 dict(data.get("concept_aliases") or {}))
+    human = list(cs.concepts)
+    if data.get("missing_concept") == "unknown":  # an empty human cell means unknown: concepts.yaml says so
+        human = [replace(h, aliases={**h.aliases, "": "unknown"}) if "unknown" in h.values else h for h in human]
     files = dict(data.get("files") or {})
-    return Path(str(root)), str(data.text_column), label, list(cs.concepts), files
+    return Path(str(root)), str(data.text_column), label, human, files
 
 
 def run(cfg: DictConfig):
@@ -40,18 +46,37 @@ def run(cfg: DictConfig):
 
     from sparsecbm.annotate.annotator import annotate_folder
     from sparsecbm.annotate.bank import load_bank
+    from sparsecbm.annotate.embed import SentenceEmbedder
 
     bank = load_bank(cfg.bank)
     root, text_column, label, human, files = _data_fields(cfg)
     out = Path(cfg.out_dir)
-    from sparsecbm.annotate.embed import SentenceEmbedder
-
     e = cfg.embedding
     embedder = SentenceEmbedder(e.model, e.batch_size, e.max_length, e.cache_dir, e.device)
-    result = annotate_folder(root, bank, out, text_column, label, human, files or None, embedder,
-                             cfg.calibration, cfg.calibration_split, cfg.default_tau, cfg.language)
-    Console().print(result.table())
+    if cfg.annotator == "llm":
+        from sparsecbm.annotate.llm import PROMPT, annotate_folder_llm
+
+        if not cfg.backbone.name_or_path:
+            raise ValueError("annotator=llm needs backbone.name_or_path=NAME_OR_DIR: a Hugging Face causal LM")
+        llm = OmegaConf.to_container(cfg.llm, resolve=True)
+        prompt = llm.pop("prompt") or PROMPT
+        result = annotate_folder_llm(root, bank, out, text_column, label, human, files or None, prompt=prompt,
+                                     model=str(cfg.backbone.name_or_path), dtype=cfg.backbone.dtype, **llm)
+    elif cfg.annotator == "embedding":
+        result = annotate_folder(root, bank, out, text_column, label, human, files or None, embedder,
+                                 cfg.calibration, cfg.calibration_split, cfg.default_tau, cfg.language)
+    else:
+        raise ValueError(f"annotator='{cfg.annotator}' is not valid; expected embedding or llm")
+    console = Console()
+    console.print(result.table())
     log.info("wrote %s (train/dev/test.csv, concepts.yaml, annotation.json)", out)
+    if cfg.discover:
+        from sparsecbm.annotate.discover import discover
+
+        report = discover(out, bank, embedder, **OmegaConf.to_container(cfg.discovery, resolve=True),
+                          language=cfg.language, seed=cfg.seed)
+        console.print(report.table())
+        log.info("wrote %s (bank.yaml, ranking.csv, ranking.md)", out / "discovery")
     return result
 
 

@@ -76,7 +76,8 @@ class AnnotationResult:
     def table(self):
         from rich.table import Table
 
-        t = Table(title="machine vs human concept labels (dev = calibration split)")
+        t = Table(title="machine vs human concept labels (dev = calibration split)" if self.agreement else
+                  "no bank concept has human labels in this data (human_column): no agreement to report")
         for col in ("concept", "split", "n", "accuracy", "macro-F1", "kappa"):
             t.add_column(col)
         for split, per in self.agreement.items():
@@ -88,6 +89,41 @@ class AnnotationResult:
 
 def read_split_rows(root: Path, files: Mapping[str, str]) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
     return {s: _read_local(root / files[s]) for s in SPLITS}
+
+
+def read_checked(root: Path, files: Mapping[str, str] | None, text_column: str,
+                 label: Mapping[str, Any]) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+    """Every split's ``(columns, rows)``; a split without the text or label column raises :class:`DataError`."""
+    files = dict(files or {s: f"{s}.csv" for s in SPLITS})
+    data = read_split_rows(root, files)
+    for split, (columns, _rows) in data.items():
+        missing = [c for c in (text_column, label["column"]) if c not in columns]
+        if missing:
+            raise DataError(f"{root / files[split]}: missing column(s) {missing}; the file has columns {columns}. "
+                            "Check data.text_column and data.label.column.")
+    return data
+
+
+def human_indices(rows: Sequence[Mapping[str, Any]], spec: ConceptSpec, names: Sequence[str]) -> np.ndarray:
+    """Human labels of ``spec`` as indices into ``names`` (a bank concept's values + unknown); -1 where the
+    human value has no bank counterpart."""
+    out_idx = []
+    for r in rows:
+        try:
+            v = spec.values[spec.index(_cell(r[spec.column]))]
+        except KeyError:
+            v = None
+        out_idx.append(list(names).index(v) if v in names else -1)
+    return np.asarray(out_idx)
+
+
+def check_human_values(bank: ConceptBank, by_column: Mapping[str, ConceptSpec]) -> None:
+    for c in bank.concepts:
+        spec = by_column.get(c.human_column or "")
+        bad = [v for v in c.values if spec is not None and v not in spec.values]
+        if bad:
+            raise DataError(f"{bank.source}, concept '{c.name}': value(s) {bad} are not values {list(spec.values)} "
+                            f"of the human column '{spec.column}'")
 
 
 def annotate_folder(
@@ -125,46 +161,24 @@ def annotate_folder(
     """
     start = time.perf_counter()
     root, out = Path(root).expanduser(), Path(out_dir).expanduser()
-    files = dict(files or {s: f"{s}.csv" for s in SPLITS})
     embedder = embedder or SentenceEmbedder()
     if calibration not in ("threshold", "logreg"):
         raise ValueError(f"calibration='{calibration}' is not valid; expected threshold or logreg")
-    data = read_split_rows(root, files)
-    for split, (columns, _rows) in data.items():
-        missing = [c for c in (text_column, label["column"]) if c not in columns]
-        if missing:
-            raise DataError(f"{root / files[split]}: missing column(s) {missing}; the file has columns {columns}. "
-                            "Check data.text_column and data.label.column.")
-    header = data["train"][0]
+    data = read_checked(root, files, text_column, label)
     human = [h for h in human if all(h.column in data[s][0] for s in SPLITS)]
     by_column = {h.column: h for h in human}
+    check_human_values(bank, by_column)
     texts = {s: [_cell(r[text_column]) for r in rows] for s, (_, rows) in data.items()}
     scores = {s: score_texts(texts[s], bank, embedder, language) for s in SPLITS}
     if scores_out is not None:
         scores_out.update(scores)
-
-    def human_indices(spec: ConceptSpec, split: str, concept) -> np.ndarray:
-        """Human labels as bank value indices (len(values) = unknown); -1 where the value has no bank match."""
-        names = list(concept.values) + [bank.unknown]
-        out_idx = []
-        for r in data[split][1]:
-            try:
-                v = spec.values[spec.index(_cell(r[spec.column]))]
-            except KeyError:
-                v = None
-            out_idx.append(names.index(v) if v in names else -1)
-        return np.asarray(out_idx)
 
     decisions: dict[str, Decision] = {}
     for c in bank.concepts:
         spec = by_column.get(c.human_column or "")
         if spec is None:
             continue
-        bad = [v for v in c.values if v not in spec.values]
-        if bad:
-            raise DataError(f"{bank.source}, concept '{c.name}': value(s) {bad} are not values {list(spec.values)} "
-                            f"of the human column '{spec.column}'")
-        y = human_indices(spec, calibration_split, c)
+        y = human_indices(data[calibration_split][1], spec, list(c.values) + [bank.unknown])
         keep = y >= 0
         sc = _subset(scores[calibration_split][c.name], keep)
         thr = calibrate_threshold(sc, y[keep])
@@ -175,7 +189,24 @@ def annotate_folder(
     for c in bank.concepts:
         if c.name not in decisions:
             decisions[c.name] = default_rule(c, calibrated, default_tau)
+    values = {c.name: {s: decisions[c.name].decide(scores[s][c.name]) for s in SPLITS} for c in bank.concepts}
+    polarity = {c.name: {s: scores[s][c.name].polarity(c.grade_by) for s in SPLITS} for c in bank.concepts if c.levels}
+    provenance = {"annotator": "embedding", "model": embedder.name, "model_path": embedder.path,
+                  "calibration": calibration, "calibration_split": calibration_split, "default_tau": default_tau,
+                  "language": language}
+    return write_annotation(root, out, bank, data, text_column, label, human, values, polarity, provenance,
+                            {k: d.to_dict() for k, d in decisions.items()}, start)
 
+
+def write_annotation(root: Path, out: Path, bank: ConceptBank, data, text_column: str, label: Mapping[str, Any],
+                     human: Sequence[ConceptSpec], values: Mapping[str, Mapping[str, np.ndarray]],
+                     polarity: Mapping[str, Mapping[str, np.ndarray]], provenance: dict[str, Any],
+                     decisions: dict[str, dict[str, Any]], start: float) -> AnnotationResult:
+    """The annotated folder from per-concept value indices (``V`` = unknown) and graded scores: the split
+    files (human columns kept, ``machine_*`` columns added), ``concepts.yaml`` and ``annotation.json``
+    (agreement with every human-labelled concept, per split). Shared by every annotator."""
+    by_column = {h.column: h for h in human}
+    header = data["train"][0]
     machine: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
     grades: dict[str, list[float]] = {}
     concepts_schema: list[dict[str, Any]] = [
@@ -187,9 +218,9 @@ def annotate_folder(
     for c in bank.concepts:
         names = list(c.values) + [bank.unknown]
         column = _free(f"{MACHINE_PREFIX}{c.name}", taken)
-        values = {s: decisions[c.name].decide(scores[s][c.name]) for s in SPLITS}
+        v = values[c.name]
         for s in SPLITS:
-            machine[s][column] = [names[i] for i in values[s]]
+            machine[s][column] = [names[i] for i in v[s]]
         spec = by_column.get(c.human_column or "")
         if spec is None:  # no human labels: the machine concept stands in
             name = _free(c.name, {e["name"] for e in concepts_schema})
@@ -197,19 +228,19 @@ def annotate_folder(
             sources[name] = "machine"
         else:
             for s in SPLITS:
-                y = human_indices(spec, s, c)
+                y = human_indices(data[s][1], spec, names)
                 keep = y >= 0
-                agree[s][spec.name] = agreement(y[keep], values[s][keep], len(names))
+                agree[s][spec.name] = agreement(y[keep], np.asarray(v[s])[keep], len(names))
         if c.levels:
             unknown_idx = len(c.values)
-            pol = {s: scores[s][c.name].polarity(c.grade_by) for s in SPLITS}
-            edges = grade_edges(pol["train"][values["train"] != unknown_idx], c.levels)
+            pol = polarity[c.name]
+            edges = grade_edges(pol["train"][np.asarray(v["train"]) != unknown_idx], c.levels)
             grades[c.name] = edges
             level_names = [str(i + 1) for i in range(c.levels)] + [bank.unknown]
             gname = _free(f"{c.name}_grade", {e["name"] for e in concepts_schema})
             gcolumn = _free(f"{MACHINE_PREFIX}{c.name}_grade", taken)
             for s in SPLITS:
-                lv = grade(pol[s], values[s] != unknown_idx, edges)
+                lv = grade(pol[s], np.asarray(v[s]) != unknown_idx, edges)
                 machine[s][gcolumn] = [level_names[i] for i in lv]
             concepts_schema.append({"name": gname, "column": gcolumn, "values": level_names, "ordered": True,
                                     "unordered": [bank.unknown],
@@ -225,17 +256,16 @@ def annotate_folder(
             w.writerow(columns + extra)
             for i, r in enumerate(rows):
                 w.writerow([_cell(r[c]) for c in columns] + [machine[s][c][i] for c in extra])
-    provenance = {"model": embedder.name, "model_path": embedder.path, "bank": bank.name, "bank_file": bank.source,
-                  "bank_sha256": bank.digest(), "calibration": calibration, "calibration_split": calibration_split,
-                  "default_tau": default_tau, "source": str(root), "language": language}
+    provenance = {**provenance, "bank": bank.name, "bank_file": bank.source, "bank_sha256": bank.digest(),
+                  "source": str(root)}
     schema = FolderSchema(text_column=text_column, label=dict(label), concepts=concepts_schema, sources=sources,
                           files={s: f"{s}.csv" for s in SPLITS},
                           extra={"name": f"{root.name}+{bank.name}",
                                  "annotation": {"bank": bank.name, "bank_sha256": bank.digest(),
-                                                "model": embedder.name}})
+                                                "model": provenance.get("model")}})
     schema.save(out)
     result = AnnotationResult(
-        out_dir=str(out), provenance=provenance, decisions={k: d.to_dict() for k, d in decisions.items()},
+        out_dir=str(out), provenance=provenance, decisions=decisions,
         grades=grades, agreement={s: a for s, a in agree.items() if a},
         sizes={s: len(data[s][1]) for s in SPLITS}, seconds=time.perf_counter() - start, schema=schema.to_dict())
     result.save(out / "annotation.json")

@@ -1,22 +1,26 @@
 """Read train/dev/test splits (local CSV/JSONL or the Hugging Face hub) and validate them.
 
-Everything is read as strings through ``datasets`` and checked against a
-:class:`~sparsecbm.concepts.ConceptSet`. Any problem raises :class:`DataError`
+Files are read by :mod:`sparsecbm.data.files` (local) and :mod:`sparsecbm.data.hub` (the hub), every
+cell a string, and checked here against a :class:`~sparsecbm.concepts.ConceptSet`. Any problem raises :class:`DataError`
 naming the file, line, column and value, and what was expected.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sparsecbm.concepts import ConceptSet
+from sparsecbm.data.files import DELIMITER_NAMES, RawTable, _read_local, read_table
+from sparsecbm.data.hub import _offline, _read_hub, hub_reachable, hub_unreachable_message, preflight
 from sparsecbm.errors import DataError
+
+__all__ = ["DELIMITER_NAMES", "MISSING_CONCEPT", "SPLITS", "DataError", "EncodedSplit", "RawTable", "_offline",
+           "_read_local", "check_concept_columns", "encode_rows", "hub_reachable", "hub_unreachable_message",
+           "load_splits", "preflight", "read_table"]
 
 log = logging.getLogger(__name__)
 
@@ -39,264 +43,6 @@ class EncodedSplit:
 
 #: ``data.missing_concept``: an empty or absent concept cell is an error, or means the value ``unknown``.
 MISSING_CONCEPT = ("error", "unknown")
-#: Delimiters suggested when a header parses as one column.
-_DELIMITERS = (",", ";", "\t", "|")
-#: Shell-safe names for ``data.delimiter`` (a bare ``;`` or ``|`` would need two levels of quoting).
-DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
-
-
-@dataclass
-class RawTable:
-    """A file's rows as read: ``columns``, one dict per record (absent cells are ``None``) and the file
-    line each record starts on (``None`` where a format has no lines, e.g. a JSON array)."""
-
-    columns: list[str]
-    rows: list[dict[str, Any]]
-    lines: list[int | None]
-
-
-def _decode(path: Path, data: bytes, encoding: str | None) -> str:
-    """Bytes -> text; a UTF-8 BOM is dropped; a decode error names the line and byte."""
-    import codecs
-
-    encoding = encoding or "utf-8"
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise DataError(f"data.encoding='{encoding}' is not a known text encoding; expected e.g. utf-8, "
-                        "latin-1, cp1252 or utf-16") from None
-    if codec == "utf-8":
-        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise DataError(f"{path}: the file starts with a UTF-16 byte order mark but is read as UTF-8; "
-                            "pass data.encoding=utf-16 (or save it as UTF-8)")
-        encoding = "utf-8-sig"  # the BOM Excel writes is not part of the first column's name
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(
-            f"{path}, line {line}, byte {column} of the line (offset {e.start}): byte 0x{data[e.start]:02x} "
-            f"is not valid {codec} ({e.reason}); the file is in another encoding: pass data.encoding=latin-1 "
-            "(or cp1252, utf-16, ...) or save the file as UTF-8"
-        ) from None
-
-
-def _delimiter(path: Path, delimiter: str | None) -> str:
-    if delimiter in (None, ""):
-        return "\t" if path.suffix.lower() == ".tsv" else ","
-    delimiter = {"\\t": "\t", **DELIMITER_NAMES}.get(str(delimiter).lower() if len(str(delimiter)) > 2 else delimiter,
-                                                     delimiter)
-    if len(delimiter) != 1 or delimiter in ('"', "\n", "\r"):
-        raise DataError(f"data.delimiter={delimiter!r}: expected one character or one of {list(DELIMITER_NAMES)}")
-    return delimiter
-
-
-def _read_csv(path: Path, text: str, delimiter: str) -> RawTable:
-    """CSV/TSV with Python's csv module (strict quoting): every cell a string, line numbers kept."""
-    import io
-
-    shown = "\\t" if delimiter == "\t" else delimiter
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    header, header_line, rows, lines = None, 0, [], []
-    previous = 0
-    try:
-        for record in reader:
-            start, previous = previous + 1, reader.line_num
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue  # a blank line is not a record
-            if header is None:
-                header, header_line = [c.strip() for c in record], start
-                continue
-            if len(record) != len(header):
-                what = ("more" if len(record) > len(header) else "fewer")
-                fix = (f"a text holding '{shown}' must be quoted (\"...\")" if what == "more"
-                       else f"an empty cell still needs its '{shown}'")
-                raise DataError(
-                    f"{path}, line {start}: {len(record)} fields, {what} than the {len(header)} columns of the "
-                    f"header (line {header_line}); {fix}. The row begins {delimiter.join(record)[:60]!r}"
-                )
-            rows.append(dict(zip(header, record)))
-            lines.append(start)
-    except csv.Error as e:
-        raise DataError(f"{path}, line {reader.line_num}: not valid CSV ({e}); check the quoting "
-                        "(a quote inside a quoted field is written twice: \"\")") from None
-    if header is None:
-        raise DataError(f"{path}: file is empty (no header row)")
-    if len(header) == 1:
-        counts = {d: header[0].count(d) for d in _DELIMITERS if d != delimiter}
-        best = max(counts, key=counts.get)
-        if counts[best]:
-            name = next(k for k, v in DELIMITER_NAMES.items() if v == best)
-            raise DataError(
-                f"{path}, line {header_line}: the header is a single column {header[0][:70]!r} when split on "
-                f"'{shown}'; the file looks {name}-separated ('{best}'): pass data.delimiter={name}"
-            )
-    empty = [i + 1 for i, c in enumerate(header) if not c]
-    dupes = sorted({c for c in header if c and header.count(c) > 1})
-    if empty or dupes:
-        raise DataError(f"{path}, line {header_line}: the header has "
-                        + (f"empty column name(s) at position(s) {empty}" if empty else f"duplicate column(s) {dupes}")
-                        + "; every column needs a distinct name")
-    if not rows:
-        raise DataError(f"{path}: split is empty (no data rows)")
-    return RawTable(header, rows, lines)
-
-
-def _json_record(path: Path, where: str, record: Any) -> dict[str, Any]:
-    if not isinstance(record, dict):
-        raise DataError(f"{path}, {where}: expected a JSON object {{\"column\": value, ...}}, got {type(record).__name__}")
-    for key, value in record.items():
-        if isinstance(value, (dict, list)):
-            raise DataError(f"{path}, {where}, key '{key}': expected a string or number, got a JSON "
-                            f"{'object' if isinstance(value, dict) else 'array'}")
-    return record
-
-
-def _read_json(path: Path, text: str) -> RawTable:
-    """JSON Lines (one object per line; ``.json`` may also hold one array of objects)."""
-    import json
-
-    records, lines = [], []
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}, line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
-        for i, item in enumerate(items):
-            records.append(_json_record(path, f"record {i + 1}", item))
-            lines.append(None)
-    else:
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {number}, column {e.colno}: not valid JSON ({e.msg}); "
-                                "JSON Lines holds one object per line") from None
-            records.append(_json_record(path, f"line {number}", item))
-            lines.append(number)
-    if not records:
-        raise DataError(f"{path}: split is empty (no data rows)")
-    columns = list(dict.fromkeys(k for r in records for k in r))
-    # an absent key stays absent (None), never a silent empty string
-    return RawTable(columns, [{c: r.get(c) for c in columns} for r in records], lines)
-
-
-def read_table(path: str | Path, encoding: str | None = "utf-8", delimiter: str | None = None) -> RawTable:
-    """Read a CSV/TSV/JSON(L) split file, every cell as written (strings for CSV), with file line numbers.
-
-    The standard library's parsers are used rather than ``datasets``: they report the file line of
-    every record, which the error messages need.
-
-    Raises:
-        DataError: missing file, unknown type or encoding, undecodable bytes (line and byte named),
-            rows whose field count differs from the header's, bad quoting or JSON, a one-column header
-            that another delimiter would split (with the ``data.delimiter`` to pass).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
-        raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv, .tsv, .jsonl or .json")
-    text = _decode(path, path.read_bytes(), encoding)
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path, text, _delimiter(path, delimiter))
-    return _read_json(path, text)
-
-
-def _read_local(path: Path, encoding: str | None = "utf-8", delimiter: str | None = None):
-    """``(columns, rows)`` of a split file (see :func:`read_table`)."""
-    table = read_table(path, encoding, delimiter)
-    return table.columns, table.rows
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "") not in ("", "0", "false") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def hub_unreachable_message(name: str, reason: str) -> str:
-    """The one paragraph a user without network gets (names the commands that fix it)."""
-    return (
-        f"cannot load the data set '{name}' from the Hugging Face hub: {reason}. Without network, point the "
-        "command at local files: data.root=DIR (a folder with train.csv, dev.csv and test.csv, e.g. "
-        "data.root=../shared/data/cebab), or run `python data/prepare_cebab.py` once on a machine with "
-        "network and copy its data/cebab folder here (see data/README.md)."
-    )
-
-
-def hub_reachable(timeout: float = 3.0) -> str | None:
-    """``None`` when the hub answers one request within ``timeout`` seconds, else why not (no retries)."""
-    import urllib.error
-    import urllib.request
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    try:
-        urllib.request.urlopen(urllib.request.Request(endpoint + "/api/datasets?limit=1", method="HEAD"),
-                               timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return None  # the hub answered (an HTTP status is an answer)
-    except (OSError, ValueError) as e:
-        return f"{endpoint} is not reachable ({getattr(e, 'reason', e)})"
-    return None
-
-
-def _hub_cached(name: str) -> bool:
-    """Whether a hub data set has local copies (hub or datasets cache) to read offline; no network, no import."""
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
-    hub = Path(os.environ.get("HF_HUB_CACHE", home / "hub")).expanduser()
-    ds = Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")).expanduser()
-    org, _, repo = name.rpartition("/")
-    if (hub / f"datasets--{org}--{repo}".replace("/", "--")).is_dir():
-        return True
-    return ds.is_dir() and any(p.name.startswith(f"{org}___" if org else repo) for p in ds.iterdir())
-
-
-def preflight(data_cfg: Mapping[str, Any]) -> None:
-    """Check, before any model is loaded, that the data source a data config names can be reached.
-
-    Follows :func:`load_splits`' source order (``root``, ``default_root``, the hub): a ``root`` that is not a
-    folder, or a hub that is offline with no local copy or unreachable (one request), raises the same
-    :class:`DataError` loading would, in about a second rather than after importing torch.
-    """
-    root, default_root, hub = data_cfg.get("root"), data_cfg.get("default_root"), data_cfg.get("hub")
-    if root is not None:
-        if not Path(str(root)).expanduser().is_dir():
-            raise DataError(f"data.root '{root}' is not a folder; expected a folder with "
-                            f"{sorted((data_cfg.get('files') or {}).values()) or 'train/dev/test files'}")
-        return
-    if default_root is not None and Path(str(default_root)).is_dir():
-        return
-    if not hub or not hub.get("name"):
-        return  # load_splits names the missing source
-    if _offline():
-        if not _hub_cached(str(hub["name"])):
-            raise DataError(hub_unreachable_message(
-                str(hub["name"]), "HF_HUB_OFFLINE is set and it is not in the local cache"))
-        return
-    reason = hub_reachable()
-    if reason is not None:
-        raise DataError(hub_unreachable_message(str(hub["name"]), reason))
-
-
-def _read_hub(name: str, split: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """One split from the hub. Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) only the local cache
-    is tried; online, one request with a short timeout first, so no network fails fast, not after retries."""
-    import datasets
-
-    if not _offline():
-        reason = hub_reachable()
-        if reason is not None:
-            raise DataError(hub_unreachable_message(name, reason))
-    try:
-        ds = datasets.load_dataset(name, split=split)
-    except Exception as e:
-        reason = ("HF_HUB_OFFLINE is set and it is not in the local cache" if _offline()
-                  else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise DataError(hub_unreachable_message(f"{name}[{split}]", reason)) from None
-    return list(ds.column_names), ds.to_list()
 
 
 def _cell(value: Any) -> str:

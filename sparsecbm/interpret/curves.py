@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from sparsecbm.concepts import ConceptSet
 from sparsecbm.interpret.policies import POLICIES, budget_masks, get_policy
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
 from sparsecbm.models.cbm import ConceptOutputs
@@ -145,7 +146,7 @@ def intervention_curve(
     bottleneck: Bottleneck,
     truth: torch.Tensor,
     labels: torch.Tensor,
-    concepts: Sequence[str],
+    concepts: Sequence[str] | ConceptSet,
     policies: Sequence[str] = POLICIES,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
 ) -> InterventionCurve:
@@ -154,23 +155,26 @@ def intervention_curve(
     Args:
         bottleneck: Concept logits of the split and the label head.
         truth: ``[N, K]`` true concept values.  labels: ``[N]`` true labels.
-        concepts: Concept names (for the report).
+        concepts: Concept names (for the report), or the :class:`~sparsecbm.concepts.ConceptSet` (then the
+            ``uncertainty`` and ``oracle`` policies use the graded concepts' order).
         policies: Policy names (see :data:`~sparsecbm.interpret.policies.POLICIES`).
         seeds: Seeds of the ``random`` policy; its points are the mean (and std) over them.
     """
+    specs = list(concepts) if isinstance(concepts, ConceptSet) else None
+    names = concepts.names if isinstance(concepts, ConceptSet) else list(concepts)
     targets = ground_truth_targets(truth, bottleneck.cardinalities)
     curves: dict[str, list[CurvePoint]] = {}
     for name in policies:
         runs = []
         for seed in (seeds if name == "random" else [0]):
-            order = get_policy(name, seed).order(bottleneck, truth)
+            order = get_policy(name, seed, specs).order(bottleneck, truth)
             runs.append([task_metrics(bottleneck.label_probs(targets, budget_masks(order, k)), labels)
                          for k in range(bottleneck.n_concepts + 1)])
         t = torch.tensor(runs)  # [seeds, K+1, 2]
         mean, std = t.mean(0), t.std(0, unbiased=False)
         curves[name] = [CurvePoint(k, float(mean[k, 0]), float(mean[k, 1]), float(std[k, 0]), float(std[k, 1]))
                         for k in range(t.shape[1])]
-    return InterventionCurve(curves=curves, concepts=list(concepts), n_examples=int(labels.shape[0]),
+    return InterventionCurve(curves=curves, concepts=names, n_examples=int(labels.shape[0]),
                              seeds=list(seeds) if "random" in policies else [])
 
 
@@ -183,6 +187,6 @@ def ground_truth_effect(module, loader, eps: float = LOGIT_EPS) -> dict[str, Any
         return None
     outputs, truth, labels = collect(module, loader)
     curve = intervention_curve(Bottleneck.from_model(module.model, outputs, eps), truth, labels,
-                               module.concept_set.names, policies=["oracle"])
+                               module.concept_set, policies=["oracle"])
     return {"none": {"acc": curve.no_intervention.acc, "f1": curve.no_intervention.f1},
             "all_ground_truth": {"acc": curve.all_ground_truth.acc, "f1": curve.all_ground_truth.f1}, "n_examples": curve.n_examples}

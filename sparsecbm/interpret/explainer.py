@@ -130,6 +130,7 @@ def explain_batch(
                     scores[k][b, real].tolist(),
                     gates,
                     true,
+                    list(spec.levels) or None,
                 )
             )
         lp = label_logits[b].softmax(-1)

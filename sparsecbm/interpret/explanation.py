@@ -36,6 +36,20 @@ class ConceptExplanation:
     token_scores: list[float]  # one per token of Explanation.tokens (0 on special tokens)
     gates: list[float] | None = None  # what the concept read of each token: its gates or attention weights
     true: str | None = None
+    levels: list[str] | None = None  # a graded concept: its ordered values, low to high (others: None)
+
+    def level(self, value: str | None = None) -> int | None:
+        """1-based level of ``value`` (default: the predicted one); ``None`` outside the order."""
+        value = self.predicted if value is None else value
+        return self.levels.index(value) + 1 if self.levels and value in self.levels else None
+
+    def expected_level(self) -> float | None:
+        """The mean level under the predicted distribution, given a level (graded concepts)."""
+        if not self.levels:
+            return None
+        mass = [(i + 1, self.probs[self.values.index(v)]) for i, v in enumerate(self.levels)]
+        total = sum(p for _, p in mass)
+        return sum(i * p for i, p in mass) / total if total > 0 else None
 
 
 @dataclass

@@ -16,6 +16,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2e
 .track{width:240px;background:#eee;display:inline-block}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 .muted{color:#888}.example{border:1px solid #ddd;border-radius:6px;padding:1em;margin:1em 0}
+.levels td{width:3em;text-align:center}.levels td.pred{outline:2px solid #222}
 """
 
 
@@ -75,6 +76,37 @@ def cross_mask_table(subnetwork: dict | None) -> str:
             f'<table class="cross-mask"><tr><th></th>{head}</tr>{"".join(rows)}</table>')
 
 
+def _concept_value(c) -> str:
+    """``food=Positive (0.91, true Negative)``; a graded concept as a level: ``level 4 of 5 ('4', 0.62;
+    expected 3.8; true level 3)``."""
+    true_level = c.level(c.true) if c.true is not None else None
+    if c.levels and c.level() is not None:
+        expected = c.expected_level()
+        true = (f"; true level {true_level}" if true_level is not None else
+                f"; true {_esc(c.true)}" if c.true is not None else "")
+        return (f"level {c.level()} of {len(c.levels)} ('{_esc(c.predicted)}', {max(c.probs):.2f}; "
+                f"expected {expected:.1f}{true})")
+    true = f", true {_esc(c.true)}" if c.true is not None else ""
+    if c.levels and true_level is not None:
+        true = f", true level {true_level} of {len(c.levels)}"
+    return f"{_esc(c.predicted)} ({max(c.probs):.2f}{true})"
+
+
+def level_strip(c) -> str:
+    """A graded concept's distribution as one row of cells, levels low to high, then the unordered values;
+    the predicted cell outlined."""
+    order = list(c.levels) + [v for v in c.values if v not in c.levels]
+    cells = []
+    for v in order:
+        p = c.probs[c.values.index(v)]
+        label = f"{c.levels.index(v) + 1}" if v in c.levels else _esc(v)
+        cls = ' class="pred"' if v == c.predicted else ""
+        cells.append(f'<td{cls} title="{_esc(v)}: {p:.2f}" style="background:rgba(68,119,170,{p:.2f})">'
+                     f"{label}<br>{p:.2f}</td>")
+    return (f'<div class="row"><span class="name">{_esc(c.name)}</span>'
+            f'<table class="levels" data-concept="{_esc(c.name)}"><tr>{"".join(cells)}</tr></table></div>')
+
+
 def example_html(i: int, e: Explanation) -> str:
     parts = [
         f'<div class="example" id="ex{i}"><h2>Example {i}: predicted {_esc(e.predicted_label)}'
@@ -82,14 +114,13 @@ def example_html(i: int, e: Explanation) -> str:
         + f"</h2><p>{_esc(e.text)}</p><h3>Tokens per concept</h3>"
     ]
     for c in e.concepts:
-        true = f", true {_esc(c.true)}" if c.true is not None else ""
-        parts.append(
-            f'<div class="row"><span class="name">{_esc(c.name)}</span>'
-            f"<span>{_esc(c.predicted)} ({max(c.probs):.2f}{true})</span></div>"
-        )
+        parts.append(f'<div class="row"><span class="name">{_esc(c.name)}</span><span>{_concept_value(c)}</span></div>')
         parts.append(token_heatmap(e.tokens, c.token_scores, c.name))
     parts.append("<h3>Concept probabilities</h3>")
     for c in e.concepts:
+        if c.levels:  # graded: levels in order (low to high), then the values outside the order
+            parts.append(level_strip(c))
+            continue
         for v, p in zip(c.values, c.probs):
             parts.append(_bar_row(f"{c.name}={v}", p, 1.0, f"{p:.2f}"))
     if e.contributions:
