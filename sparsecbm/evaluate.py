@@ -82,7 +82,7 @@ def evaluate(cfg: DictConfig) -> RunResult:
         run={"task_name": cfg.task_name, "output_dir": cfg.paths.output_dir, "checkpoint": str(cfg.ckpt_path),
              "seed": trained.get("seed"), "epochs": (trained.get("trainer") or {}).get("max_epochs"),
              "wall_time_s": round(time.perf_counter() - start, 2)},
-        model={"label_head": module.cbm_cfg.get("label_head"), "backbone": module.model.backbone.name_or_path},
+        model={"label_head": module.cbm.label_head, "backbone": module.model.backbone.name_or_path},
         config=trained or OmegaConf.to_container(cfg, resolve=True),
         evaluate_config=OmegaConf.to_container(cfg, resolve=True),
         subnetworks=subnetworks,

@@ -56,7 +56,7 @@ class Explanations:
             es = ExplanationSet([Explanation.from_dict(res["explanation"])], method=res["method"],
                                 checkpoint=str(self.session.ckpt_path) if self.session.ckpt_path else None,
                                 label_layer=label_layer_summary(self.module),
-                                label_sparsity=self.module.cbm_cfg.get("label_sparsity", "none"),
+                                label_sparsity=self.module.cbm.label_sparsity,
                                 subnetwork=subnetwork_summary(self.model),
                                 meta={"source": "sparsecbm.serve", "seconds": res["seconds"]})
         return json.dumps(es.to_dict(), indent=1) if fmt == "json" else render_html(es)

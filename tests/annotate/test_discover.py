@@ -16,7 +16,7 @@ from sparsecbm.annotate import annotate_folder, load_bank
 from sparsecbm.annotate.bank import ConceptBank
 from sparsecbm.annotate.discover import discover, greedy_selection
 from sparsecbm.concepts import ConceptSpec
-from tests.annotate.test_annotate import BANK, SENT, make_corpus
+from test_annotate import BANK, SENT, make_corpus
 
 WORDS = ["food", "tasty", "bland", "service", "friendly", "rude", "weather", "parking", "easy", "impossible",
          "monday", "nice"]
