@@ -13,10 +13,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import platform
-import statistics
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,56 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from sparsecbm.config import hydra_entry_point, quiet_libraries, register_resolvers
 from sparsecbm.errors import ConfigError
 from sparsecbm.results import write_json
+from sparsecbm.timing import machine, time_inference, time_interventions, time_training
 
 log = logging.getLogger(__name__)
-
-
-class PeakRSS:
-    """Samples this process's resident set size in a thread; ``peak`` is the max seen (bytes)."""
-
-    def __init__(self, every_s: float = 0.005):
-        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.every_s)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-
-def _stats(times: list[float], batch: int) -> dict[str, float]:
-    rates = sorted(batch / t for t in times)
-    q = statistics.quantiles(rates, n=4) if len(rates) >= 2 else [rates[0]] * 3
-    return {"examples_per_s": statistics.median(rates), "iqr": [q[0], q[2]], "steps": len(times)}
-
-
-def _device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so a timer measures it (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_model(spec: dict[str, Any], concepts, backbone_cfg, seed: int = 0, device: str = "cpu"):
@@ -94,105 +43,6 @@ def build_model(spec: dict[str, Any], concepts, backbone_cfg, seed: int = 0, dev
         backbone = SubnetworkBackbone(backbone, len(concepts), **settings)
         Pruner(backbone).prune(float(sparsity.get("level", 0.7)))
     return ConceptBottleneckModel(backbone, concepts, mode=spec.get("mode", "joint")).to(device)
-
-
-def _pad(batch: dict[str, torch.Tensor], length: int | None, pad_id: int) -> dict[str, torch.Tensor]:
-    if not length:
-        return batch
-    ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
-    extra = length - ids.shape[1]
-    if extra > 0:
-        ids = torch.cat([ids, torch.full((ids.shape[0], extra), pad_id, dtype=ids.dtype)], 1)
-        mask = torch.cat([mask, torch.zeros((mask.shape[0], extra), dtype=mask.dtype)], 1)
-    return {**batch, "input_ids": ids, "attention_mask": mask}
-
-
-def time_training(model, batches, warmup: int, steps: int, pad_to: int | None, pad_id: int) -> dict[str, Any]:
-    import torch.nn.functional as F
-
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    model.train()
-    times = []
-    device = _device_of(model)
-    with PeakRSS() as rss:
-        for i in range(warmup + steps):
-            b = _on(_pad(batches[i % len(batches)], pad_to, pad_id), device)
-            _sync(device)
-            t0 = time.perf_counter()
-            out = model(b["input_ids"], b["attention_mask"])
-            loss = F.cross_entropy(out.label_logits, b["label"])
-            if out.concept_logits:
-                loss = loss + sum(F.cross_entropy(lg, b["concepts"][:, k]) for k, lg in enumerate(out.concept_logits))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return {**_stats(times, batches[0]["label"].shape[0]), "peak_rss_bytes": rss.peak}
-
-
-@torch.no_grad()
-def time_inference(model, examples: list[dict], batch_size: int, reps: int) -> float:
-    """Seconds per example at ``batch_size`` (median over ``reps`` batches)."""
-    from sparsecbm.data.datamodule import Collator
-
-    model.eval()
-    times = []
-    device = _device_of(model)
-    for r in range(reps):
-        items = [examples[(r * batch_size + j) % len(examples)] for j in range(batch_size)]
-        b = _on(Collator(0)(items), device)
-        _sync(device)
-        t0 = time.perf_counter()
-        model(b["input_ids"], b["attention_mask"])
-        _sync(device)
-        times.append((time.perf_counter() - t0) / batch_size)
-    return statistics.median(times)
-
-
-def time_interventions(model, examples: list[dict], n: int = 5, portion: float = 0.05) -> dict[str, float]:
-    """Seconds per intervened concept: concept level (edit one concept, recompute the label) and, for
-    models with subnetworks, mask level (backprop to the mask, prune-and-grow, re-predict; restored)."""
-    from sparsecbm.data.datamodule import Collator
-    from sparsecbm.models.cbm import concept_activations, one_hot_concepts
-
-    model.eval()
-    concept_s, mask_s = [], []
-    editor = None
-    if hasattr(model.backbone, "masked_layers") and not model.backbone.shared:
-        from sparsecbm.sparsity.intervention import MaskEditor
-
-        editor = MaskEditor(model, portion)
-    for i in range(n):
-        b = _on(Collator(0)([examples[i % len(examples)]]), _device_of(model))
-        with torch.no_grad():
-            logits = model(b["input_ids"], b["attention_mask"]).concept_logits
-            t0 = time.perf_counter()
-            inputs = concept_activations(logits, "probs")
-            truth = one_hot_concepts(b["concepts"], model.concepts.cardinalities)
-            inputs[:, : model.concepts.cardinalities[0]] = truth[:, : model.concepts.cardinalities[0]]
-            model.label_from_inputs(inputs).softmax(-1)
-            _sync(_device_of(model))
-            concept_s.append(time.perf_counter() - t0)
-        if editor is not None:
-            edit = editor.intervene(0, b["input_ids"], b["attention_mask"], int(b["concepts"][0, 0]), restore=True)
-            mask_s.append(edit.seconds)
-    out = {"concept_level_s": statistics.median(concept_s)}
-    if mask_s:
-        out["mask_level_s"] = statistics.median(mask_s)
-    return out
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "python": platform.python_version()}
 
 
 def targets(result: dict[str, Any], spec) -> list[dict[str, Any]]:
@@ -218,7 +68,7 @@ def targets(result: dict[str, Any], spec) -> list[dict[str, Any]]:
         elif metric.startswith("inference_ratio@"):
             key = f"batch_{metric.split('@')[1]}_s"
             value = r.get("inference", {}).get(key, float("nan")) / dense.get("inference", {}).get(key, float("nan"))
-        elif metric == "mask_intervention_ms":
+        elif metric == "mask_intervention_ms":  # after the example's prediction (see time_interventions)
             value = 1000 * r.get("intervention", {}).get("mask_level_s", float("nan"))
         else:
             raise ConfigError(f"bench targets: unknown metric {metric!r} (expected train_ratio, peak_rss_gb, "
@@ -256,11 +106,12 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(f"| {setting} | {r['dense']:.2f} | {r['sparse']:.2f} | {r['sparse'] / r['dense']:.3f} |")
     rows = [(n, r["intervention"]) for n, r in result["configs"].items() if r.get("intervention")]
     if rows:
-        lines += ["", "Intervention latency per intervened concept (one example):", "",
-                  "| config | concept level (ms) | mask level (ms) |", "|---|---|---|"]
+        lines += ["", "Intervention latency per intervened concept (one example; mask level after the example's "
+                  "prediction, and cold: with no prediction before it):", "",
+                  "| config | concept level (ms) | mask level (ms) | mask level, cold (ms) |", "|---|---|---|---|"]
         for n, iv in rows:
-            mask = f"{1000 * iv['mask_level_s']:.1f}" if "mask_level_s" in iv else "-"
-            lines.append(f"| {n} | {1000 * iv['concept_level_s']:.2f} | {mask} |")
+            mask, cold = (f"{1000 * iv[k]:.1f}" if k in iv else "-" for k in ("mask_level_s", "mask_level_cold_s"))
+            lines.append(f"| {n} | {1000 * iv['concept_level_s']:.2f} | {mask} | {cold} |")
     if result.get("targets"):
         lines += ["", "Targets:", "", "| config | metric | target | measured | met |", "|---|---|---|---|---|"]
         for t in result["targets"]:

@@ -1,5 +1,6 @@
-"""The package's import structure: no import cycle (imports inside functions count) and lower layers
-(models/, data/, sparsity/, concepts.py, errors.py) import nothing from interpret/, lit/ or the entry points."""
+"""The package's structure: no import cycle (imports inside functions count), lower layers (models/, data/,
+sparsity/, concepts.py, errors.py) import nothing from interpret/, lit/ or the entry points, and no module is
+over 400 lines."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ PKG = Path(sparsecbm.__file__).parent
 LOW = ("sparsecbm.models", "sparsecbm.data", "sparsecbm.sparsity", "sparsecbm.concepts", "sparsecbm.errors")
 HIGH = ("sparsecbm.interpret", "sparsecbm.lit", "sparsecbm.callbacks", "sparsecbm.train", "sparsecbm.evaluate",
         "sparsecbm.intervene", "sparsecbm.intervention", "sparsecbm.explain", "sparsecbm.bench", "sparsecbm.serve",
-        "sparsecbm.annotate", "sparsecbm.tables", "sparsecbm.aggregate")
+        "sparsecbm.annotate", "sparsecbm.tables", "sparsecbm.aggregate", "sparsecbm.timing")
 
 
 def _modules() -> dict[str, Path]:
@@ -98,3 +99,11 @@ def test_lower_layers_import_no_upper_layer():
     bad = sorted((m, d) for m, deps in import_graph().items() if m.startswith(LOW)
                  for d in deps if d.startswith(HIGH))
     assert bad == []
+
+
+MAX_LINES = 400
+
+
+def test_no_module_over_400_lines():
+    long = {m: n for m, f in _modules().items() if (n := len(f.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"split these modules (lines): {long}"

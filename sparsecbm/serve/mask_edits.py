@@ -50,9 +50,9 @@ class MaskEdits:
             saved = editor.snapshot(k)
             editor.portion = float(portion)
             try:
-                edit = editor.intervene(k, enc.batch["input_ids"], enc.batch["attention_mask"],
-                                        spec.values.index(value), restore=False)
-                with torch.no_grad():
+                with editor.sb.reuse_unmasked_blocks(), torch.no_grad():  # the re-prediction replays the lower blocks
+                    edit = editor.intervene(k, enc.batch["input_ids"], enc.batch["attention_mask"],
+                                            spec.values.index(value), restore=False)
                     edited = self.model.concept_outputs(enc.batch["input_ids"], enc.batch["attention_mask"])
                     weights = (self.model.token_pooler.token_weights(edited.pooler)[:, 0].float().cpu()
                                if self.model.token_pooler is not None else None)

@@ -210,6 +210,42 @@ class SubnetworkBackbone(nn.Module):
 
         return pool(self.token_states(input_ids, attention_mask), attention_mask, self.pooling)
 
+    @contextmanager
+    def reuse_unmasked_blocks(self):
+        """Inside the block, every pass must be on the same input (one example): the blocks below the first
+        masked one (the same for every concept and mask) run on the first pass, batched or single, and their
+        recorded outputs are replayed on later passes. A prediction, the mask edits that follow it and the
+        re-prediction then pay for the lower blocks once. Nested uses share the outer recording."""
+        first = min(self.blocks) if self.blocks else 0
+        if first == 0 or getattr(self, "_replaying", False):
+            yield
+            return
+        blocks = _get(self.backbone.model, self.blocks_path)
+        recorded: dict[int, Any] = {}
+
+        def replay(i: int, forward):
+            def run(*args, **kwargs):
+                if i not in recorded:
+                    with torch.no_grad():
+                        recorded[i] = forward(*args, **kwargs)  # no graph: nothing below is masked
+                return recorded[i]
+            return run
+
+        lower = [blocks[i] for i in range(first)]
+        own = [block.__dict__.get("forward") for block in lower]  # an instance-level forward, if one was set
+        for i, block in enumerate(lower):
+            block.forward = replay(i, block.forward)
+        self._replaying = True
+        try:
+            yield
+        finally:
+            self._replaying = False
+            for block, forward in zip(lower, own):
+                if forward is None:
+                    del block.forward  # back to the class's forward
+                else:
+                    block.forward = forward
+
     # ------------------------------------------------------------------- masks
     def concept_mask(self, layer: str, concept: int) -> torch.Tensor:
         return self.masked_layers()[layer].concept_mask(self.mask_index(concept))

@@ -120,15 +120,29 @@ class MaskEditor:
     # ----------------------------------------------------------------- edit
     @torch.no_grad()
     def concept_probs(self, concept: int, input_ids, attention_mask) -> torch.Tensor:
-        return self.model.single_concept_logits(concept, input_ids, attention_mask).softmax(-1)
+        """Concept ``concept``'s probabilities from its own subnetwork (structured: only its kept units run)."""
+        state = self.sb.state
+        state.gather_single = True
+        try:
+            return self.model.single_concept_logits(concept, input_ids, attention_mask).softmax(-1)
+        finally:
+            state.gather_single = False
 
     def intervene(self, concept: int, input_ids, attention_mask, target: int, restore: bool = True) -> MaskEdit:
         """Prune-and-grow ``mask_portion`` of concept ``concept``'s mask per layer toward ``target`` (one example)."""
         if input_ids.shape[0] != 1:
             raise ValueError(f"mask-level intervention works per example; got a batch of {input_ids.shape[0]}")
         was_training = self.model.training
-        self.model.eval()
+        if was_training:
+            self.model.eval()
         t0 = time.perf_counter()
+        with self.sb.reuse_unmasked_blocks():  # the lower blocks run once for both passes
+            edit = self._intervene(concept, input_ids, attention_mask, target, restore, t0)
+        if was_training:
+            self.model.train()
+        return edit
+
+    def _intervene(self, concept: int, input_ids, attention_mask, target: int, restore: bool, t0: float) -> MaskEdit:
         saved = self.snapshot(concept)
         grads, logits = self.mask_gradients(concept, input_ids, attention_mask, torch.tensor([target]))
         before = logits[0].softmax(-1)
@@ -163,7 +177,6 @@ class MaskEditor:
         )
         if restore:
             self.load(saved, concept)
-        self.model.train(was_training)
         return edit
 
 
@@ -194,14 +207,15 @@ def evaluate_mask_interventions(model, examples: list[dict], holdout: list[dict]
     seconds, label_before, label_after = [], [], []
     for b in examples:
         ids, mask, truth = b["input_ids"], b["attention_mask"], b["concepts"][0]
-        concepts, label = _predict(model, ids, mask)
-        label_before.append(int(label[0] == b["label"][0]))
-        for k in torch.nonzero(concepts[0] != truth).flatten().tolist():
-            edit = editor.intervene(k, ids, mask, int(truth[k]), restore=False)
-            wrong += 1
-            rectified += int(edit.after_probs.index(max(edit.after_probs)) == int(truth[k]))
-            seconds.append(edit.seconds)
-        label_after.append(int(_predict(model, ids, mask)[1][0] == b["label"][0]))
+        with editor.sb.reuse_unmasked_blocks():  # one example: its unmasked lower blocks run once
+            concepts, label = _predict(model, ids, mask)
+            label_before.append(int(label[0] == b["label"][0]))
+            for k in torch.nonzero(concepts[0] != truth).flatten().tolist():
+                edit = editor.intervene(k, ids, mask, int(truth[k]), restore=False)
+                wrong += 1
+                rectified += int(edit.after_probs.index(max(edit.after_probs)) == int(truth[k]))
+                seconds.append(edit.seconds)
+            label_after.append(int(_predict(model, ids, mask)[1][0] == b["label"][0]))
         if restore:
             editor.reset()
     right_hold = broken = 0

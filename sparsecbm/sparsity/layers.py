@@ -38,6 +38,7 @@ class SubnetworkState:
     compact: bool = True  # batched structured: gather kept units (True) or multiply by masks (False)
     mask_grad: bool = False  # single mode: masks become float leaves whose .grad is dL/dmask (interventions)
     probe: bool = False  # structured: consumers multiply their input by per-example unit variables (scorers)
+    gather_single: bool = False  # single mode without autograd: structured layers compute only the kept units
 
 
 class UnitGroup(nn.Module):
@@ -188,9 +189,24 @@ class MaskedLinear(nn.Module):
             return self.mask_var
         return m
 
+    def _kept_rows(self, k: int) -> torch.Tensor:
+        idx, valid = self.group.row_index()
+        return idx[k] if valid is None else idx[k][valid[k]]
+
+    def _forward_single_gathered(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Concept ``k`` alone, computing only its kept units (same values as the multiplied masks)."""
+        w, b, rows = self.weight, self.bias, self._kept_rows(k)
+        if self.role == "producer":
+            y = F.linear(x, w[rows], None if b is None else b[rows])
+            return y.new_zeros(*y.shape[:-1], self.out_features).index_copy_(-1, rows, y)
+        return F.linear(x.index_select(-1, rows), w[:, rows], b)
+
     def _forward_single(self, x: torch.Tensor) -> torch.Tensor:
         k = self.state.active
         w, b = self.weight, self.bias
+        if (self.state.gather_single and self.role != "weights" and not torch.is_grad_enabled()
+                and not self.state.mask_grad):
+            return self._forward_single_gathered(x, k)
         if self.role == "weights":
             return F.linear(x, self._watch(w * self._mask(self.mask_weights[k], w.dtype), k), b)
         if self.role == "producer":  # pruned units output exactly 0 (bias included)

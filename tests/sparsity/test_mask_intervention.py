@@ -113,3 +113,53 @@ def test_intervene_cli_mask_level(cfg_factory, tmp_path):
     assert set(saved["results"]) == {"restore", "online"}
     assert saved["results"]["restore"]["breakage_rate"] in (0.0, None)
     assert saved["results"]["online"]["examples"] == 4
+
+
+def _top_block_model(granularity, seed=0):
+    sb = sparse(granularity=granularity, masked_layers=[-1], seed=seed)
+    random_masks(sb, 0.5)
+    return ConceptBottleneckModel(sb, CS, dropout=0.0).eval()
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "structured"])
+def test_replayed_lower_blocks_give_the_same_edit_and_run_once(granularity, monkeypatch):
+    from contextlib import nullcontext
+
+    ids, mask = batch(1)
+    fast, plain = _top_block_model(granularity), _top_block_model(granularity)
+    monkeypatch.setattr(plain.backbone, "reuse_unmasked_blocks", nullcontext)
+    lower = fast.backbone.model.encoder.layer[0]
+    calls = []
+    lower.attention.register_forward_hook(lambda *a: calls.append(1))  # runs only when block 0 really computes
+    with fast.backbone.reuse_unmasked_blocks():
+        with torch.no_grad():
+            first = fast(ids, mask)
+        a = MaskEditor(fast, 0.2).intervene(1, ids, mask, 0, restore=False)
+        with torch.no_grad():
+            again = fast(ids, mask)
+    assert len(calls) == 1  # prediction, gradient pass, re-prediction and the last prediction: block 0 ran once
+    b = MaskEditor(plain, 0.2).intervene(1, ids, mask, 0, restore=False)
+    assert a.swapped == b.swapped > 0 and a.per_layer == b.per_layer
+    torch.testing.assert_close(torch.tensor(a.after_probs), torch.tensor(b.after_probs), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(a.before_probs), torch.tensor(b.before_probs), atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        ref = plain(ids, mask)
+    torch.testing.assert_close(again.label_logits, ref.label_logits, atol=1e-6, rtol=1e-5)
+    assert not torch.equal(first.concept_logits[1], again.concept_logits[1])  # the edit changed concept 1
+    assert "forward" not in lower.__dict__  # the block's own forward is back
+    calls.clear()
+    with torch.no_grad():
+        fast(ids, mask)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("granularity", ["neuron", "head", "structured"])
+def test_gathered_single_pass_equals_multiplied_masks(granularity):
+    model = model_for(granularity)
+    ids, mask = batch(1)
+    editor = MaskEditor(model, 0.2)
+    for k in range(len(CS.names)):
+        with torch.no_grad():
+            ref = model.single_concept_logits(k, ids, mask).softmax(-1)
+        torch.testing.assert_close(editor.concept_probs(k, ids, mask), ref, atol=1e-6, rtol=1e-5)
+    assert model.backbone.state.gather_single is False
