@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=python3
 PIP_FAST=(--disable-pip-version-check --retries 0 --timeout 5)
-if ! "$PY" -c "import sparsecbm" 2>/dev/null; then
+# (import the trainer, not just the package: run from this folder, `import sparsecbm` finds ./sparsecbm
+# even where none of its dependencies are installed)
+if ! "$PY" -c "import sparsecbm.train" 2>/dev/null; then
   if [ ! -f .venv/.sparsecbm-installed ]; then
     echo "[run.sh] creating .venv and installing sparsecbm (once)"
     [ -x .venv/bin/python ] || python3 -m venv .venv

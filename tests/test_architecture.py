@@ -107,3 +107,16 @@ MAX_LINES = 400
 def test_no_module_over_400_lines():
     long = {m: n for m, f in _modules().items() if (n := len(f.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these modules (lines): {long}"
+
+
+def test_every_console_script_resolves_to_a_main():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    entry_modules = {"train", "evaluate", "intervene", "explain", "serve", "bench", "tables", "aggregate",
+                     "label-refit", "annotate"}
+    assert {name.removeprefix("sparsecbm-") for name in scripts} == entry_modules
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name

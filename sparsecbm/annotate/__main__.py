@@ -5,15 +5,14 @@ backbone.name_or_path=...] [discover=true]``: machine concept annotation of a da
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecbm.config import CONF_DIR, quiet_libraries, register_resolvers
+from sparsecbm.config import hydra_entry_point
+from sparsecbm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def run(cfg: DictConfig):
         from sparsecbm.annotate.llm import PROMPT, annotate_folder_llm
 
         if not cfg.backbone.name_or_path:
-            raise ValueError("annotator=llm needs backbone.name_or_path=NAME_OR_DIR: a Hugging Face causal LM")
+            raise ConfigError("annotator=llm needs backbone.name_or_path=NAME_OR_DIR: a Hugging Face causal LM")
         llm = OmegaConf.to_container(cfg.llm, resolve=True)
         prompt = llm.pop("prompt") or PROMPT
         result = annotate_folder_llm(root, bank, out, text_column, label, human, files or None, prompt=prompt,
@@ -66,7 +65,7 @@ def run(cfg: DictConfig):
         result = annotate_folder(root, bank, out, text_column, label, human, files or None, embedder,
                                  cfg.calibration, cfg.calibration_split, cfg.default_tau, cfg.language)
     else:
-        raise ValueError(f"annotator='{cfg.annotator}' is not valid; expected embedding or llm")
+        raise ConfigError(f"annotator='{cfg.annotator}' is not valid; expected embedding or llm")
     console = Console()
     console.print(result.table())
     log.info("wrote %s (train/dev/test.csv, concepts.yaml, annotation.json)", out)
@@ -80,22 +79,9 @@ def run(cfg: DictConfig):
     return result
 
 
-register_resolvers()
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="annotate")
+@hydra_entry_point("annotate")
 def main(cfg: DictConfig) -> None:
-    from omegaconf.errors import MissingMandatoryValue
-
-    from sparsecbm.annotate.bank import BankError
-    from sparsecbm.data.loading import DataError
-
-    quiet_libraries()
-    try:
-        run(cfg)
-    except (DataError, BankError, MissingMandatoryValue, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)  # user errors (DataError, ConfigError, BankError, a missing ???) exit with status 2
 
 
 if __name__ == "__main__":

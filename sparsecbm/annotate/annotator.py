@@ -36,6 +36,7 @@ from sparsecbm.annotate.scoring import (
 from sparsecbm.concepts import ConceptSpec
 from sparsecbm.data.loading import SPLITS, DataError, _cell, _read_local
 from sparsecbm.data.schema import FolderSchema
+from sparsecbm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MACHINE_PREFIX = "machine_"
@@ -163,7 +164,7 @@ def annotate_folder(
     root, out = Path(root).expanduser(), Path(out_dir).expanduser()
     embedder = embedder or SentenceEmbedder()
     if calibration not in ("threshold", "logreg"):
-        raise ValueError(f"calibration='{calibration}' is not valid; expected threshold or logreg")
+        raise ConfigError(f"calibration='{calibration}' is not valid; expected threshold or logreg")
     data = read_checked(root, files, text_column, label)
     human = [h for h in human if all(h.column in data[s][0] for s in SPLITS)]
     by_column = {h.column: h for h in human}

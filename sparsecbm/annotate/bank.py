@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from sparsecbm.config import CONF_DIR
+from sparsecbm.errors import ConfigError
 
 
-class BankError(ValueError):
+class BankError(ConfigError):
     """A concept bank that cannot be used: the message names the file, concept and field."""
 
 

@@ -35,6 +35,7 @@ from sparsecbm.annotate.annotator import AnnotationResult, check_human_values, r
 from sparsecbm.annotate.bank import BankConcept, ConceptBank
 from sparsecbm.concepts import ConceptSpec
 from sparsecbm.data.loading import SPLITS, _cell
+from sparsecbm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class LLMScorer:
         ids = [self.tokenizer(" " + a, add_special_tokens=False)["input_ids"] for a in answers]
         empty = [a for a, i in zip(answers, ids) if not i]
         if empty:
-            raise ValueError(f"answer(s) {empty} have no tokens for this tokenizer")
+            raise ConfigError(f"answer(s) {empty} have no tokens for this tokenizer")
         return ids
 
     def encode_prompt(self, template: str, text: str, budget: int, **fields: str) -> list[int]:
@@ -190,7 +191,7 @@ def annotate_folder_llm(
     start = time.perf_counter()
     for key in ("{text}",):
         if key not in prompt:
-            raise ValueError(f"llm.prompt must contain {key}; got {prompt!r}")
+            raise ConfigError(f"llm.prompt must contain {key}; got {prompt!r}")
     root, out = Path(root).expanduser(), Path(out_dir).expanduser()
     scorer = scorer or LLMScorer(**scorer_args)
     data = read_checked(root, files, text_column, label)
