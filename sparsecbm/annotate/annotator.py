@@ -27,6 +27,7 @@ from sparsecbm.annotate.scoring import (
     ConceptScores,
     Decision,
     calibrate_logreg,
+    calibrate_probe,
     calibrate_threshold,
     default_rule,
     grade,
@@ -40,6 +41,9 @@ from sparsecbm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MACHINE_PREFIX = "machine_"
+
+
+CALIBRATIONS = ("threshold", "logreg", "probe")
 
 
 def agreement(human: Sequence[int], machine: Sequence[int], n_values: int) -> dict[str, float]:
@@ -154,7 +158,8 @@ def annotate_folder(
             of their columns is calibrated on, and compared with, those labels.
         files: File per split.
         embedder: Sentence embedder (default: MiniLM, no cache).
-        calibration: ``threshold`` (tau + bias by grid search) or ``logreg``.
+        calibration: ``threshold`` (tau + bias by grid search), ``logreg`` (on the similarity scores) or
+            ``probe`` (a linear probe on the sentence embeddings, :func:`~sparsecbm.annotate.scoring.calibrate_probe`).
         calibration_split: The labelled split thresholds are calibrated on.
         default_tau: Threshold for concepts without human labels when none was calibrated.
         language: Sentence-splitting language.
@@ -163,8 +168,8 @@ def annotate_folder(
     start = time.perf_counter()
     root, out = Path(root).expanduser(), Path(out_dir).expanduser()
     embedder = embedder or SentenceEmbedder()
-    if calibration not in ("threshold", "logreg"):
-        raise ConfigError(f"calibration='{calibration}' is not valid; expected threshold or logreg")
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"calibration='{calibration}' is not valid; expected one of {list(CALIBRATIONS)}")
     data = read_checked(root, files, text_column, label)
     human = [h for h in human if all(h.column in data[s][0] for s in SPLITS)]
     by_column = {h.column: h for h in human}
@@ -183,7 +188,8 @@ def annotate_folder(
         keep = y >= 0
         sc = _subset(scores[calibration_split][c.name], keep)
         thr = calibrate_threshold(sc, y[keep])
-        d = calibrate_logreg(sc, y[keep]) if calibration == "logreg" else thr
+        d = {"logreg": calibrate_logreg, "probe": calibrate_probe}[calibration](sc, y[keep]) \
+            if calibration in ("logreg", "probe") else thr
         d.calibration.update({"split": calibration_split, "rows": int(keep.sum()), "threshold_tau": thr.tau})
         decisions[c.name] = d
     calibrated = list(decisions.values())
@@ -275,8 +281,8 @@ def write_annotation(root: Path, out: Path, bank: ConceptBank, data, text_column
 
 
 def _subset(sc: ConceptScores, keep: np.ndarray) -> ConceptScores:
-    return ConceptScores(*(getattr(sc, f)[keep] for f in ("relevance", "best", "top", "phrases_best", "phrases_top",
-                                                           "sentence", "mean_polarity")))
+    fields = ("relevance", "best", "top", "phrases_best", "phrases_top", "sentence", "mean_polarity", "embedding")
+    return ConceptScores(*(None if getattr(sc, f) is None else getattr(sc, f)[keep] for f in fields))
 
 
 def _free(name: str, taken: set[str]) -> str:

@@ -38,6 +38,8 @@ class ConceptScores:
         phrases_top: ``[N, P]`` every phrase's best similarity over all sentences.
         sentence: ``[N]`` index of the best-matching sentence within its text.
         mean_polarity: ``[N]`` second value minus first, averaged over all the text's sentences (two values).
+        embedding: ``[N, 2D]`` the best sentence's embedding and the mean of the text's sentence embeddings
+            (what ``calibration=probe`` reads).
     """
 
     relevance: np.ndarray
@@ -47,6 +49,7 @@ class ConceptScores:
     phrases_top: np.ndarray
     sentence: np.ndarray
     mean_polarity: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
     def features(self) -> np.ndarray:
         """``[N, F]`` inputs of the logistic-regression calibration."""
@@ -73,6 +76,8 @@ def score_texts(texts: Sequence[str], bank: ConceptBank, embedder: SentenceEmbed
     S = embedder.embed(sentences, f"embedding {len(sentences)} sentences")
     phrases = [p for c in bank.concepts for ps in c.values.values() for p in ps]
     P = embedder.embed(phrases, "embedding concept phrases")
+    counts = np.diff(np.r_[starts, len(owner)])[:, None]
+    text_mean = np.add.reduceat(S, starts, axis=0) / counts  # [N, D] mean sentence embedding per text
     out, col = {}, 0
     for c in bank.concepts:
         n_phr = sum(len(ps) for ps in c.values.values())
@@ -88,6 +93,7 @@ def score_texts(texts: Sequence[str], bank: ConceptBank, embedder: SentenceEmbed
         order = np.lexsort((-rel, owner))
         best_idx = order[starts]
         out[c.name] = ConceptScores(
+            embedding=np.concatenate([S[best_idx], text_mean], 1),
             relevance=rel[best_idx], best=per_value[best_idx], top=np.maximum.reduceat(per_value, starts, axis=0),
             phrases_best=sim[best_idx], phrases_top=np.maximum.reduceat(sim, starts, axis=0),
             sentence=best_idx - starts,
@@ -120,6 +126,8 @@ class Decision:
         n_values = scores.best.shape[1]
         if self.kind == "logreg":
             return self.model.predict(scores.features())
+        if self.kind == "probe":
+            return self.model.predict(probe_features(scores))
         value = (scores.best + np.asarray(self.bias)[None]).argmax(1)
         return np.where(scores.relevance < self.tau, n_values, value)
 
@@ -163,6 +171,44 @@ def calibrate_logreg(scores: ConceptScores, labels: np.ndarray, C: float = 10.0)
     model = LogisticRegression(max_iter=3000, C=C).fit(scores.features(), labels)
     d = Decision("logreg", float("nan"), [0.0] * n_values, model=model)
     d.calibration = {"macro_f1_on_calibration": _macro_f1(labels, d.decide(scores), n_values + 1)}
+    return d
+
+
+def probe_features(scores: ConceptScores) -> np.ndarray:
+    """``[N, 2D + F]``: the best sentence's embedding, the text's mean sentence embedding and the similarity
+    scores of :meth:`ConceptScores.features`."""
+    if scores.embedding is None:
+        raise ValueError("calibration=probe needs the sentence embeddings of the scores (score_texts keeps them)")
+    return np.concatenate([scores.embedding, scores.features()], 1)
+
+
+def calibrate_probe(scores: ConceptScores, labels: np.ndarray, Cs: Sequence[float] = (0.1, 1.0, 10.0),
+                    folds: int = 5, seed: int = 0) -> Decision:
+    """A linear probe on the sentence embeddings (and the similarity scores), fitted on the labelled split.
+
+    Logistic regression with balanced class weights; its ``C`` is chosen by stratified ``folds``-fold cross
+    validation on macro-F1 over ``Cs`` (fixed fold order: ``seed``). With human labels for a concept this is
+    a supervised annotator trained on ``calibration_split``; agreement is then measured on the other splits.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    n_values = scores.best.shape[1]
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) < 2:
+        return calibrate_threshold(scores, labels)
+    X = probe_features(scores)
+    probe = lambda C: LogisticRegression(C=C, class_weight="balanced", max_iter=3000)  # noqa: E731
+    k = int(min(folds, counts.min()))
+    chosen = float(Cs[len(Cs) // 2])  # a value with a single labelled example: no cross-validation possible
+    if k >= 2:
+        cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+        cv_f1 = [float(cross_val_score(probe(C), X, labels, cv=cv, scoring="f1_macro").mean()) for C in Cs]
+        chosen = float(Cs[int(np.argmax(cv_f1))])  # ties: the first (smallest, most regularised) C
+    model = probe(chosen).fit(X, labels)
+    d = Decision("probe", float("nan"), [0.0] * n_values, model=model)
+    d.calibration = {"macro_f1_on_calibration": _macro_f1(labels, d.decide(scores), n_values + 1), "C": chosen,
+                     "cv_folds": k if k >= 2 else 0}
     return d
 
 

@@ -167,3 +167,32 @@ def test_annotate_cli_exit_code_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sparsecbm.annotate", f"data.root={tmp_path}", "bank=nope",
                         f"out_dir={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'h'}"], capture_output=True, text=True)
     assert r.returncode == 2 and "bank='nope'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_probe_calibration_reads_the_embeddings(tmp_path):
+    """calibration=probe: a linear probe on the sentence embeddings, fitted on dev. On the toy corpus it finds
+    the right values; when the human labels follow words no value phrase has (here: food is labelled by the
+    service sentence), it still learns them, where the similarity-threshold calibration cannot."""
+    rows = make_corpus(tmp_path / "data", n=36)
+    human = [ConceptSpec("food", "food_h", ("Negative", "Positive", "unknown"))]
+    label = {"column": "label", "values": ["bad", "good"], "skip": []}
+    res = annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / "out", text_column="text",
+                          label=label, human=human, embedder=WordEmbedder(), calibration="probe")
+    assert res.decisions["food"]["kind"] == "probe" and res.decisions["food"]["cv_folds"] == 5
+    assert res.decisions["food"]["C"] in (0.1, 1.0, 10.0)
+    assert res.agreement["test"]["food"]["macro_f1"] == pytest.approx(1.0)
+    assert res.decisions["service"]["kind"] == "rule"  # no human labels: the rule, as with the other calibrations
+
+    for split, split_rows in rows.items():  # relabel food by the service sentence
+        for r in split_rows:
+            r["food_h"] = r["service_truth"]
+        with open(tmp_path / "data" / f"{split}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(split_rows[0]))
+            w.writeheader()
+            w.writerows(split_rows)
+    scores = {}
+    for kind in ("threshold", "probe"):
+        r = annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / kind, text_column="text",
+                            label=label, human=human, embedder=WordEmbedder(), calibration=kind)
+        scores[kind] = r.agreement["test"]["food"]["macro_f1"]
+    assert scores["threshold"] < 0.7 and scores["probe"] > 0.95, scores
