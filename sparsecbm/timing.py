@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+
 class PeakRSS:
     """Samples this process's resident set size in a thread; ``peak`` is the max seen (bytes)."""
 
@@ -118,10 +119,10 @@ def time_inference(model, examples: list[dict], batch_size: int, reps: int) -> f
 def time_interventions(model, examples: list[dict], n: int = 5, portion: float = 0.05) -> dict[str, float]:
     """Seconds per intervened concept: concept level (edit one concept, recompute the label) and, for
     models with subnetworks, mask level (backprop to the mask, prune-and-grow, re-predict; restored)."""
+    from contextlib import nullcontext
+
     from sparsecbm.data.datamodule import Collator
     from sparsecbm.models.cbm import concept_activations, one_hot_concepts
-
-    from contextlib import nullcontext
 
     model.eval()
     concept_s, mask_s, cold_s = [], [], []

@@ -111,6 +111,7 @@ def test_no_module_over_400_lines():
 
 def test_every_console_script_resolves_to_a_main():
     import importlib
+
     import tomllib
 
     scripts = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["scripts"]

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sparsecbm.lit import losses
 from sparsecbm.models.cbm import one_hot_concepts
 from sparsecbm.models.cbm_config import CBMConfig
 

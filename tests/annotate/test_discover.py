@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_annotate import BANK, SENT, make_corpus
 
 from sparsecbm.annotate import annotate_folder, load_bank
 from sparsecbm.annotate.bank import ConceptBank
 from sparsecbm.annotate.discover import discover, greedy_selection
 from sparsecbm.concepts import ConceptSpec
-from test_annotate import BANK, SENT, make_corpus
 
 WORDS = ["food", "tasty", "bland", "service", "friendly", "rude", "weather", "parking", "easy", "impossible",
          "monday", "nice"]

@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_annotate import BANK, make_corpus
 
 from sparsecbm.annotate.bank import ConceptBank
 from sparsecbm.annotate.llm import PROGRESS_DIR, PROMPT, LLMScorer, annotate_folder_llm
 from sparsecbm.concepts import ConceptSpec
 from sparsecbm.data.schema import read_schema
-from test_annotate import BANK, make_corpus
 
 TINY = {"gpt2": {"vocab_size": 30522, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 256},
         "llama": {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,

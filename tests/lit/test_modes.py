@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sparsecbm.concepts import ConceptSet
-from sparsecbm.lit.module import CBMLitModule
 from sparsecbm.lit.modes import MODES, Independent, Joint, Sequential, Standard, training_mode
+from sparsecbm.lit.module import CBMLitModule
 from sparsecbm.models.backbone import Backbone
 from sparsecbm.models.cbm_config import CBMConfig
 
