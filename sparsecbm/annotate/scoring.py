@@ -187,8 +187,8 @@ def calibrate_probe(scores: ConceptScores, labels: np.ndarray,
                     seed: int = 0) -> Decision:
     """A linear probe on the sentence embeddings (and the similarity scores), fitted on the labelled split.
 
-    Standardised inputs, logistic regression with balanced class weights; its ``C`` is chosen by stratified ``folds``-fold cross
-    validation on macro-F1 over ``Cs`` (fixed fold order: ``seed``). With human labels for a concept this is
+    Standardised inputs, logistic regression with balanced class weights; its ``C`` is chosen by stratified
+    ``folds``-fold cross validation on macro-F1 over ``Cs`` (fixed fold order: ``seed``). With human labels for a concept this is
     a supervised annotator trained on ``calibration_split``; agreement is then measured on the other splits.
     """
     from sklearn.linear_model import LogisticRegression
@@ -201,6 +201,7 @@ def calibrate_probe(scores: ConceptScores, labels: np.ndarray,
     if len(counts) < 2:
         return calibrate_threshold(scores, labels)
     X = probe_features(scores)
+
     def probe(C: float):  # standardised inputs: the embeddings and the similarity scores live on different scales
         return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=3000))
 

@@ -223,11 +223,19 @@ class SubnetworkBackbone(nn.Module):
         blocks = _get(self.backbone.model, self.blocks_path)
         recorded: dict[int, Any] = {}
 
+        shapes: dict[int, tuple] = {}
+
         def replay(i: int, forward):
             def run(*args, **kwargs):
+                hidden = args[0] if args else kwargs.get("hidden_states")
+                shape = tuple(getattr(hidden, "shape", ()))
                 if i not in recorded:
+                    shapes[i] = shape
                     with torch.no_grad():
                         recorded[i] = forward(*args, **kwargs)  # no graph: nothing below is masked
+                elif shape != shapes[i]:
+                    raise ValueError(f"reuse_unmasked_blocks: block {i} recorded an input of shape {shapes[i]} and "
+                                     f"got {shape}; every pass inside must be on the same example")
                 return recorded[i]
             return run
 

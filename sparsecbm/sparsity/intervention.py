@@ -136,11 +136,12 @@ class MaskEditor:
         if was_training:
             self.model.eval()
         t0 = time.perf_counter()
-        with self.sb.reuse_unmasked_blocks():  # the lower blocks run once for both passes
-            edit = self._intervene(concept, input_ids, attention_mask, target, restore, t0)
-        if was_training:
-            self.model.train()
-        return edit
+        try:
+            with self.sb.reuse_unmasked_blocks():  # the lower blocks run once for both passes
+                return self._intervene(concept, input_ids, attention_mask, target, restore, t0)
+        finally:
+            if was_training:
+                self.model.train()
 
     def _intervene(self, concept: int, input_ids, attention_mask, target: int, restore: bool, t0: float) -> MaskEdit:
         saved = self.snapshot(concept)

@@ -163,3 +163,13 @@ def test_gathered_single_pass_equals_multiplied_masks(granularity):
             ref = model.single_concept_logits(k, ids, mask).softmax(-1)
         torch.testing.assert_close(editor.concept_probs(k, ids, mask), ref, atol=1e-6, rtol=1e-5)
     assert model.backbone.state.gather_single is False
+
+
+def test_replay_refuses_a_different_example():
+    model = _top_block_model("structured")
+    ids, mask = batch(1)
+    with model.backbone.reuse_unmasked_blocks(), torch.no_grad():
+        model(ids, mask)
+        with pytest.raises(ValueError, match="same example"):
+            model(*batch(1, t=9))
+    assert "forward" not in model.backbone.model.encoder.layer[0].__dict__
