@@ -55,6 +55,8 @@ def config_key(r: RunResult) -> str:
     cbm = r.config.get("cbm", {})
     if cbm.get("train_intervention_prob"):
         extras.append(f"train interventions {cbm['train_intervention_prob']}")
+    if cbm.get("prototype_prob"):
+        extras.append(f"prototypes {cbm['prototype_prob']}")
     if cbm.get("tokens") not in (None, "none"):
         extras.append("concept attention" if cbm["tokens"] == "attention" else "token gates")
     if m.get("activation") == "embedding" and cbm.get("embedding_dim"):

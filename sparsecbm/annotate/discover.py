@@ -70,15 +70,21 @@ class DiscoveryReport:
     candidates: list[dict[str, Any]]
     bank_file: str
     split: str
+    embedding_bound: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "baseline": self.baseline, "all_data_concepts": self.all_data_concepts,
+                "embedding_bound": self.embedding_bound,
                 "steps": [asdict(s) for s in self.steps], "candidates": self.candidates, "bank_file": self.bank_file}
 
     def markdown(self) -> str:
         lines = [f"Greedy forward selection on the strict ceiling ({self.split} macro-F1; no concept: "
-                 f"{100 * self.baseline['f1']:.1f}; every data concept: {100 * self.all_data_concepts['f1']:.1f})",
-                 "", "| step | concept | source | ceiling F1 | gain |", "|---|---|---|---|---|"]
+                 f"{100 * self.baseline['f1']:.1f}; every data concept: {100 * self.all_data_concepts['f1']:.1f})"]
+        if self.embedding_bound:
+            lines.append(f"Label read linearly from the annotator's own text embedding (no concepts): "
+                         f"{100 * self.embedding_bound['f1']:.1f} macro-F1: concepts scored from these embeddings "
+                         "rarely carry more about the label than this")
+        lines += ["", "| step | concept | source | ceiling F1 | gain |", "|---|---|---|---|---|"]
         lines += [f"| {s.step} | {s.concept} | {s.source} | {100 * s.ceiling_f1:.1f} | {100 * s.gain_f1:+.1f} |"
                   for s in self.steps]
         return "\n".join(lines) + "\n"
@@ -189,6 +195,49 @@ def _ceiling(train_c: np.ndarray, train_y: np.ndarray, split_c: np.ndarray, spli
     return ConceptCeiling.fit(train_c, train_y, cards, n_labels).evaluate(split_c, split_y)["logreg"]
 
 
+def embedding_bound(train_texts: Sequence[str], train_y: np.ndarray, split_texts: Sequence[str],
+                    split_y: np.ndarray, embedder, n_labels: int, language: str = "en",
+                    Cs: Sequence[float] = (0.01, 0.1, 1.0), seed: int = 0) -> dict[str, float]:
+    """How much the annotator's embeddings know of the label: a logistic regression from each text's mean
+    sentence embedding to the label (standardised, class-balanced, ``C`` by 5-fold CV on train), fitted on
+    train and measured on the split. Concepts computed from those embeddings (similarities, linear
+    probes) pass the label less information than the embedding itself, so a strict ceiling far below the
+    black box with this number close to the ceiling means the *annotator* is the limit, not the bank."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sparsecbm.interpret.leakage import metrics
+
+    def mean_embeddings(texts: Sequence[str]) -> np.ndarray:
+        parts, owner = [], []
+        for i, t in enumerate(texts):
+            p = split_sentences(t, language) or [str(t)]
+            parts += p
+            owner += [i] * len(p)
+        E, owner = embedder.embed(parts, "embedding sentences"), np.asarray(owner)
+        starts = np.searchsorted(owner, np.arange(len(texts)))
+        return np.add.reduceat(E, starts, axis=0) / np.diff(np.r_[starts, len(owner)])[:, None]
+
+    if len(np.unique(train_y)) < 2:
+        return {}
+    X, Xs = mean_embeddings(train_texts), mean_embeddings(split_texts)
+
+    def model(C: float):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=3000))
+
+    counts = np.bincount(train_y)
+    k = int(min(5, counts[counts > 0].min()))  # folds: at most the size of the rarest label
+    C = float(Cs[0])
+    if k >= 2:
+        cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+        C = float(Cs[int(np.argmax([cross_val_score(model(c), X, train_y, cv=cv, scoring="f1_macro").mean()
+                                     for c in Cs]))])
+    out = metrics(model(C).fit(X, train_y).predict(Xs), split_y, n_labels)
+    return {**{k_: float(v) for k_, v in out.items()}, "C": C}
+
+
 def greedy_selection(pool: list[tuple[str, str, np.ndarray, np.ndarray, int]], train_y: np.ndarray,
                      split_y: np.ndarray, n_labels: int, max_concepts: int = 20) -> tuple[list[Step], dict]:
     """Forward selection over ``pool`` (name, source, train values, split values, cardinality) by the
@@ -245,6 +294,7 @@ def discover(folder: str | Path, bank: ConceptBank, embedder, clusters: int = 24
     pool += [(c.name, "candidate", _recode(c.train, len(c.values)), _recode(c.split, len(c.values)),
               len(c.values) + 1) for c in found]
     steps, base = greedy_selection(pool, train_y, split_y, n_labels, max_concepts)
+    bound = embedding_bound(train.texts, train_y, held.texts, split_y, embedder, n_labels, language, seed=seed)
 
     # the bank: its concepts by the first step that picked one of their columns, then useful candidates
     rank = {s.concept: s.step for s in steps}
@@ -266,7 +316,7 @@ def discover(folder: str | Path, bank: ConceptBank, embedder, clusters: int = 24
     report = DiscoveryReport(steps, base, all_data,
                              [{"name": c.name, "description": c.description, "support": c.support,
                                "mutual_information": c.mutual_information, "values": c.values,
-                               "kept": c in kept} for c in found], str(bank_file), split)
+                               "kept": c in kept} for c in found], str(bank_file), split, bound)
     with open(out / "ranking.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["step", "concept", "source", "ceiling_f1", "ceiling_acc", "gain_f1"])

@@ -3,6 +3,8 @@ penalty and dropout, and training interventions (the label head reads some conce
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -57,11 +59,34 @@ def dropped_residual(residual: torch.Tensor | None, prob: float, training: bool)
     return torch.where(drop, residual.mean(0, keepdim=True).detach(), residual)
 
 
+def prototype_embeddings(embeddings: list[torch.Tensor] | None, logits: list[torch.Tensor], prob: float,
+                         training: bool) -> list[torch.Tensor] | None:
+    """Concept-embedding models in training: with probability ``prob`` per example, *every* concept's value
+    embeddings are replaced by the batch's value prototypes (each value's embedding averaged over the batch,
+    weighted by how strongly each example predicts that value; detached), so that for those examples the
+    label head reads the predicted values and nothing of the review's context. It is the training-time
+    counterpart of the report's value-only condition (``leakage_value_only``) and lowers that leakage."""
+    if embeddings is None or prob <= 0 or not training:  # no random draw: other runs keep their RNG stream
+        return embeddings
+    drop = torch.rand(embeddings[0].shape[0], 1, 1, device=embeddings[0].device) < prob
+    out = []
+    for e, lg in zip(embeddings, logits):
+        w = lg.detach().softmax(-1).unsqueeze(-1)  # [B, C_k, 1]
+        proto = (w * e.detach()).sum(0, keepdim=True) / w.sum(0, keepdim=True).clamp(min=1e-6)
+        out.append(torch.where(drop, proto.expand_as(e), e))
+    return out
+
+
 def training_inputs(model: ConceptBottleneckModel, outputs: ConceptOutputs, concepts: torch.Tensor,
-                    prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+                    prob: float, prototype_prob: float = 0.0,
+                    training: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Concept part of the label head's input during training, and the ``[B, K]`` bool mask of the
     concepts replaced by their true value (each with probability ``prob``, as in concept-embedding-model
-    training), so the label head learns to trust corrected concepts."""
+    training), so the label head learns to trust corrected concepts. With ``prototype_prob`` some examples
+    read value prototypes instead of their own embeddings (:func:`prototype_embeddings`)."""
+    if outputs.embeddings is not None and prototype_prob > 0 and training:
+        outputs = dataclasses.replace(outputs, embeddings=prototype_embeddings(
+            outputs.embeddings, outputs.logits, prototype_prob, training))
     if prob <= 0:  # no random draw: runs without interventions keep their RNG stream
         mask = torch.zeros(concepts.shape[0], len(outputs.logits), dtype=torch.bool, device=concepts.device)
         return model.label_from_outputs(outputs)[1], mask

@@ -183,7 +183,8 @@ class CBMLitModule(L.LightningModule):
     def training_inputs(self, outputs: ConceptOutputs, concepts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The label head's concept input with training interventions (``cbm.train_intervention_prob``)
         and the ``[B, K]`` mask of the concepts set to their true value."""
-        return losses.training_inputs(self.model, outputs, concepts, self.cbm.train_intervention_prob)
+        return losses.training_inputs(self.model, outputs, concepts, self.cbm.train_intervention_prob,
+                                      self.cbm.prototype_prob, self.training)
 
     def label_logits_for_training(self, outputs: ConceptOutputs | list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
         """Label logits from (randomly intervened, see :meth:`training_inputs`) concept outputs."""

@@ -40,6 +40,9 @@ class CBMConfig:
         concept_class_weight / label_class_weight: ``none`` | ``balanced`` cross-entropy class weights.
         label_epochs: Sequential mode: epochs of C->Y at the end (X->C frozen).
         train_intervention_prob: Per concept and example, the label head reads the true value's activation.
+        prototype_prob: ``activation=embedding``: per example, the label head reads every concept as its
+            value prototype (batch mean of the value's embedding) instead of the review's own embedding
+            (:func:`sparsecbm.lit.losses.prototype_embeddings`): lowers the value-only leakage.
         residual_dim / residual_penalty / residual_drop_prob: hybrid bottleneck (an unnamed channel).
         tokens: ``none`` | ``gates`` (``token_budget``, ``token_penalty``, ``token_init_open``) | ``attention``.
         label_sparsity: ``none`` | ``l1`` (``label_l1``) | ``topk`` (``label_topk`` concepts per label).
@@ -56,6 +59,7 @@ class CBMConfig:
     label_class_weight: str = "none"
     label_epochs: int = 0
     train_intervention_prob: float = 0.0
+    prototype_prob: float = 0.0
     residual_dim: int = 0
     residual_penalty: float = 1.0
     residual_drop_prob: float = 0.0
@@ -78,8 +82,12 @@ class CBMConfig:
         for key in ("concept_class_weight", "label_class_weight"):
             if getattr(self, key) not in CLASS_WEIGHTS:
                 raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected none or balanced")
-        if not 0.0 <= self.residual_drop_prob <= 1.0:
-            raise ConfigError(f"cbm.residual_drop_prob={self.residual_drop_prob} must be in [0, 1]")
+        for key in ("residual_drop_prob", "train_intervention_prob", "prototype_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"cbm.{key}={getattr(self, key)} must be in [0, 1]")
+        if self.prototype_prob > 0 and self.activation != "embedding":
+            raise ConfigError(f"cbm.prototype_prob={self.prototype_prob} needs cbm.activation=embedding (concept "
+                              f"embeddings to replace by their value prototypes); got activation={self.activation}")
 
     @classmethod
     def coerce(cls, cbm: CBMConfig | Mapping[str, Any] | None) -> CBMConfig:

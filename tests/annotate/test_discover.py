@@ -118,3 +118,33 @@ def test_cli_discover_and_llm_need_their_options(tmp_path):
                         "bank=cebab", "annotator=llm", f"out_dir={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'h'}"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "annotator=llm needs backbone.name_or_path" in r.stderr, r.stderr[-2000:]
+
+
+def test_the_embedding_bound_reads_the_label_from_the_annotators_own_embeddings():
+    """The label linearly read from each text's mean sentence embedding: 1.0 when a word the embedder
+    sees decides it, chance level when the label is unrelated to the text."""
+    from sparsecbm.annotate.discover import embedding_bound
+
+    texts = [f"We went on Monday. Parking was {'easy' if i % 2 else 'impossible'}." for i in range(40)]
+    y = np.arange(40) % 2
+    bound = embedding_bound(texts[:20], y[:20], texts[20:], y[20:], Words(), 2)
+    assert bound["f1"] == pytest.approx(1.0) and bound["acc"] == pytest.approx(1.0) and bound["C"] in (0.01, 0.1, 1.0)
+    noise = embedding_bound(["We went on Monday."] * 20, y[:20], ["We went on Monday."] * 20, y[20:], Words(), 2)
+    assert noise["acc"] == pytest.approx(0.5)  # the same text for both labels: nothing to read
+    assert embedding_bound(texts[:4], np.zeros(4, int), texts[4:8], np.zeros(4, int), Words(), 2) == {}
+
+
+def test_discovery_reports_the_embedding_bound(tmp_path):
+    parking_corpus(tmp_path / "data")
+    human = [ConceptSpec("food", "food_h", ("Negative", "Positive", "unknown"))]
+    annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / "out", "text", LABEL, human,
+                    embedder=Words(), calibration="threshold")
+    report = discover(tmp_path / "out", ConceptBank.from_dict(BANK), Words(), clusters=4, candidates=0, seed=0)
+    # parking decides the label and the embedder sees it, though no bank concept covers it
+    assert report.embedding_bound["f1"] == pytest.approx(1.0) and report.all_data_concepts["f1"] < 0.9
+    assert "Label read linearly from the annotator's own text embedding (no concepts): 100.0" in \
+        (tmp_path / "out" / "discovery" / "ranking.md").read_text()
+    import json
+
+    saved = json.loads((tmp_path / "out" / "discovery" / "discovery.json").read_text())
+    assert saved["embedding_bound"]["f1"] == pytest.approx(1.0)

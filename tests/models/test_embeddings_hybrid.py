@@ -116,6 +116,52 @@ def test_embedding_modes():
     assert set(parts) == {"task"} and all(p.grad is None for p in seq.model.concept_heads.parameters())
 
 
+
+@pytest.mark.parametrize("q", [0.0, 0.4, 1.0])
+def test_prototype_training_reads_each_values_batch_prototype_at_the_configured_rate(q):
+    """cbm.prototype_prob: per example every concept reads its values' batch prototypes (mean embedding
+    weighted by the predicted probabilities), so the label input of those examples depends on the
+    predicted values only; the others read their own embeddings."""
+    from sparsecbm.lit.losses import prototype_embeddings
+
+    m = module(prototype_prob=q).train()
+    torch.manual_seed(2)
+    n = 1000
+    out = m.model.bottleneck(torch.randn(n, 8))
+    torch.manual_seed(3)
+    protos = prototype_embeddings(out.embeddings, out.logits, q, training=True)
+    own = concept_activations(out.logits, "embedding", out.embeddings).view(n, 4, M)
+    read = concept_activations(out.logits, "embedding", protos).view(n, 4, M)
+    swapped = torch.stack([~torch.isclose(read[:, k], own[:, k]).all(-1) for k in range(4)], 1)
+    assert (swapped.all(1) | ~swapped.any(1)).all()  # all of an example's concepts, or none
+    assert abs(swapped[:, 0].float().mean().item() - q) < 0.04
+    for k in range(4):
+        w = out.logits[k].softmax(-1).unsqueeze(-1)
+        table = (w * out.embeddings[k]).sum(0) / w.sum(0)  # [C_k, M]
+        expected = (out.logits[k].softmax(-1).unsqueeze(-1) * table).sum(1)
+        torch.testing.assert_close(read[swapped[:, k], k], expected[swapped[:, k]])
+    # through the module: the same draw
+    torch.manual_seed(3)
+    inputs, mask = m.training_inputs(out, torch.zeros(n, 4, dtype=torch.long))
+    assert not mask.any()
+    torch.testing.assert_close(inputs.view(n, 4, M), read)
+    # evaluation and q=0 change nothing and draw no random number
+    state = torch.get_rng_state()
+    assert prototype_embeddings(out.embeddings, out.logits, q, training=False) is out.embeddings
+    assert prototype_embeddings(out.embeddings, out.logits, 0.0, training=True) is out.embeddings
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_prototype_training_options_are_checked():
+    from sparsecbm.errors import ConfigError
+    from sparsecbm.models.cbm_config import CBMConfig
+
+    with pytest.raises(ConfigError, match="prototype_prob=0.5 needs cbm.activation=embedding.*activation=hard"):
+        CBMConfig(activation="hard", prototype_prob=0.5)
+    with pytest.raises(ConfigError, match=r"cbm.prototype_prob=1.5 must be in \[0, 1\]"):
+        CBMConfig(activation="embedding", prototype_prob=1.5)
+    assert CBMConfig(activation="embedding", prototype_prob=0.5).prototype_prob == 0.5
+
 # ----------------------------------------------------------------------------------- hybrid
 @pytest.mark.parametrize("residual_dim", [0, 3])
 def test_label_depends_on_features_only_through_concepts_without_residual(residual_dim):
