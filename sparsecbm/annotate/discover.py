@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sparsecbm.annotate.bank import BankConcept, ConceptBank
-from sparsecbm.annotate.sentences import split_sentences
+from sparsecbm.annotate.sentences import flatten_sentences, per_text_mean
 
 
 @dataclass
@@ -132,20 +132,12 @@ def propose_candidates(train_texts: Sequence[str], train_labels: Sequence[int], 
     """Class-distinctive sentence clusters of the training texts as candidate concepts (module docstring)."""
     from sklearn.cluster import KMeans
 
-    def sentences(texts):
-        out, owner = [], []
-        for i, t in enumerate(texts):
-            parts = split_sentences(t, language) or [str(t)]
-            out += parts
-            owner += [i] * len(parts)
-        return out, np.asarray(owner)
-
     labels = np.asarray(train_labels)
-    sent, owner = sentences(train_texts)
+    sent, owner = flatten_sentences(train_texts, language)
     S = embedder.embed(sent, "embedding training sentences (discovery)")
     k = min(clusters, len(set(sent)))
     km = KMeans(n_clusters=k, random_state=seed, n_init=4).fit(S)
-    dev_sent, dev_owner = sentences(split_texts)
+    dev_sent, dev_owner = flatten_sentences(split_texts, language)
     D = embedder.embed(dev_sent, "embedding dev sentences (discovery)")
     dev_cluster = km.predict(D)
     found = []
@@ -211,14 +203,8 @@ def embedding_bound(train_texts: Sequence[str], train_y: np.ndarray, split_texts
     from sparsecbm.interpret.leakage import metrics
 
     def mean_embeddings(texts: Sequence[str]) -> np.ndarray:
-        parts, owner = [], []
-        for i, t in enumerate(texts):
-            p = split_sentences(t, language) or [str(t)]
-            parts += p
-            owner += [i] * len(p)
-        E, owner = embedder.embed(parts, "embedding sentences"), np.asarray(owner)
-        starts = np.searchsorted(owner, np.arange(len(texts)))
-        return np.add.reduceat(E, starts, axis=0) / np.diff(np.r_[starts, len(owner)])[:, None]
+        sentences, owner = flatten_sentences(texts, language)
+        return per_text_mean(embedder.embed(sentences, "embedding sentences"), owner, len(texts))
 
     if len(np.unique(train_y)) < 2:
         return {}

@@ -23,7 +23,7 @@ import numpy as np
 
 from sparsecbm.annotate.bank import BankConcept, ConceptBank
 from sparsecbm.annotate.embed import SentenceEmbedder
-from sparsecbm.annotate.sentences import split_sentences
+from sparsecbm.annotate.sentences import flatten_sentences, per_text_mean
 
 
 @dataclass
@@ -66,18 +66,12 @@ class ConceptScores:
 def score_texts(texts: Sequence[str], bank: ConceptBank, embedder: SentenceEmbedder,
                 language: str = "en") -> dict[str, ConceptScores]:
     """Embed every sentence once (batched, cached) and score it against every concept of the bank."""
-    sentences, owner = [], []
-    for i, text in enumerate(texts):
-        parts = split_sentences(text, language) or [str(text)]
-        sentences.extend(parts)
-        owner.extend([i] * len(parts))
-    owner = np.asarray(owner)
+    sentences, owner = flatten_sentences(texts, language)
     starts = np.searchsorted(owner, np.arange(len(texts)))
     S = embedder.embed(sentences, f"embedding {len(sentences)} sentences")
     phrases = [p for c in bank.concepts for ps in c.values.values() for p in ps]
     P = embedder.embed(phrases, "embedding concept phrases")
-    counts = np.diff(np.r_[starts, len(owner)])[:, None]
-    text_mean = np.add.reduceat(S, starts, axis=0) / counts  # [N, D] mean sentence embedding per text
+    text_mean = per_text_mean(S, owner, len(texts))  # [N, D] mean sentence embedding per text
     out, col = {}, 0
     for c in bank.concepts:
         n_phr = sum(len(ps) for ps in c.values.values())
@@ -97,7 +91,7 @@ def score_texts(texts: Sequence[str], bank: ConceptBank, embedder: SentenceEmbed
             relevance=rel[best_idx], best=per_value[best_idx], top=np.maximum.reduceat(per_value, starts, axis=0),
             phrases_best=sim[best_idx], phrases_top=np.maximum.reduceat(sim, starts, axis=0),
             sentence=best_idx - starts,
-            mean_polarity=(np.add.reduceat(per_value[:, 1] - per_value[:, 0], starts) / np.diff(np.r_[starts, len(rel)])
+            mean_polarity=(per_text_mean(per_value[:, 1] - per_value[:, 0], owner, len(texts))
                            if per_value.shape[1] == 2 else np.zeros(len(texts))))
     return out
 

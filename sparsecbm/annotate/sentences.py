@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
+
+import numpy as np
 
 _SPACE = re.compile(r"\s+")
 
@@ -35,6 +38,24 @@ def split_sentences(text: str, language: str = "en", max_chars: int = 600) -> li
         if p:
             out.extend(_cut(p, max_chars))
     return out or [text]
+
+
+def flatten_sentences(texts: Sequence[str], language: str = "en") -> tuple[list[str], np.ndarray]:
+    """Every text's sentences in one list and ``[n_sentences]`` the index of the text each came from
+    (a text with no sentence contributes itself, so every text owns at least one)."""
+    out, owner = [], []
+    for i, text in enumerate(texts):
+        parts = split_sentences(text, language) or [str(text)]
+        out.extend(parts)
+        owner.extend([i] * len(parts))
+    return out, np.asarray(owner, dtype=int)
+
+
+def per_text_mean(values: np.ndarray, owner: np.ndarray, n_texts: int) -> np.ndarray:
+    """``[n_texts, ...]`` the mean of ``values`` (one row per sentence, grouped by text in order) per text."""
+    starts = np.searchsorted(owner, np.arange(n_texts))
+    counts = np.diff(np.r_[starts, len(owner)]).reshape((-1,) + (1,) * (values.ndim - 1))
+    return np.add.reduceat(values, starts, axis=0) / counts
 
 
 def _cut(piece: str, max_chars: int) -> list[str]:

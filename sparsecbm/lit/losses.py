@@ -84,9 +84,9 @@ def training_inputs(model: ConceptBottleneckModel, outputs: ConceptOutputs, conc
     concepts replaced by their true value (each with probability ``prob``, as in concept-embedding-model
     training), so the label head learns to trust corrected concepts. With ``prototype_prob`` some examples
     read value prototypes instead of their own embeddings (:func:`prototype_embeddings`)."""
-    if outputs.embeddings is not None and prototype_prob > 0 and training:
-        outputs = dataclasses.replace(outputs, embeddings=prototype_embeddings(
-            outputs.embeddings, outputs.logits, prototype_prob, training))
+    if (protos := prototype_embeddings(outputs.embeddings, outputs.logits, prototype_prob, training)) \
+            is not outputs.embeddings:
+        outputs = dataclasses.replace(outputs, embeddings=protos)
     if prob <= 0:  # no random draw: runs without interventions keep their RNG stream
         mask = torch.zeros(concepts.shape[0], len(outputs.logits), dtype=torch.bool, device=concepts.device)
         return model.label_from_outputs(outputs)[1], mask
