@@ -87,12 +87,12 @@ def compare_faithfulness(
     n_concepts = len(module.concept_set.names)
     jobs, seen = [], 0  # (sub-batch, concept)
     for batch, _ in batches:
-        size = len(batch["input_ids"])
+        size, device = len(batch["input_ids"]), batch["input_ids"].device
         for k in range(n_concepts):
             rows = (
-                torch.arange(size)
+                torch.arange(size, device=device)
                 if concepts == "all"
-                else torch.nonzero((torch.arange(size) + seen) % n_concepts == k).flatten()
+                else torch.nonzero((torch.arange(size, device=device) + seen) % n_concepts == k).flatten()
             )
             if len(rows):
                 jobs.append(({key: v[rows] for key, v in batch.items()}, k))

@@ -61,6 +61,15 @@ def subnetwork_outputs(module, output_dir: Path, write: bool = True, loader=None
     return stats
 
 
+def to_training_device(trainer, module) -> None:
+    """Lightning moves the model to the CPU when a stage ends; the analyses after testing (interventions,
+    leakage, cross-mask) run on the device it trained on instead (sharded FSDP models stay where they are)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        module.to(trainer.strategy.root_device)
+
+
 def count_params(module) -> dict[str, int]:
     return {
         "total": sum(p.numel() for p in module.parameters()),
@@ -142,6 +151,7 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     stages = {"val": stage_result(val, "val", names)}
     if cfg.get("test", True):
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+        to_training_device(trainer, module)
         # interventions, the concept set's ceiling and leakage (best checkpoint, loaded by trainer.test)
         stages["test"] = stage_result(test, "test", names, module, datamodule.loader("test"), ceiling,
                                       train_loader=datamodule.loader("train"))

@@ -95,6 +95,16 @@ class LLMScorer:
         ids = tok(template.format(text=text, **fields))["input_ids"]
         return ids[-budget:] if len(ids) > budget else ids
 
+    @staticmethod
+    def collate(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ``input_ids`` / ``attention_mask`` on the host (positions of real tokens unchanged)."""
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for j, s in enumerate(seqs):
+            ids[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
+        return ids, mask
+
     @torch.no_grad()
     def score(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> np.ndarray:
         """``[N, V]`` log-probability of each answer's tokens after each prompt (one forward per batch)."""
@@ -103,22 +113,24 @@ class LLMScorer:
         for i in range(0, len(prompts), self.batch_size):
             chunk = prompts[i: i + self.batch_size]
             seqs = [list(p) + list(a) for p in chunk for a in answers]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for j, s in enumerate(seqs):  # right padding: positions of the real tokens are unchanged
-                ids[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
+            ids, mask = self.collate(seqs, pad)
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             self.forward_calls += 1
-            logp = torch.log_softmax(logits.float(), -1).cpu()
-            scores = torch.zeros(len(seqs))
+            # the answer tokens' log-probabilities are gathered where the logits are: [N, T, vocab] never
+            # leaves the device (float32: bf16 sums of many log-probabilities lose the ranking)
+            logp = torch.log_softmax(logits.float(), -1)
+            rows, pos, tok = [], [], []
             for j, s in enumerate(seqs):
                 a = answers[j % len(answers)]
                 start = len(s) - len(a)  # answer tokens s[start:], each predicted from the position before
-                pos = torch.arange(start - 1, len(s) - 1)
-                tok_lp = logp[j, pos, torch.tensor(a)]
-                scores[j] = tok_lp.mean() if self.length_norm else tok_lp.sum()
-            out.append(scores.view(len(chunk), len(answers)).numpy())
+                rows += [j] * len(a)
+                pos += range(start - 1, len(s) - 1)
+                tok += a
+            row, at, token = torch.tensor([rows, pos, tok], device=logp.device)
+            scores = torch.zeros(len(seqs), device=logp.device).index_add_(0, row, logp[row, at, token])
+            if self.length_norm:
+                scores = scores / torch.bincount(row, minlength=len(seqs)).float()
+            out.append(scores.view(len(chunk), len(answers)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(answers)), dtype=np.float32)
 
 

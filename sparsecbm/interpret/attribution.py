@@ -82,7 +82,7 @@ class TokenAttribution:
             with torch.enable_grad():
                 scores = self._scores(model, ids, mask, concept, target)
         else:
-            scores = torch.zeros(ids.shape, dtype=torch.float32)
+            scores = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
             for b in range(ids.shape[0]):
                 keep = mask[b].bool()
                 s = self._scores(
@@ -200,7 +200,7 @@ class _Perturbation(TokenAttribution):
         import captum.attr
 
         method = getattr(captum.attr, self.captum_cls)(concept_prob_fn(model, concept))
-        feature_mask = torch.arange(ids.shape[1]).unsqueeze(0)
+        feature_mask = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         with torch.no_grad():
             return method.attribute(
                 ids,

@@ -98,6 +98,8 @@ def explain_batch(
         raise ValueError("explanations need a concept-bottleneck model (cbm.mode=standard has no concepts)")
     tokens = Tokens.from_tokenizer(tokenizer)
     attributor = get_method(method, tokens, module, **options)
+    device = next(model.parameters()).device  # a batch from a loader or a cache is on the host
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     ids, mask = batch["input_ids"], batch["attention_mask"]
     outputs, extras, label_logits = _forward(model, batch)
     logits = outputs.logits

@@ -98,7 +98,7 @@ def faithfulness(
             variants.append(_replace(ids, order[k:], tokens.baseline_id))  # only top-q kept
         for f in steps[1:]:
             variants.append(_replace(ids, order[: round(f * n)], tokens.baseline_id))
-        probs = fn(torch.stack(variants), torch.ones(len(variants), len(ids), dtype=mask_all.dtype))
+        probs = fn(torch.stack(variants), torch.ones(len(variants), len(ids), dtype=mask_all.dtype, device=ids.device))
         y = probs[0].argmax()
         p = probs[:, y].tolist()
         full = p[0]

@@ -49,11 +49,11 @@ class MaskEdits:
             k = self.concepts.position(concept)
             saved = editor.snapshot(k)
             editor.portion = float(portion)
+            ids, mask = (enc.batch[n].to(self.session.device) for n in ("input_ids", "attention_mask"))  # cached on CPU
             try:
                 with editor.sb.reuse_unmasked_blocks(), torch.no_grad():  # the re-prediction replays the lower blocks
-                    edit = editor.intervene(k, enc.batch["input_ids"], enc.batch["attention_mask"],
-                                            spec.values.index(value), restore=False)
-                    edited = self.model.concept_outputs(enc.batch["input_ids"], enc.batch["attention_mask"])
+                    edit = editor.intervene(k, ids, mask, spec.values.index(value), restore=False)
+                    edited = self.model.concept_outputs(ids, mask)
                     weights = (self.model.token_pooler.token_weights(edited.pooler)[:, 0].float().cpu()
                                if self.model.token_pooler is not None else None)
             finally:

@@ -99,7 +99,7 @@ class MaskEditor:
         try:
             with torch.enable_grad():
                 logits = self.model.single_concept_logits(concept, input_ids, attention_mask)
-                loss = F.cross_entropy(logits, target)
+                loss = F.cross_entropy(logits, target.to(logits.device))
                 vars_ = {n: lyr.mask_var for n, lyr in layers.items() if lyr.mask_var is not None}
                 grads = torch.autograd.grad(loss, list(vars_.values()), allow_unused=True)
                 logits = logits.detach()
@@ -145,7 +145,8 @@ class MaskEditor:
 
     def _intervene(self, concept: int, input_ids, attention_mask, target: int, restore: bool, t0: float) -> MaskEdit:
         saved = self.snapshot(concept)
-        grads, logits = self.mask_gradients(concept, input_ids, attention_mask, torch.tensor([target]))
+        grads, logits = self.mask_gradients(concept, input_ids, attention_mask,
+                                            torch.tensor([target], device=input_ids.device))
         before = logits[0].softmax(-1)
         per_layer, new_masks = {}, dict(saved)
         with torch.no_grad():
@@ -183,8 +184,8 @@ class MaskEditor:
 
 @torch.no_grad()
 def _predict(model, ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(ids, mask)
-    return torch.stack([lg.argmax(-1) for lg in out.concept_logits], 1), out.label_logits.argmax(-1)
+    out = model(ids, mask)  # predictions on the host: they are compared with the batches' labels there
+    return torch.stack([lg.argmax(-1) for lg in out.concept_logits], 1).cpu(), out.label_logits.argmax(-1).cpu()
 
 
 def evaluate_mask_interventions(model, examples: list[dict], holdout: list[dict], mask_portion: float = 0.05,
@@ -203,28 +204,30 @@ def evaluate_mask_interventions(model, examples: list[dict], holdout: list[dict]
     """
     model.eval()
     editor = MaskEditor(model, mask_portion)
-    before_hold = [_predict(model, b["input_ids"], b["attention_mask"])[0] for b in holdout]
+    device = next(model.parameters()).device  # the batches come from a loader (host); the model may be on a GPU
+    on_device = lambda b: (b["input_ids"].to(device), b["attention_mask"].to(device))  # noqa: E731
+    before_hold = [_predict(model, *on_device(b))[0] for b in holdout]
     wrong = rectified = 0
     seconds, label_before, label_after = [], [], []
     for b in examples:
-        ids, mask, truth = b["input_ids"], b["attention_mask"], b["concepts"][0]
+        (ids, mask), truth = on_device(b), b["concepts"][0].cpu()
         with editor.sb.reuse_unmasked_blocks():  # one example: its unmasked lower blocks run once
             concepts, label = _predict(model, ids, mask)
-            label_before.append(int(label[0] == b["label"][0]))
+            label_before.append(int(label[0] == int(b["label"][0])))
             for k in torch.nonzero(concepts[0] != truth).flatten().tolist():
                 edit = editor.intervene(k, ids, mask, int(truth[k]), restore=False)
                 wrong += 1
                 rectified += int(edit.after_probs.index(max(edit.after_probs)) == int(truth[k]))
                 seconds.append(edit.seconds)
-            label_after.append(int(_predict(model, ids, mask)[1][0] == b["label"][0]))
+            label_after.append(int(_predict(model, ids, mask)[1][0] == int(b["label"][0])))
         if restore:
             editor.reset()
     right_hold = broken = 0
     for b, before in zip(holdout, before_hold):
-        after = _predict(model, b["input_ids"], b["attention_mask"])[0]
-        ok = before[0] == b["concepts"][0]
+        after = _predict(model, *on_device(b))[0]
+        ok = before[0] == b["concepts"][0].cpu()
         right_hold += int(ok.sum())
-        broken += int((ok & (after[0] != b["concepts"][0])).sum())
+        broken += int((ok & (after[0] != b["concepts"][0].cpu())).sum())
     editor.reset()
     n = max(len(examples), 1)
     return {

@@ -68,7 +68,7 @@ class UnitGroup(nn.Module):
 
     def entry_weights(self) -> torch.Tensor:
         """Weights one mask entry (a unit) stands for, ``[n_units]``."""
-        return torch.full((self.n_units,), float(self.weights_per_unit))
+        return torch.full((self.n_units,), float(self.weights_per_unit), device=self.mask_units.device)
 
     def set_units(self, mask: torch.Tensor) -> None:
         self.mask_units.copy_(mask.to(torch.bool))
@@ -134,7 +134,7 @@ class MaskedLinear(nn.Module):
 
     def entry_weights(self) -> torch.Tensor:
         """Weights one mask entry stands for (1 each), ``[out, in]``."""
-        return torch.ones(self.out_features, self.in_features)
+        return torch.ones(self.out_features, self.in_features, device=self.weight.device)
 
     @property
     def weight(self) -> torch.Tensor:

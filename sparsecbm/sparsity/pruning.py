@@ -30,9 +30,10 @@ def _keep_topk(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
 def _keep_by_weight(scores: torch.Tensor, cost: torch.Tensor, budget: float) -> torch.Tensor:
     """Per row of ``scores [K, n]``: entries by score per weight, best first, each kept if it still fits in
     ``budget`` weights (one that does not is skipped and smaller ones fill the rest), so the kept weights
-    fall short of the budget by less than the smallest entry left out."""
-    keep = torch.zeros_like(scores, dtype=torch.bool)
-    order = (scores / cost).argsort(dim=1, descending=True, stable=True)
+    fall short of the budget by less than the smallest entry left out. The greedy walk runs on the host (one
+    element write per entry would be one device call each); the mask comes back on ``scores``' device."""
+    keep = torch.zeros(scores.shape, dtype=torch.bool)
+    order = (scores.double() / cost.to(scores.device).double()).argsort(dim=1, descending=True, stable=True).cpu()
     c = cost.tolist()
     for k in range(scores.shape[0]):
         left = budget
@@ -40,7 +41,7 @@ def _keep_by_weight(scores: torch.Tensor, cost: torch.Tensor, budget: float) -> 
             if c[i] <= left:
                 keep[k, i] = True
                 left -= c[i]
-    return keep
+    return keep.to(scores.device)
 
 
 def _world_size() -> int:

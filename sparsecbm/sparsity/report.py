@@ -63,7 +63,7 @@ def subnetwork_stats(sb: SubnetworkBackbone, concept_names: list[str]) -> dict[s
             kept[c][blk] += int(m.sum())
             if layout is not None:
                 axis, n_heads = layout
-                per_head = (m.sum(1) if axis == "rows" else m.sum(0)).view(n_heads, -1).sum(1).double().numpy()
+                per_head = (m.sum(1) if axis == "rows" else m.sum(0)).view(n_heads, -1).sum(1).double().cpu().numpy()
                 heads[c][blk] = heads[c].get(blk, 0) + per_head
             elif _is_ffn(sb, name):
                 ffn[c][blk] += int(m.sum())
@@ -152,7 +152,7 @@ def export_masks(sb: SubnetworkBackbone, concept_names: list[str], path: str | P
     tensors, shapes = {}, {}
     for name, layer in sb.masked_layers().items():
         for k, c in enumerate(concept_names):
-            m = layer.concept_mask(sb.mask_index(k)).contiguous().numpy()
+            m = layer.concept_mask(sb.mask_index(k)).contiguous().cpu().numpy()
             key = f"{c}/{name}"
             tensors[key] = torch.from_numpy(np.packbits(m.reshape(-1)))
             shapes[key] = list(m.shape)

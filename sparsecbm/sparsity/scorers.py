@@ -50,7 +50,7 @@ def fisher_inverse_diagonal(grads: torch.Tensor, block: int, damp: float) -> tor
     g = torch.nn.functional.pad(grads, (0, pad)).view(m, -1, block).permute(1, 0, 2)  # [nb, m, block]
     g = g / (m ** 0.5)
     # Woodbury: (λI + GᵀG)^-1 = (I - Gᵀ (λI_m + G Gᵀ)^-1 G) / λ
-    small = damp * torch.eye(m, dtype=g.dtype) + g @ g.transpose(1, 2)  # [nb, m, m]
+    small = damp * torch.eye(m, dtype=g.dtype, device=g.device) + g @ g.transpose(1, 2)  # [nb, m, m]
     solved = torch.linalg.solve(small, g)  # [nb, m, block]
     diag = (1.0 - (g * solved).sum(1)) / damp  # [nb, block]
     return diag.reshape(-1)[:n]
@@ -204,7 +204,8 @@ class MovementScorer(Scorer):
         if sb.granularity == "unstructured":
             for layer in sb.masked_layers().values():
                 if not hasattr(layer, "mask_movement"):
-                    layer.register_buffer("mask_movement", torch.zeros(layer.mask_weights.shape, dtype=torch.float32))
+                    layer.register_buffer("mask_movement", torch.zeros(layer.mask_weights.shape, dtype=torch.float32,
+                                                                        device=layer.mask_weights.device))
 
                 def hook(grad, concept, layer=layer):
                     with torch.no_grad():  # every pass (single or batched) reports its concept's gradient
@@ -214,7 +215,8 @@ class MovementScorer(Scorer):
             return
         for group in sb.unit_groups().values():
             if not hasattr(group, "mask_movement"):
-                group.register_buffer("mask_movement", torch.zeros(n, group.n_units, dtype=torch.float32))
+                group.register_buffer("mask_movement", torch.zeros(n, group.n_units, dtype=torch.float32,
+                                                                    device=group.mask_units.device))
         for layer in sb.masked_layers().values():
             def unit_hook(grad, concept, layer=layer):
                 with torch.no_grad():
@@ -298,7 +300,9 @@ class UnitMaskScorer(Scorer):
         groups = sb.unit_groups()
         consumers = {gname: next(lyr for lyr in sb.masked_layers().values()
                                  if lyr.group is group and lyr.role == "consumer") for gname, group in groups.items()}
-        scores = {gname: torch.zeros(sb.state.n_masks, g.n_units, dtype=torch.float64) for gname, g in groups.items()}
+        # float64 on the model's device: per-example squared gradients of thousands of examples are summed
+        scores = {gname: torch.zeros(sb.state.n_masks, g.n_units, dtype=torch.float64, device=g.mask_units.device)
+                  for gname, g in groups.items()}
         sb.state.probe = True
         seen = 0
         try:
