@@ -37,6 +37,17 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(path)
 
 
+def check_backbone_source(cfg: DictConfig) -> None:
+    """A local model folder that is missing or not a model folder: a message before the tokenizer loads."""
+    from sparsecbm.models.source import check_model_source
+
+    bb = cfg.get("backbone") or {}
+    if bb.get("pretrained", True) or not (bb.get("config") or {}).get("model_type"):
+        check_model_source(bb.get("name_or_path"))
+    if bb.get("tokenizer") not in (None, bb.get("name_or_path")):
+        check_model_source(bb.get("tokenizer"), "backbone.tokenizer")
+
+
 def subnetwork_outputs(module, output_dir: Path, write: bool = True, loader=None) -> dict[str, Any]:
     """Statistics of the selected checkpoint's subnetworks (an error unless it is at the final sparsity),
     the cross-mask matrix on ``loader``, plus subnetworks.csv/png, cross_mask.png and masks.safetensors."""
@@ -68,6 +79,18 @@ def to_training_device(trainer, module) -> None:
 
     if not isinstance(trainer.strategy, FSDPStrategy):
         module.to(trainer.strategy.root_device)
+
+
+def peak_memory() -> dict[str, int | None]:
+    """This process's peak resident set size (bytes, since it started: data, model, training and the analyses
+    after testing) and, on a GPU, the peak CUDA memory torch allocated (``None`` without CUDA)."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    cuda = int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"peak_rss_bytes": int(rss), "peak_cuda_bytes": cuda}
 
 
 def count_params(module) -> dict[str, int]:
@@ -132,6 +155,7 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     metric = check_optimized_metric(cfg.get("optimized_metric") or "val/label/f1")
     preflight(cfg.data)  # no data source (offline hub, missing folder): fail before loading any model
+    check_backbone_source(cfg)
     from sparsecbm.callbacks import Throughput
     from sparsecbm.interpret.leakage import ConceptCeiling
     from sparsecbm.run_result import RunResult, stage_result
@@ -177,6 +201,7 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
             "train_examples_per_s": round(throughput.examples_per_second * trainer.world_size, 2)
             if throughput else None,
             "world_size": int(trainer.world_size),
+            **peak_memory(),
         },
         model={"label_head": cfg.cbm.label_head, "backbone": cfg.backbone.name_or_path,
                "pooling": cfg.backbone.pooling, "n_params": count_params(module.model)},

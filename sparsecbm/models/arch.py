@@ -90,8 +90,12 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("distilbert", ("distilbert",),
                  Units(("attention.q_lin", "attention.k_lin", "attention.v_lin"), "attention.out_lin"),
                  Units(("ffn.lin1",), "ffn.lin2"), "attention.out_lin", "ffn.lin2"),
-    Architecture("llama", ("llama", "qwen2", "mistral", "qwen3"), _LLAMA_HEAD,
+    # grouped-query attention (fewer key/value heads than query heads) in every family but BERT's and MPNet's
+    Architecture("llama", ("llama", "qwen2", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text"), _LLAMA_HEAD,
                  Units(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"), "self_attn.o_proj", "mlp.down_proj"),
+    Architecture("mpnet", ("mpnet",),
+                 Units(("attention.attn.q", "attention.attn.k", "attention.attn.v"), "attention.attn.o"),
+                 Units(("intermediate.dense",), "output.dense"), "attention.attn.o", "output.dense"),
     Architecture("gpt2", ("gpt2",), None, Units(("mlp.c_fc",), "mlp.c_proj"), "attn.c_proj", "mlp.c_proj"),
 )
 _BY_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}

@@ -141,6 +141,10 @@ class Backbone(nn.Module):
         self.lora = dict(lora) if lora else None
         torch_dtype = _dtype(dtype)
         overrides = dict(config or {})
+        if pretrained or "model_type" not in overrides:  # a random model from model_type reads no folder
+            from sparsecbm.models.source import check_model_source
+
+            check_model_source(name_or_path)
         path = resolve_name(name_or_path)
         if "model_type" in overrides:
             hf_config = AutoConfig.for_model(overrides.pop("model_type"), **overrides)
