@@ -51,6 +51,8 @@ class Architecture:
         neuron: Feed-forward neurons (up / gate rows, down-projection columns).
         attention_readout: The layer whose input is the concatenation of the heads' outputs.
         ffn_readout: The layer whose input is the feed-forward neurons.
+        head_bias: The attention module's argument holding a per-head additive bias of the scores
+            (``[B, heads, T, T]``, e.g. MPNet's relative position bias), gathered with the heads; ``None``.
     """
 
     family: str
@@ -59,6 +61,7 @@ class Architecture:
     neuron: Units | None
     attention_readout: str
     ffn_readout: str
+    head_bias: str | None = None
 
     def units(self, kind: str) -> Units | None:
         """The :class:`Units` of ``kind`` (``head`` or ``neuron``), ``None`` when the family has none."""
@@ -95,7 +98,8 @@ ARCHITECTURES: tuple[Architecture, ...] = (
                  Units(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"), "self_attn.o_proj", "mlp.down_proj"),
     Architecture("mpnet", ("mpnet",),
                  Units(("attention.attn.q", "attention.attn.k", "attention.attn.v"), "attention.attn.o"),
-                 Units(("intermediate.dense",), "output.dense"), "attention.attn.o", "output.dense"),
+                 Units(("intermediate.dense",), "output.dense"), "attention.attn.o", "output.dense",
+                 head_bias="position_bias"),
     Architecture("gpt2", ("gpt2",), None, Units(("mlp.c_fc",), "mlp.c_proj"), "attn.c_proj", "mlp.c_proj"),
 )
 _BY_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}

@@ -80,8 +80,12 @@ def subnetwork_attribution(model, concept: int, input_ids: torch.Tensor, attenti
         if kind == "heads":
             contrib = contrib.view(n_heads, -1).sum(1)
         scores = contrib.abs()
-        kept = int((x.detach()[0].abs().sum(0).view(n_heads, -1).sum(1) if kind == "heads"
-                    else x.detach()[0].abs().sum(0)).gt(0).sum())
+        group = getattr(modules[(block, kind)], "group", None)  # a structured consumer: its units' masks
+        if group is not None:  # (under GQA a pruned query head's input is not 0: its key/value head is shared)
+            kept = int(group.mask_units[sb.mask_index(concept)].sum())
+        else:
+            kept = int((x.detach()[0].abs().sum(0).view(n_heads, -1).sum(1) if kind == "heads"
+                        else x.detach()[0].abs().sum(0)).gt(0).sum())
         k = min(top, scores.numel())
         vals, idx = scores.topk(k)
         entry = blocks.setdefault(str(block), {})

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from sparsecbm.models.arch import UNIT_KINDS, architecture, find_blocks, is_linear, supporting
+from sparsecbm.sparsity.attention import GatheredAttention
 from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState, UnitGroup
 
 __all__ = ["find_blocks", "group_module_name", "inject", "remove", "resolve_layers"]
@@ -82,13 +83,13 @@ def inject(
                     f"sparsity.granularity={granularity} is supported for {supported}, not '{model_type}' "
                     f"(no {kind} structure known); use granularity=unstructured for this model"
                 )
-            _wrap_units(model, block, prefix, kind, spec, state, layers, groups)
+            _wrap_units(model, block, prefix, kind, spec, state, layers, groups, arch.head_bias)
     if not layers:
         raise ValueError(f"sparsity.target_modules={target_modules} matched no Linear layer in blocks {chosen}")
     return {"blocks_path": blocks_path, "blocks": chosen, "layers": layers, "groups": groups, "n_blocks": len(blocks)}
 
 
-def _wrap_units(model, block, prefix, kind, spec, state, layers, groups) -> None:
+def _wrap_units(model, block, prefix, kind, spec, state, layers, groups, head_bias: str | None = None) -> None:
     """One :class:`UnitGroup` of ``kind`` (head | neuron) in ``block``: its producers' rows and consumer's columns."""
     producers, consumer = spec.producers, spec.consumer
     from sparsecbm.models.lora import is_lora_layer
@@ -101,24 +102,57 @@ def _wrap_units(model, block, prefix, kind, spec, state, layers, groups) -> None
         )
     first = _get(block, producers[0])
     out_rows = (first.weight.shape[0] if isinstance(first, nn.Linear) else first.weight.shape[1])
-    if kind == "head":
+    if kind == "head":  # units are the query heads (producers[0] is the query projection)
         cfg = model.config
         n_heads = cfg.num_attention_heads
-        if getattr(cfg, "num_key_value_heads", n_heads) != n_heads:
-            raise ValueError("granularity=head needs as many key/value heads as query heads (no GQA)")
-        group = UnitGroup(state.n_masks, n_heads, out_rows // n_heads, "head")
+        n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+        group = UnitGroup(state.n_masks, n_heads, out_rows // n_heads, "head", kv_groups=n_heads // n_kv)
     else:
         group = UnitGroup(state.n_masks, out_rows, 1, "neuron")
     groups[f"{prefix}.{kind}"] = group
     block.add_module(group_module_name(kind), group)
     for p in producers:
-        _replace(block, p, MaskedLinear(_get(block, p), state, "producer", group))
-        layers[f"{prefix}.{p}"] = _get(block, p)
+        layer = MaskedLinear(_get(block, p), state, "producer", group)
+        layer.shared_rows = group.kv_groups > 1 and layer.out_features == group.n_kv * group.unit_size
+        _replace(block, p, layer)
+        layers[f"{prefix}.{p}"] = layer
     _replace(block, consumer, MaskedLinear(_get(block, consumer), state, "consumer", group))
     layers[f"{prefix}.{consumer}"] = _get(block, consumer)
-    # one unit stands for its rows in every producer and its columns in the consumer (global ranking per weight)
-    cons = _get(block, consumer)
-    group.weights_per_unit = (sum(_get(block, p).in_features for p in producers) + cons.out_features) * group.unit_size
+    if kind == "head":
+        _hook_attention(block, producers[0], state, group, head_bias)
+    # one unit stands for its rows in every producer and its columns in the consumer (global ranking per weight);
+    # a query head's share of a GQA key/value head is 1 / kv_groups of its rows
+    group.weights_per_unit = group.unit_size * (
+        sum(lyr.in_features / (group.kv_groups if lyr.shared_rows else 1)
+            for lyr in (layers[f"{prefix}.{p}"] for p in producers))
+        + _get(block, consumer).out_features)
+
+
+def _attention_of(block: nn.Module, query: str) -> nn.Module:
+    """The module holding the query projection ``query`` (the attention module the heads live in)."""
+    return _get(block, query.rpartition(".")[0]) if "." in query else block
+
+
+def _hook_attention(block: nn.Module, query: str, state: SubnetworkState, group: UnitGroup,
+                    head_bias: str | None) -> None:
+    """Register :class:`GatheredAttention` on the attention module holding the query projection ``query``."""
+    import inspect
+
+    attention = _attention_of(block, query)
+    if group.kv_groups > 1 and not hasattr(attention, "num_key_value_groups"):
+        raise ValueError(f"granularity=head/structured on grouped-query attention needs the attention module to "
+                         f"read num_key_value_groups; {type(attention).__name__} does not: use "
+                         "sparsity.granularity=neuron or unstructured for this model")
+    bias = None
+    if head_bias:
+        params = [p for p in inspect.signature(attention.forward).parameters if p != "self"]
+        if head_bias not in params:
+            raise ValueError(f"the architecture table names head bias '{head_bias}', which "
+                             f"{type(attention).__name__}.forward does not take ({params})")
+        bias = (head_bias, params.index(head_bias))
+    hook = GatheredAttention(state, group, bias)
+    attention.register_forward_pre_hook(hook, with_kwargs=True)
+    attention.register_forward_hook(hook.after)
 
 
 def group_module_name(kind: str) -> str:
@@ -138,8 +172,16 @@ def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
 
 
 def remove(model: nn.Module) -> None:
-    """Undo :func:`inject`: put every ``base_layer`` back (masks are dropped)."""
+    """Undo :func:`inject`: put every ``base_layer`` back (masks are dropped, GQA attention regrouped)."""
     for module in list(model.modules()):
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, GatheredAttention):
+                hook.restore(module)
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+        for key, hook in list(module._forward_hooks.items()):
+            if isinstance(getattr(hook, "__self__", None), GatheredAttention):
+                del module._forward_hooks[key]
         for child_name, child in list(module.named_children()):
             if isinstance(child, MaskedLinear):
                 setattr(module, child_name, child.base_layer)

@@ -9,6 +9,14 @@ Roles:
                   heads); a unit kept by concept ``k`` is computed, a pruned one is not.
     ``consumer``  structured: the layer reading a producer's output; it only reads the kept units.
 
+Grouped-query attention (GQA: ``kv_groups`` query heads share one key/value head): the head units are the query
+heads; the key / value projections are ``producer`` layers with ``shared_rows``: a key/value head is computed
+for concept ``k`` when any query head of its group is kept, and the output projection reads only the kept
+query heads' columns. In the gathered batched pass each kept query head gets its own copy of its group's
+key/value head (computed once, then indexed), and the attention module runs with one query head per
+key/value head (:class:`~sparsecbm.sparsity.attention.GatheredAttention` sets ``num_key_value_groups`` per
+pass), so pruned heads cost nothing.
+
 Two execution modes, set on the shared :class:`SubnetworkState`:
     ``single``    one concept at a time (``state.active``); masks are applied by multiplication (the
                   reference, ``impl=naive``).
@@ -46,17 +54,26 @@ class UnitGroup(nn.Module):
 
     Args:
         n_masks: Number of per-concept masks.
-        n_units: Units per layer (FFN neurons, or attention heads).
+        n_units: Units per layer (FFN neurons, or attention heads; the query heads under GQA).
         unit_size: Output rows per unit (1 for neurons, head_dim for heads).
         kind: ``neuron`` or ``head`` (for reports).
+        kv_groups: Query heads per key/value head (grouped-query attention); 1 otherwise.
     """
 
-    def __init__(self, n_masks: int, n_units: int, unit_size: int, kind: str):
+    def __init__(self, n_masks: int, n_units: int, unit_size: int, kind: str, kv_groups: int = 1):
         super().__init__()
-        self.n_units, self.unit_size, self.kind = n_units, unit_size, kind
+        if n_units % kv_groups:
+            raise ValueError(f"{n_units} query heads do not split into groups of {kv_groups}")
+        self.n_units, self.unit_size, self.kind, self.kv_groups = n_units, unit_size, kind, int(kv_groups)
         self.register_buffer("mask_units", torch.ones(n_masks, n_units, dtype=torch.bool))
         self._index_cache: tuple | None = None
-        self.weights_per_unit = 0  # set by the injector: weights of all its layers that one unit covers
+        self._kv_cache: tuple | None = None
+        self.weights_per_unit = 0.0  # set by the injector: weights of all its layers that one unit covers
+
+    @property
+    def n_kv(self) -> int:
+        """Key/value heads (``n_units`` without GQA)."""
+        return self.n_units // self.kv_groups
 
     # the mask-target interface (shared with MaskedLinear): masks [K, *entries], weights per entry
     @property
@@ -72,7 +89,45 @@ class UnitGroup(nn.Module):
 
     def set_units(self, mask: torch.Tensor) -> None:
         self.mask_units.copy_(mask.to(torch.bool))
-        self._index_cache = None
+        self._index_cache = self._kv_cache = None
+
+    def kv_row_mask(self, k: int | None = None) -> torch.Tensor:
+        """Bool mask over a key/value projection's rows: a key/value head is kept when any query head of its
+        group is; ``[n_kv * unit_size]`` for concept ``k`` or ``[K, ...]``."""
+        m = self.mask_units if k is None else self.mask_units[k]
+        kv = m.reshape(*m.shape[:-1], self.n_kv, self.kv_groups).any(-1)
+        return kv.repeat_interleave(self.unit_size, dim=-1)
+
+    def units_from_rows(self, per_row: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Per-row (or per-column) values ``[..., rows]`` summed per unit, ``[..., n_units]``. A key/value
+        projection's rows (``shared``) are summed per key/value head and shared equally by its query heads."""
+        if not shared:
+            return per_row.reshape(*per_row.shape[:-1], self.n_units, self.unit_size).sum(-1)
+        per_kv = per_row.reshape(*per_row.shape[:-1], self.n_kv, self.unit_size).sum(-1) / self.kv_groups
+        return per_kv.repeat_interleave(self.kv_groups, dim=-1)
+
+    def kv_index(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Gathered key/value compute, per concept: (the rows of its kept key/value heads ``[R_kv]``, and for
+        each of :meth:`row_index`'s query rows ``[R]`` the row of that output holding its head's key/value).
+        Padding slots point at row 0 (the producer zeroes them)."""
+        key = (self.mask_units.data_ptr(), self.mask_units._version)
+        if self._kv_cache is not None and self._kv_cache[0] == key:
+            return self._kv_cache[1]
+        idx, valid = self.row_index()
+        d, g = self.unit_size, self.kv_groups
+        kv_rows = (idx // d // g) * d + idx % d  # the key/value row each query row reads
+        out = []
+        for k in range(idx.shape[0]):
+            real = valid[k] if valid is not None else torch.ones_like(kv_rows[k], dtype=torch.bool)
+            rows, inverse = torch.unique(kv_rows[k][real] if bool(real.any()) else kv_rows[k], return_inverse=True)
+            slots = torch.zeros_like(kv_rows[k])
+            if bool(real.any()):
+                slots[real] = inverse
+            else:
+                slots = inverse
+            out.append((rows, slots))
+        self._kv_cache = (key, out)
+        return out
 
     def row_mask(self, k: int | None = None) -> torch.Tensor:
         """Bool mask over output rows: ``[out]`` for concept ``k`` or ``[K, out]``."""
@@ -110,6 +165,7 @@ class MaskedLinear(nn.Module):
                  group: UnitGroup | None = None):
         super().__init__()
         self.base_layer, self.state, self.role, self.group = base_layer, state, role, group
+        self.shared_rows = False  # GQA key/value producer: its rows are key/value heads shared by query heads
         self.transposed = not isinstance(base_layer, nn.Linear)  # Conv1D stores [in, out]
         out_f, in_f = self.weight.shape
         self.out_features, self.in_features = out_f, in_f
@@ -150,8 +206,18 @@ class MaskedLinear(nn.Module):
         if self.role == "weights":
             return self.mask_weights[k]
         if self.role == "producer":
-            return self.group.row_mask(k).unsqueeze(1).expand(self.out_features, self.in_features)
+            return self.rows_kept(k).unsqueeze(1).expand(self.out_features, self.in_features)
         return self.group.row_mask(k).unsqueeze(0).expand(self.out_features, self.in_features)
+
+    def rows_kept(self, k: int | None = None) -> torch.Tensor:
+        """Producer: bool mask over output rows, ``[out]`` for concept ``k`` or ``[K, out]``."""
+        return self.group.kv_row_mask(k) if self.shared_rows else self.group.row_mask(k)
+
+    @property
+    def gqa_consumer(self) -> bool:
+        """The output projection under GQA: a pruned query head sharing a kept key/value head still has a
+        non-zero attention output, so the consumer masks its input itself."""
+        return self.role == "consumer" and self.group.kv_groups > 1
 
     def _watch(self, w: torch.Tensor, concept: int, index: torch.Tensor | None = None, dim: int = 0) -> torch.Tensor:
         """Report the gradient of this use of the weight to ``grad_hook`` as a full ``[out, in]`` tensor
@@ -190,6 +256,8 @@ class MaskedLinear(nn.Module):
         return m
 
     def _kept_rows(self, k: int) -> torch.Tensor:
+        if self.shared_rows:
+            return torch.nonzero(self.group.kv_row_mask(k)).flatten()
         idx, valid = self.group.row_index()
         return idx[k] if valid is None else idx[k][valid[k]]
 
@@ -210,8 +278,12 @@ class MaskedLinear(nn.Module):
         if self.role == "weights":
             return F.linear(x, self._watch(w * self._mask(self.mask_weights[k], w.dtype), k), b)
         if self.role == "producer":  # pruned units output exactly 0 (bias included)
+            if self.shared_rows:  # a key/value head follows its query heads (no mask variable of its own)
+                return F.linear(x, self._watch(w, k), b) * self.group.kv_row_mask(k).to(x.dtype)
             return F.linear(x, self._watch(w, k), b) * self._mask(self.group.row_mask(k), x.dtype)
-        return F.linear(self._probe(x, k), self._watch(w, k), b)  # consumer: pruned inputs are already 0
+        if self.gqa_consumer:
+            x = x * self._mask(self.group.row_mask(k), x.dtype)
+        return F.linear(self._probe(x, k), self._watch(w, k), b)  # consumer: pruned inputs are 0
 
     # ----------------------------------------------------------------- batched
     def _concept_weights(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -232,6 +304,9 @@ class MaskedLinear(nn.Module):
             out = [(self._watch(w * self.mask_weights[k].to(w.dtype), k), b) for k in range(n)]
         elif not self.state.compact:
             out = [(self._watch(w, k), b) for k in range(n)]
+        elif self.role == "producer" and self.shared_rows:  # each kept key/value head once
+            rows = [r for r, _ in self.group.kv_index()]
+            out = [(self._watch(w[rows[k]], k, rows[k], 0), b[rows[k]] if b is not None else None) for k in range(n)]
         elif self.role == "producer":  # only the kept units are computed
             idx, _ = self.group.row_index()
             out = [(self._watch(w[idx[k]], k, idx[k], 0), b[idx[k]] if b is not None else None) for k in range(n)]
@@ -254,12 +329,17 @@ class MaskedLinear(nn.Module):
                   for k in range(n)]
         else:
             xs = x.reshape(n, -1, x.shape[-1])
+        if self.gqa_consumer and not self.state.compact:
+            rows = self.group.row_mask().to(x.dtype)
+            xs = [xs[k] * rows[k] for k in range(n)]
         ys = [F.linear(xs[k], wk, bk) for k, (wk, bk) in enumerate(self._concept_weights())]
         if self.role == "producer":
             if not self.state.compact:
-                rows = self.group.row_mask().to(x.dtype)
+                rows = self.rows_kept().to(x.dtype)
                 ys = [y * rows[k] for k, y in enumerate(ys)]
             else:
+                if self.shared_rows:  # one copy of its key/value head per kept query head
+                    ys = [y.index_select(-1, slots) for y, (_, slots) in zip(ys, self.group.kv_index())]
                 _, valid = self.group.row_index()
                 if valid is not None:  # padding rows of concepts that keep fewer units than the widest
                     ys = [y * valid[k].to(y.dtype) for k, y in enumerate(ys)]
@@ -272,4 +352,6 @@ class MaskedLinear(nn.Module):
         return self._forward_single(x)
 
     def extra_repr(self) -> str:
-        return f"role={self.role}, in={self.in_features}, out={self.out_features}, masks={self.state.n_masks}"
+        shared = ", shared_rows (key/value heads)" if self.shared_rows else ""
+        return f"role={self.role}, in={self.in_features}, out={self.out_features}, masks={self.state.n_masks}{shared}"
+

@@ -26,13 +26,18 @@ def _role(sb: SubnetworkBackbone, name: str) -> str | None:
     return arch.role(pos[1]) if arch is not None and pos is not None else None
 
 
-def _head_layout(sb: SubnetworkBackbone, name: str) -> tuple[str, int] | None:
-    """('rows'|'cols', n_heads) for attention projections (q/k/v rows, output columns), else None."""
-    n_heads = getattr(sb.model.config, "num_attention_heads", None)
+def _head_layout(sb: SubnetworkBackbone, name: str, layer) -> tuple[str, int, str] | None:
+    """('rows'|'cols', n, 'heads'|'kv_heads') for attention projections (q/k/v rows, output columns), else None.
+    Under grouped-query attention the key / value projections have ``n`` key/value heads, not query heads."""
+    cfg = sb.model.config
+    n_heads = getattr(cfg, "num_attention_heads", None)
     role = _role(sb, name)
     if not n_heads or role not in ("head_rows", "head_cols"):
         return None
-    return ("rows" if role == "head_rows" else "cols"), n_heads
+    axis = "rows" if role == "head_rows" else "cols"
+    q_size = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+    n = (layer.out_features if axis == "rows" else layer.in_features) // q_size
+    return axis, n, "heads" if n == n_heads else "kv_heads"
 
 
 def _is_ffn(sb: SubnetworkBackbone, name: str) -> bool:
@@ -48,8 +53,9 @@ def subnetwork_stats(sb: SubnetworkBackbone, concept_names: list[str]) -> dict[s
     k_names = list(concept_names)
     kept = {c: {b: 0 for b in blocks} for c in k_names}
     total = {b: 0 for b in blocks}
-    heads: dict[str, dict[int, np.ndarray]] = {c: {} for c in k_names}
-    head_total: dict[int, np.ndarray] = {}
+    heads: dict[str, dict[str, dict[int, np.ndarray]]] = {"heads": {c: {} for c in k_names},
+                                                          "kv_heads": {c: {} for c in k_names}}
+    head_total: dict[str, dict[int, np.ndarray]] = {"heads": {}, "kv_heads": {}}
     ffn = {c: {b: 0 for b in blocks} for c in k_names}
     ffn_total = {b: 0 for b in blocks}
     inter = {(a, b): {blk: 0 for blk in blocks} for i, a in enumerate(k_names) for b in k_names[i + 1:]}
@@ -58,19 +64,19 @@ def subnetwork_stats(sb: SubnetworkBackbone, concept_names: list[str]) -> dict[s
         blk = _block_of(sb, name)
         masks = [layer.concept_mask(sb.mask_index(k)) for k in range(len(k_names))]
         total[blk] += masks[0].numel()
-        layout = _head_layout(sb, name)
+        layout = _head_layout(sb, name, layer)
         for c, m in zip(k_names, masks):
             kept[c][blk] += int(m.sum())
             if layout is not None:
-                axis, n_heads = layout
+                axis, n_heads, which = layout
                 per_head = (m.sum(1) if axis == "rows" else m.sum(0)).view(n_heads, -1).sum(1).double().cpu().numpy()
-                heads[c][blk] = heads[c].get(blk, 0) + per_head
+                heads[which][c][blk] = heads[which][c].get(blk, 0) + per_head
             elif _is_ffn(sb, name):
                 ffn[c][blk] += int(m.sum())
         if layout is not None:
-            axis, n_heads = layout
+            axis, n_heads, which = layout
             size = masks[0].numel() // n_heads
-            head_total[blk] = head_total.get(blk, 0) + np.full(n_heads, size, dtype=float)
+            head_total[which][blk] = head_total[which].get(blk, 0) + np.full(n_heads, size, dtype=float)
         elif _is_ffn(sb, name):
             ffn_total[blk] += masks[0].numel()
         for a, b in inter:
@@ -83,7 +89,12 @@ def subnetwork_stats(sb: SubnetworkBackbone, concept_names: list[str]) -> dict[s
         concepts[c] = {
             "sparsity": 1 - all_kept / max(sum(total.values()), 1),
             "per_layer": {str(b): 1 - kept[c][b] / max(total[b], 1) for b in blocks},
-            "heads_kept": {str(b): (heads[c][b] / head_total[b]).round(4).tolist() for b in heads[c]},
+            # per query head: the kept fraction of its own weights (query rows, output columns)
+            "heads_kept": {str(b): (heads["heads"][c][b] / head_total["heads"][b]).round(4).tolist()
+                           for b in heads["heads"][c]},
+            # grouped-query attention only: per key/value head, the kept fraction of its key / value rows
+            **({"kv_heads_kept": {str(b): (heads["kv_heads"][c][b] / head_total["kv_heads"][b]).round(4).tolist()
+                                  for b in heads["kv_heads"][c]}} if heads["kv_heads"][c] else {}),
             "ffn_kept": {str(b): ffn[c][b] / ffn_total[b] for b in blocks if ffn_total[b]},
         }
     jaccard = {f"{a}|{b}": {str(blk): inter[(a, b)][blk] / max(union[(a, b)][blk], 1) for blk in blocks}
@@ -191,7 +202,7 @@ def materialize(sb: SubnetworkBackbone, concept: int):
     from sparsecbm.sparsity.injector import remove
 
     k = sb.mask_index(concept)
-    masks = {n: (layer.concept_mask(k).clone(), layer.role, layer.group.row_mask(k).clone() if layer.group else None)
+    masks = {n: (layer.concept_mask(k).clone(), layer.role, layer.rows_kept(k).clone() if layer.role == "producer" else None)
              for n, layer in sb.masked_layers().items()}
     sb.remove_branch_hooks()
     try:

@@ -111,7 +111,7 @@ def unit_sums(sb, weight_scores: Mapping[str, torch.Tensor]) -> dict[str, torch.
                 continue
             s = weight_scores[lname]
             per_row = s.sum(2) if layer.role == "producer" else s.sum(1)  # [K, out] or [K, in]
-            total = total + per_row.reshape(s.shape[0], group.n_units, group.unit_size).sum(2)
+            total = total + group.units_from_rows(per_row, layer.shared_rows)  # GQA key/value: shared
         out[gname] = total
     return out
 
@@ -223,7 +223,7 @@ class MovementScorer(Scorer):
                     s = -(layer.weight.detach() * grad)
                     per = s.sum(1) if layer.role == "producer" else s.sum(0)
                     g = layer.group
-                    g.mask_movement[concept].add_(per.view(g.n_units, g.unit_size).sum(1).float())
+                    g.mask_movement[concept].add_(g.units_from_rows(per, layer.shared_rows).float())
 
             layer.grad_hook = unit_hook
 

@@ -28,10 +28,14 @@ TINY = {
     "electra": {**BERT_LIKE, "embedding_size": 16},
     "distilbert": {"vocab_size": 64, "dim": 16, "n_layers": 2, "n_heads": 2, "hidden_dim": 32,
                    "max_position_embeddings": 64},
+    "mpnet": {**BERT_LIKE, "pad_token_id": 1},
     "llama": LLAMA_LIKE, "qwen2": LLAMA_LIKE, "mistral": LLAMA_LIKE, "qwen3": {**LLAMA_LIKE, "head_dim": 8},
+    "gemma": {**LLAMA_LIKE, "head_dim": 8}, "gemma2": {**LLAMA_LIKE, "head_dim": 8, "query_pre_attn_scalar": 8},
+    "gemma3_text": {**LLAMA_LIKE, "head_dim": 8, "query_pre_attn_scalar": 8},
     "gpt2": {"vocab_size": 64, "n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 64},
 }
-BLOCKS = {"bert": "encoder.layer", "distilbert": "transformer.layer", "llama": "layers", "gpt2": "h"}
+BLOCKS = {"bert": "encoder.layer", "mpnet": "encoder.layer", "distilbert": "transformer.layer", "llama": "layers",
+          "gpt2": "h"}
 
 
 def tiny_model(model_type: str) -> nn.Module:
@@ -99,9 +103,9 @@ def test_find_blocks_needs_a_module_list_of_layers():
         find_blocks(nn.Sequential(nn.Linear(2, 2)))
 
 
-@pytest.mark.parametrize("model_type", ["distilbert"])
+@pytest.mark.parametrize("model_type", ["distilbert", "mpnet"])
 def test_structured_masks_on_families_the_table_adds(model_type):
-    """Heads and neurons cut out of DistilBERT blocks (batched, units gathered) compute what the naive
+    """Heads and neurons cut out of DistilBERT and MPNet blocks (batched, units gathered) compute what the naive
     per-concept passes compute, and different unit masks give different concepts' states."""
     from sparsecbm.sparsity import SubnetworkBackbone
 

@@ -31,6 +31,7 @@ def decoder_cfg(cfg_factory, family: str, *extra: str):
                        *extra])
     with open_dict(cfg):
         cfg.backbone.config = FAMILIES[family]
+        cfg.backbone.lora.target_modules = None  # peft's default per family (tiny_decoder's regex is Llama's)
     return cfg
 
 
