@@ -26,6 +26,34 @@ from sparsecbm.timing import machine, time_inference, time_interventions, time_t
 
 log = logging.getLogger(__name__)
 
+#: ``quick=true``: every configuration, scaling and intervention path once, in about a minute on 2 CPU cores
+#: (a smoke run of the code, never a measurement: no targets are checked).
+QUICK = {
+    "steps": {"warmup": 1, "timed": 2, "scaling": 1}, "inference_reps": 2, "inference_batches": [1, 4],
+    "k_scaling": [1, 4], "length_scaling": [16], "isolate": False, "batch_size": 4, "targets": [],
+    "data": {"max_length": 32, "limit": {"train": 16, "dev": 8, "test": 8}},
+    "k_data": {"max_length": 32, "limit": {"train": 16, "dev": 8, "test": 8}},
+}
+
+
+def quick_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with :data:`QUICK`'s settings, 64-token padding for the padded configurations, the tiny random
+    BERT in place of the pretrained MiniLM (another ``backbone=`` is kept) and the repository's tiny CEBaB
+    fixture when ``data.root`` is not given."""
+    from sparsecbm.config import CONF_DIR, ROOT
+    from sparsecbm.models.backbone import MINILM_ALIASES
+
+    cfg = OmegaConf.merge(cfg, QUICK)
+    for spec in cfg.configs.values():
+        if spec.get("pad_to"):
+            spec.pad_to = 64
+            spec.steps = 1
+    if cfg.backbone.name_or_path in MINILM_ALIASES and cfg.backbone.get("pretrained", True):
+        cfg.backbone = OmegaConf.load(Path(CONF_DIR) / "backbone" / "tiny_bert.yaml")
+    if cfg.data.get("root") is None:
+        cfg.data.root = str(ROOT / "tests" / "fixtures" / "cebab_tiny")
+    return cfg
+
 
 def build_model(spec: dict[str, Any], concepts, backbone_cfg, seed: int = 0, device: str = "cpu"):
     """A CBM (dense or with per-concept subnetworks at a fixed sparsity) for timing, on ``device``."""
@@ -80,11 +108,12 @@ def targets(result: dict[str, Any], spec) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
+    cuda = any(r["train"].get("peak_cuda_bytes") for r in result["configs"].values())
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
-             + (f", GPU {m['cuda']}" if m.get("cuda") else ""), "",
+             + (f", GPU {m['cuda']}" if m.get("cuda") else "") + f", device {result.get('device', 'cpu')}", "",
              "| config | train ex/s (median [IQR]) | × dense | × dense at the same padding | peak RSS (GB) | "
-             "infer ms/ex @1 | infer ms/ex @32 | mask MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             + ("peak CUDA (GB) | " if cuda else "") + "infer ms/ex @1 | infer ms/ex @32 | mask MB |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if cuda else "")]
     for name, r in result["configs"].items():
         t = r["train"]
         inf = r.get("inference", {})
@@ -96,7 +125,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {t['examples_per_s']:.2f} [{t['iqr'][0]:.2f}, {t['iqr'][1]:.2f}] | {r['ratio_to_dense']:.3f} | "
             f"{'-' if padded is None else f'{padded:.3f}'} | "
-            f"{t['peak_rss_bytes'] / 2**30:.2f} | {fmt(inf.get('batch_1_s'))} | {fmt(inf.get('batch_32_s'))} | "
+            f"{t['peak_rss_bytes'] / 2**30:.2f} | "
+            + (f"{(t.get('peak_cuda_bytes') or 0) / 2**30:.2f} | " if cuda else "")
+            + f"{fmt(inf.get('batch_1_s'))} | {fmt(inf.get('batch_32_s'))} | "
             f"{mask_mb} |")
     for title, key in (("Scaling with K", "k_scaling"), ("Scaling with sequence length", "length_scaling")):
         rows = result.get(key) or {}
@@ -150,6 +181,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from sparsecbm.config import resolve_device
 
+    if cfg.get("quick"):
+        cfg = quick_config(cfg)
+        log.info("bench: quick=true, a smoke run (%s, %s): no measurement, no targets", cfg.backbone.name_or_path,
+                 cfg.data.root)
     seed, device = int(cfg.seed), resolve_device(cfg.get("accelerator", "cpu"))
     torch.manual_seed(seed)
     if cfg.threads:

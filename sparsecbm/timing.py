@@ -79,6 +79,8 @@ def time_training(model, batches, warmup: int, steps: int, pad_to: int | None, p
     model.train()
     times = []
     device = _device_of(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with PeakRSS() as rss:
         for i in range(warmup + steps):
             b = _on(_pad(batches[i % len(batches)], pad_to, pad_id), device)
@@ -94,7 +96,8 @@ def time_training(model, batches, warmup: int, steps: int, pad_to: int | None, p
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
-    return {**_stats(times, batches[0]["label"].shape[0]), "peak_rss_bytes": rss.peak}
+    cuda = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    return {**_stats(times, batches[0]["label"].shape[0]), "peak_rss_bytes": rss.peak, "peak_cuda_bytes": cuda}
 
 
 @torch.no_grad()

@@ -27,8 +27,14 @@ CEBAB = SHARED / "cebab"
 TINY_BERT = ["backbone=tiny_bert"]
 
 
+#: Entry points with a top-level ``accelerator=auto|cpu|gpu`` option.
+ACCELERATED = ("train", "evaluate", "intervene", "explain", "label_refit", "serve")
+
+
 def compose_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):
-    """The real config tree, composed like the CLI does, writing into ``tmp_path``."""
+    """The real config tree, composed like the CLI does, writing into ``tmp_path``. Tests run on the CPU (the
+    same numbers on every machine) unless they pass ``accelerator=`` (tests/test_gpu.py) or ``trainer=gpu``."""
+    on_cpu = config_name in ACCELERATED and not any(o.startswith(("accelerator=", "trainer=")) for o in overrides)
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose(
             config_name,
@@ -36,6 +42,7 @@ def compose_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"
                 f"paths.output_dir={tmp_path}",
                 f"paths.cache_dir={tmp_path / 'cache'}",
                 *(["callbacks.progress_bar=null"] if config_name == "train" else []),
+                *(["accelerator=cpu"] if on_cpu else []),
                 *overrides,
             ],
         )

@@ -175,3 +175,27 @@ class SimulatedDevice(TorchFunctionMode):
         if host:
             mark_host(out)
         return out
+
+
+class OnDevice:
+    """A Lightning callback (``+callbacks.on_device={_target_: device_sim.OnDevice, device: cuda}``): at every
+    training step every parameter and every batch tensor is on ``device`` (``cpu`` | ``cuda``); ``steps``
+    counts the checked steps."""
+
+    def __new__(cls, device: str):
+        import lightning as L
+
+        class _OnDevice(L.Callback):
+            def __init__(self):
+                self.device, self.steps = device, 0
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                off = [n for n, p in pl_module.named_parameters() if p.device.type != self.device]
+                assert not off, f"parameters not on {self.device} during training: {off[:5]}"
+                tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                assert all(v.device.type == self.device for v in tensors.values()), \
+                    {k: str(v.device) for k, v in tensors.items()}
+                self.steps += 1
+
+        _OnDevice.__name__ = _OnDevice.__qualname__ = "OnDevice"
+        return _OnDevice()
