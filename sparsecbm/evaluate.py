@@ -67,6 +67,7 @@ def evaluate(cfg: DictConfig) -> RunResult:
         loader = dm.loader(split)
         run = trainer.validate if split == "dev" else trainer.test
         metrics = run(module, dataloaders=loader, verbose=False)[0]
+        module.to(session.device)  # Lightning leaves the model on the CPU; the analyses run on the session's device
         stages[STAGES[split]] = stage_result(metrics, STAGES[split], names, module, loader, ceiling,
                                              train_loader=dm.loader("train"))
     trained = module.run_config or {}

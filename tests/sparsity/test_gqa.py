@@ -28,6 +28,7 @@ BASE = {"vocab_size": 64, "hidden_size": 48, "num_hidden_layers": 2, "num_attent
 FAMILIES = {"llama": {}, "qwen2": {}, "mistral": {"sliding_window": None},
             "gemma2": {"head_dim": 8, "query_pre_attn_scalar": 8}, "gemma3_text": {"head_dim": 8, "query_pre_attn_scalar": 8}}
 K = 3
+SCORERS = "sparsecbm.sparsity.scorers"
 
 
 def gqa(family="llama", impl="batched", granularity="structured", n_concepts=K, dtype=torch.float32, seed=0, **kw):
@@ -109,7 +110,7 @@ def taylor_gqa():
     cfg = {"model_type": "llama", **BASE, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 8,
            "num_key_value_heads": 2, "intermediate_size": 64}
     bb = Backbone("minilm", pooling="last", pretrained=False, config=cfg)
-    sb = SubnetworkBackbone(bb, 2, granularity="structured", scorer={"name": "taylor"})
+    sb = SubnetworkBackbone(bb, 2, granularity="structured", scorer={"_target_": f"{SCORERS}.TaylorScorer"})
     model = ConceptBottleneckModel(sb, CS2, activation="probs", dropout=0.0)
     losses = concept_losses_of(model)
     pruner = Pruner(sb, concept_losses=losses)
@@ -198,17 +199,16 @@ def test_materialise_and_export_round_trip(taylor_gqa, tmp_path):
     assert sb.model.layers[0].self_attn._forward_pre_hooks  # the original keeps its hook
 
 
-@pytest.mark.parametrize("scorer", ["magnitude", "movement", "obert", "fisher"])
+@pytest.mark.parametrize("scorer", ["MagnitudeScorer", "MovementScorer", "OBertScorer", "FisherScorer"])
 def test_every_scorer_and_global_scope_on_gqa(scorer):
     """Every scorer scores query heads (key/value rows shared by their group); scope=global keeps units by
     score per weight until the weight budget is met."""
-    sb = gqa(n_concepts=2, scorer={"name": scorer, **({"batches": 1} if scorer in ("obert", "fisher") else {})},
-             schedule={"scope": "global"})
+    sb = gqa(n_concepts=2, scorer={"_target_": f"{SCORERS}.{scorer}", "batches": 1}, schedule={"scope": "global"})
     model = ConceptBottleneckModel(sb, CS2, activation="probs", dropout=0.0)
     b = data(8, 1)
     pruner = Pruner(sb, concept_loss=lambda k, batch: concept_losses_of(model)(batch)[k],
                     concept_losses=concept_losses_of(model))
-    if scorer == "movement":  # scores accumulate from training gradients
+    if scorer == "MovementScorer":  # scores accumulate from training gradients
         sum(concept_losses_of(model)(b)).backward()
     pruner.prune(0.5, lambda: [b])
     groups = sb.unit_groups()
