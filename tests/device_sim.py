@@ -9,7 +9,10 @@ GPU run would have on the CPU and raises :class:`DeviceMismatch` where such a te
   ``as_tensor`` / ``from_numpy`` of Python or NumPy data, ``.cpu()`` and ``.to("cpu")``, and results
   computed from host tensors only (a batch before Lightning moves it, the data loader's collate);
 * device: everything else: the model's parameters and buffers, tensors made with ``device=<torch.device>``
-  or ``.to(<torch.device or tensor>)``, gradients, results with any device input.
+  or ``.to(<torch.device or tensor>)``, gradients, results with any device input. The ``.device`` of a host
+  tensor (e.g. ``next(model.parameters()).device`` after Lightning moved the model back to the CPU) stands
+  for the host; ``as_device="cpu"`` makes the *string* ``"cpu"`` stand for the accelerator (an inference
+  session built with ``device="cpu"`` playing one built with ``"cuda"``).
 
 An operation mixing a device tensor with a host tensor of one or more dimensions raises (0-d host tensors
 are allowed, as CUDA allows CPU scalars), as do ``.numpy()`` of a device tensor and a host tensor reaching
@@ -20,7 +23,7 @@ host index tensor is flagged (CUDA accepts it, but the transfer is a sync point)
 Example:
     >>> with SimulatedDevice():
     ...     scores = torch.zeros(3)                  # host: no device=
-    ...     scores += model_param[:3]                # raises DeviceMismatch
+    ...     scores += layer.weight[0]                # raises DeviceMismatch (layer made before the mode)
 """
 
 from __future__ import annotations
