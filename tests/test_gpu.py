@@ -168,7 +168,7 @@ def test_bench_quick_on_the_device(tmp_path, device):
 @pytest.mark.gpu
 def test_gpu_outputs_match_cpu(graded_sparse):
     """One checkpoint on both devices: float32 outputs equal to rounding, bf16 autocast within bf16's precision,
-    and the same mask-level edit."""
+    and the mask-level edit alike."""
     from sparsecbm.sparsity.intervention import MaskEditor
 
     device, ckpt, _ = graded_sparse
@@ -190,5 +190,7 @@ def test_gpu_outputs_match_cpu(graded_sparse):
     for session in (gpu, cpu):
         enc = session.encode([TEXT])
         edits.append(MaskEditor(session.module.model, 0.2).intervene(0, enc["input_ids"], enc["attention_mask"], 1))
-    assert edits[0].swapped == edits[1].swapped and edits[0].per_layer == edits[1].per_layer
-    assert edits[0].after_probs == pytest.approx(edits[1].after_probs, abs=1e-3)
+    assert edits[0].swapped == edits[1].swapped and edits[0].per_layer == edits[1].per_layer  # counts: exact
+    # which units swap follows gradients equal to rounding (a near-tie may pick another unit): close, not equal
+    assert edits[0].before_probs == pytest.approx(edits[1].before_probs, abs=1e-4)
+    assert edits[0].after_probs == pytest.approx(edits[1].after_probs, abs=5e-2)
