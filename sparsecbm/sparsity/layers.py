@@ -119,12 +119,11 @@ class UnitGroup(nn.Module):
         out = []
         for k in range(idx.shape[0]):
             real = valid[k] if valid is not None else torch.ones_like(kv_rows[k], dtype=torch.bool)
-            rows, inverse = torch.unique(kv_rows[k][real] if bool(real.any()) else kv_rows[k], return_inverse=True)
+            if not bool(real.any()):  # a concept with no kept head: its (zeroed) slots read any row
+                real = torch.ones_like(real)
+            rows, inverse = torch.unique(kv_rows[k][real], return_inverse=True)
             slots = torch.zeros_like(kv_rows[k])
-            if bool(real.any()):
-                slots[real] = inverse
-            else:
-                slots = inverse
+            slots[real] = inverse
             out.append((rows, slots))
         self._kv_cache = (key, out)
         return out
