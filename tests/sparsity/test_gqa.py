@@ -236,3 +236,20 @@ def test_short_structured_training_on_the_tiny_gqa_decoder(cfg_factory):
     for c in sub["concepts"].values():
         assert set(c["heads_kept"]) == {"2", "3"} and all(len(v) == 4 for v in c["heads_kept"].values())
         assert all(len(v) == 2 for v in c["kv_heads_kept"].values())
+
+
+def test_gradient_checkpointing_recomputes_under_the_gathered_layout():
+    """A block recomputed in the backward pass regroups its attention as its forward pass did: same gradients."""
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        bb = Backbone("minilm", pooling="last", pretrained=False, gradient_checkpointing=checkpointing,
+                      config={"model_type": "llama", **BASE})
+        sb = SubnetworkBackbone(bb, K, granularity="structured").train()
+        set_random_units(sb)
+        ids, mask = example()
+        (sb(ids, mask) * torch.arange(1, K + 1).view(K, 1, 1)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in sb.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any("k_proj" in n for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-5)
