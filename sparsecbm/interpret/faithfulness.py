@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sparsecbm.interpret.attribution import Tokens, _model, concept_prob_fn
+from sparsecbm.interpret.attribution import Tokens, concept_prob_fn
 
 FRACTIONS = (0.05, 0.10, 0.20)
 
@@ -65,7 +65,7 @@ def _label(q: float) -> str:
 
 @torch.no_grad()
 def faithfulness(
-    module,
+    model,
     batch: dict,
     concept: int,
     scores: torch.Tensor,
@@ -76,10 +76,10 @@ def faithfulness(
     """Comprehensiveness, sufficiency (at each of ``fractions``) and deletion AUC of ``scores`` ``[B, T]``.
 
     Example:
-        >>> s = get_method("lig", tokens).attribute(module, batch, 0)
-        >>> faithfulness(module, batch, 0, s, tokens).summary()["comp@10%"]
+        >>> s = get_method("lig", tokens).attribute(model, batch, 0)
+        >>> faithfulness(model, batch, 0, s, tokens).summary()["comp@10%"]
     """
-    model = _model(module).eval()
+    model.eval()
     fn = concept_prob_fn(model, concept)
     ids_all, mask_all = batch["input_ids"], batch["attention_mask"]
     cand_all = tokens.candidates(ids_all, mask_all)
