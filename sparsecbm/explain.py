@@ -8,7 +8,6 @@ Writes ``explanations.json``, ``report.html`` and PNGs into the run folder; with
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecbm.config import check_split, hydra_entry_point
-from sparsecbm.errors import ConfigError
 from sparsecbm.jsonio import write_json
 
 log = logging.getLogger(__name__)
@@ -53,73 +51,6 @@ def batches_for(cfg: DictConfig, session) -> list[tuple[dict, list[str]]]:
     """``[(batch, texts)]`` for ``text=...`` or ``split=... n=...`` of an
     :class:`~sparsecbm.session.InferenceSession`."""
     return _text_batches(cfg, session) if cfg.get("text") else _data_batches(cfg, session)
-
-
-def compare_faithfulness(
-    session,
-    batches,
-    methods: list[str],
-    options: dict,
-    fractions,
-    steps: int,
-    concepts: str = "all",
-    on_method=None,
-) -> dict[str, dict[str, float]]:
-    """Faithfulness summary and attribution seconds per (example, concept) pair of every method.
-
-    ``concepts=all`` scores every concept of every example; ``round_robin`` scores example ``i`` on
-    concept ``i mod K`` only (K times cheaper, every concept equally often).
-    """
-    if concepts not in ("all", "round_robin"):
-        raise ConfigError(f"concepts='{concepts}' is not valid; expected all | round_robin")
-    from sparsecbm.interpret.attribution import Tokens, get_method
-    from sparsecbm.interpret.faithfulness import FaithfulnessScores, faithfulness
-
-    model = session.model
-    tokens = Tokens.from_tokenizer(session.tokenizer)
-    n_concepts = len(model.concepts.names)
-    jobs, seen = [], 0  # (sub-batch, concept)
-    for batch, _ in batches:
-        size = len(batch["input_ids"])
-        for k in range(n_concepts):
-            rows = (
-                torch.arange(size)
-                if concepts == "all"
-                else torch.nonzero((torch.arange(size) + seen) % n_concepts == k).flatten()
-            )
-            if len(rows):
-                jobs.append(({key: v[rows] for key, v in batch.items()}, k))
-        seen += size
-    table = {}
-    for name in methods:
-        method, scores, seconds = get_method(name, tokens, model, **options), FaithfulnessScores(), 0.0
-        for batch, k in jobs:
-            start = time.perf_counter()
-            s = method.attribute(model, batch, k)
-            seconds += time.perf_counter() - start
-            scores.extend(faithfulness(model, batch, k, s, tokens, tuple(fractions), steps))
-        key = f"ours ({method.name})" if name == "ours" else name
-        summary = scores.summary()
-        table[key] = {**summary, "seconds_per_pair": seconds / max(summary["n"], 1), "examples": seen}
-        log.info("faithfulness %s: %s", key, table[key])
-        if on_method is not None:
-            on_method(table)
-    return table
-
-
-def markdown_table(table: dict[str, dict[str, float]], fractions) -> str:
-    keys = [f"comp@{round(q * 100):g}%" for q in fractions] + [f"suff@{round(q * 100):g}%" for q in fractions]
-    head = "| method | " + " | ".join(keys) + " | deletion AUC | s / (example, concept) |"
-    lines = [head, "|" + "---|" * (len(keys) + 3)]
-    for name, row in table.items():
-        cells = " | ".join(f"{row[k]:.3f}" for k in keys)
-        lines.append(f"| {name} | {cells} | {row['deletion_auc']:.3f} | {row['seconds_per_pair']:.3f} |")
-    lines.append("")
-    lines.append(
-        "comprehensiveness: higher is better; sufficiency and deletion AUC: lower is better. "
-        f"{next(iter(table.values()))['n']} (example, concept) pairs per method."
-    )
-    return "\n".join(lines)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -167,7 +98,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     "deletion_steps": int(cfg.deletion_steps),
                 },
             )
+            from sparsecbm.interpret.faithfulness import markdown_table
+
             (out_dir / "faithfulness.md").write_text(markdown_table(table, cfg.fractions) + "\n")
+
+        from sparsecbm.interpret.faithfulness import compare_faithfulness, markdown_table
 
         table = compare_faithfulness(
             session,

@@ -119,11 +119,6 @@ class CBMLitModule(L.LightningModule):
         return self.training_mode.name
 
     @property
-    def cbm_cfg(self) -> dict[str, Any]:
-        """The ``cbm`` options as a flat plain dict."""
-        return self.cbm.to_dict()
-
-    @property
     def train_intervention_prob(self) -> float:
         """``cbm.train_intervention_prob`` (settable: e.g. switched off for a probe)."""
         return self.cbm.train_intervention_prob
@@ -221,8 +216,7 @@ class CBMLitModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts, out = self.training_losses(batch)
-        label_logits, concept_logits, extras = out if isinstance(out, tuple) else (
-            out.label_logits, out.concept_logits, out.pooler)
+        label_logits, concept_logits, extras = out.label_logits, out.concept_logits, out.pooler
         for name, penalty in self.sparsity_penalties(batch, extras).items():
             loss, parts[name] = loss + penalty, penalty
         self.metrics["train_metrics"].update(label_logits.detach(), batch["label"],
