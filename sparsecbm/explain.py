@@ -119,17 +119,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.report:
         result["report"] = str(write_report(es, out_dir / "report.html", md))
         result["pngs"] = [str(p) for p in write_pngs(es, out_dir, int(cfg.pngs))]
-    log.info("explanations written to %s", out_dir)
     return result
 
 
 @hydra_entry_point("explain")
 def main(cfg: DictConfig) -> None:
+    from sparsecbm.results import print_outputs
+
     result = run(cfg)
-    print(
-        f"explanations: {result['explanations']}"
-        + (f"\nreport: {result['report']}" if "report" in result else "")
-    )
+    print_outputs({"explanations": result["explanations"], "report": result.get("report"),
+                   "faithfulness": str(Path(cfg.paths.output_dir) / "faithfulness.md") if cfg.faithfulness else None})
 
 
 if __name__ == "__main__":

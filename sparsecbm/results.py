@@ -107,6 +107,24 @@ SUMMARY_COLUMNS = {
 }
 
 
+_ACTIVATIONS = {"logits": "concept logits", "probs": "concept probabilities", "hard": "hard concepts",
+                "embedding": "concept embeddings"}
+
+
+def cbm_title(cbm: Mapping[str, Any]) -> str:
+    """The model's ``conf/cbm`` preset and what it is, from its ``cbm`` options, for headers: e.g.
+    ``cem (joint, concept embeddings)``, ``strict (independent, hard concepts)``, ``standard (no concepts)``."""
+    mode, activation = cbm.get("mode", "joint"), cbm.get("activation", "logits")
+    if mode == "standard":
+        return "standard (no concepts)"
+    residual = int(cbm.get("residual_dim") or 0)
+    name = ("cem" if activation == "embedding" else "hybrid" if residual else
+            "strict" if (mode, activation) == ("independent", "hard") else mode)
+    parts = ([mode] if name != mode else []) + [_ACTIVATIONS.get(activation, activation)]
+    parts += [f"{residual}-dim residual"] if residual else []
+    return f"{name} ({', '.join(parts)})"
+
+
 def summary_table(results: Mapping[str, Any], title: str):
     """A rich table of task and concept metrics per split, with the ceiling / leakage figures, in %.
 
@@ -137,6 +155,14 @@ def summary_table(results: Mapping[str, Any], title: str):
                      f"test acc with the residual at its mean {fmt(residual['without']['acc'])}")
     table.caption = "\n".join(lines)
     return table
+
+
+def print_outputs(outputs: Mapping[str, Any]) -> None:
+    """The files a command wrote, one ``what: path`` line each, last on stdout (every inference command ends
+    this way, so a user always sees where to look)."""
+    for what, path in outputs.items():
+        if path:
+            print(f"{what}: {path}", flush=True)
 
 
 def fmt_mean_std(values: list[float]) -> str:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from sparsecbm.config import hydra_entry_point, resolve_device
 from sparsecbm.data.loading import preflight
 from sparsecbm.errors import CheckpointError
-from sparsecbm.results import check_optimized_metric, summary_table
+from sparsecbm.results import cbm_title, check_optimized_metric, summary_table
 
 if TYPE_CHECKING:
     from sparsecbm.run_result import RunResult
@@ -181,7 +181,7 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
         from sparsecbm.tracking import log_run_outputs
 
         log_run_outputs(trainer.loggers, result, output_dir)
-        Console().print(summary_table(result, f"{cfg.task_name}: {module.mode} CBM ({output_dir})"))
+        Console().print(summary_table(result, f"{cfg.task_name}: {cbm_title(cfg.cbm)} ({output_dir})"))
         log.info("results written to %s", output_dir / "results.json")
     return result, {"datamodule": datamodule, "module": module, "trainer": trainer}
 
