@@ -35,6 +35,7 @@ from sparsecbm.interpret.intervention import (
     require_concepts,
 )
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck
+from sparsecbm.results import cbm_title
 from sparsecbm.serve.core import ExplorerError, Limits
 from sparsecbm.serve.explanations import Explanations
 from sparsecbm.serve.mask_edits import MaskEdits
@@ -101,9 +102,13 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         """What the page needs to lay itself out."""
         from sparsecbm.models.label_sparsity import label_weight
 
+        ckpt, run = self.session.ckpt_path, self.session.run_dir
         return {
-            "checkpoint": self.session.ckpt_path.name if self.session.ckpt_path else None,
-            "run": self.session.run_dir.name if self.session.run_dir else None,
+            "checkpoint": ckpt.name if ckpt else None,
+            "run": run.name if run else None,
+            # what the page calls this model: its run folder and checkpoint (every run's best is "best.ckpt")
+            "title": f"{run.name}/{ckpt.name}" if ckpt and run else (ckpt.name if ckpt else "model"),
+            "cbm": cbm_title(self.session.meta.cbm),
             "mode": self.session.mode,
             "activation": self.model.activation,
             "label_head": "linear" if label_weight(self.model.label_head) is not None else "mlp",

@@ -60,9 +60,20 @@ def test_cli_serves_page_predict_and_intervene(serve_ckpts, tmp_path):
         assert pred["label_probs"] == pytest.approx([ref.before.label_probs[v] for v in labels], abs=1e-6)
         assert edit["after"]["label_probs"] == pytest.approx([ref.after.label_probs[v] for v in labels], abs=1e-6)
         assert httpx.get(base + "/api/examples", timeout=30).json()["total"] == 32  # the smoke run's data.limit.test
+        # Ctrl+C with a kept-alive connection open and the Dataset pass started: one line, exit 0, in < 2 s
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/api/dataset").status_code in (200, 202)
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            seconds = time.monotonic() - start
+        assert proc.returncode == 0 and out.strip().splitlines() == ["sparsecbm explorer: stopped"], (out, err)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        assert seconds < 2, seconds
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(20)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(20)
 
 
 def test_cli_user_error_exits_2_with_one_line(tmp_path):
