@@ -93,7 +93,9 @@ def explain_batch(
     ids, mask = batch["input_ids"], batch["attention_mask"]
     outputs, extras, label_logits = _forward(model, batch)
     logits = outputs.logits
-    scores = [attributor.attribute(model, batch, k) for k in range(len(logits))]
+    # every concept at once: a method that can shares the forward passes (LIG), and none recomputes the targets
+    scores = attributor.attribute_all(model, batch, [lg.argmax(-1) for lg in logits])
+    weights = model.token_pooler.token_weights(extras) if extras is not None else None
     pred = label_logits.argmax(-1)
     contrib = concept_contributions(model, outputs, pred)
     contrib_names = [*model.concepts.names, *([RESIDUAL] if model.residual_dim else [])]
@@ -111,7 +113,7 @@ def explain_batch(
         concepts = []
         for k, spec in enumerate(cs.concepts):
             p = logits[k][b].softmax(-1)
-            gates = model.token_pooler.token_weights(extras)[k, b, real].tolist() if extras is not None else None
+            gates = weights[k, b, real].tolist() if weights is not None else None
             true = spec.values[int(batch["concepts"][b, k])] if "concepts" in batch else None
             concepts.append(
                 ConceptExplanation(
@@ -155,5 +157,5 @@ def explanation_set(session, explanations: list[Explanation], method: str, resul
         explanations, method=resolve_name(method, model),
         checkpoint=str(session.ckpt_path) if session.ckpt_path else None,
         label_layer=label_layer_summary(model), label_sparsity=session.meta.cbm.get("label_sparsity", "none"),
-        subnetwork=subnetwork_summary(model, results_path), meta=dict(meta or {}))
+        subnetwork=subnetwork_summary(model, results_path), meta={"activation": model.activation, **(meta or {})})
 
