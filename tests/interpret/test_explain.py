@@ -176,6 +176,9 @@ def test_lig_of_every_concept_at_once_equals_captum_per_concept(serve_ckpts, whi
             alone = method.attribute(session.model, batch, k)
             assert scores.shape == alone.shape and torch.allclose(scores, alone, atol=1e-6), (which, internal, k)
         assert any(float(s.abs().max()) > 0 for s in together)
+    # nothing left behind: the embedding hook removed, every parameter's requires_grad as it was
+    layer = session.model.backbone.model.get_input_embeddings()
+    assert not layer._forward_hooks and all(p.requires_grad for p in session.model.parameters())
 
 
 def test_gates_of_every_concept_at_once(gated_ckpt):
