@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     kept = []
     order = []
     for batch, texts in batches if cfg.get("explanations", True) else []:
-        es.explanations += explain_batch(session, batch, cfg.method, texts, **options)
+        es.explanations += explain_batch(session, batch, cfg.method, texts, units=bool(cfg.units), **options)
         order += batch["index"].tolist() if "index" in batch else range(len(order), len(order) + len(texts))
         if hasattr(model.token_pooler, "kept_fraction"):  # token gates
             with torch.no_grad():

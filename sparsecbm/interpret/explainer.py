@@ -74,7 +74,7 @@ def _forward(model, batch):
 
 
 def explain_batch(
-    session, batch: dict, method: str = "ours", texts: list[str] | None = None, **options
+    session, batch: dict, method: str = "ours", texts: list[str] | None = None, units: bool = False, **options
 ) -> list[Explanation]:
     """Explanations of every example of ``batch`` (``input_ids``, ``attention_mask``, optional ``label``/``concepts``).
 
@@ -83,6 +83,8 @@ def explain_batch(
         batch: A collated batch on the session's device.
         method: Token attribution method (see :mod:`sparsecbm.interpret.attribution`).
         texts: The raw texts (decoded from the ids when ``None``).
+        units: Sparse models: per example and concept, also the heads and FFN neurons of its subnetwork that
+            mattered most (one more forward and backward per concept and example; off unless asked).
         **options: Method options (``n_steps``, ``n_samples``, ...).
     """
     model, tokenizer = session.model.eval(), session.tokenizer
@@ -139,7 +141,7 @@ def explain_batch(
                 contributions=dict(zip(contrib_names, contrib[b].tolist())) if contrib is not None else None,
                 label_bias=float(bias[b]) if bias is not None else None,
                 true_label=str(cs.label.values[int(batch["label"][b])]) if "label" in batch else None,
-                subnetwork=example_subnetworks(model, ids[b : b + 1], mask[b : b + 1], summary),
+                subnetwork=example_subnetworks(model, ids[b : b + 1], mask[b : b + 1], summary, units=units),
             )
         )
     return out

@@ -134,7 +134,7 @@ def test_explain_sparse_model_has_subnetwork_level(tmp_path):
 
     train(compose_cfg(tmp_path / "t", ["experiment=smoke", "trainer.max_epochs=2", "sparsity=head", *TINY_BERT]))
     cfg = compose_cfg(tmp_path / "e", [f"ckpt_path={tmp_path / 't/checkpoints/best.ckpt'}", "n=2", "batch_size=2",
-                                       "pngs=0"], "explain")
+                                       "pngs=0", "units=true"], "explain")
     run(cfg)
     es = ExplanationSet.load(tmp_path / "e" / "explanations.json")
     assert es.subnetwork["granularity"] == "head" and set(es.subnetwork["density"]) == {
@@ -148,6 +148,12 @@ def test_explain_sparse_model_has_subnetwork_level(tmp_path):
     assert es.subnetwork["cross_mask"] == trained["cross_mask"] and es.subnetwork["concept_specific"] is True
     report = (tmp_path / "e" / "report.html").read_text()
     assert 'class="cross-mask"' in report and report.count("<th>mask ") == 4
+    # the per-example units only when asked (units=true): by default the example carries the model's density
+    run(compose_cfg(tmp_path / "d", [f"ckpt_path={tmp_path / 't/checkpoints/best.ckpt'}", "n=2", "batch_size=2",
+                                     "pngs=0", "report=false"], "explain"))
+    plain = ExplanationSet.load(tmp_path / "d" / "explanations.json")[0]
+    assert plain.subnetwork == {"density": e.subnetwork["density"]}
+    assert plain.concepts[0].token_scores == e.concepts[0].token_scores
 
 
 def test_ours_is_the_gates_of_a_gated_model_and_lig_otherwise(gated_ckpt):
