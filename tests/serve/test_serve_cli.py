@@ -128,7 +128,7 @@ def test_bench_writes_json(serve_ckpts, tmp_path):
     from sparsecbm.serve.bench import run as bench
 
     out = bench(compose_cfg(tmp_path, [f"ckpt_path={serve_ckpts['sparse']}", "bench.texts=3", "bench.edits=2",
-                                       "bench.mask_texts=2", "bench.warmup=1"], "serve"))
+                                       "bench.mask_texts=2", "bench.warmup=1", "bench.dataset=true"], "serve"))
     import json
 
     saved = json.loads((tmp_path / "serve_bench.json").read_text())
@@ -139,3 +139,8 @@ def test_bench_writes_json(serve_ckpts, tmp_path):
     assert saved["targets"]["new_text_over_forward"]["value"] == pytest.approx(ratio)
     assert saved["targets"]["edit_server_ms"]["met"] == (saved["ms"]["edit_server"]["median"] <= 50)
     assert out["ratios"]["new_text_server_over_forward"] == pytest.approx(ratio)
+    d = saved["dataset"]  # the Dataset view's background pass over the 32 test examples
+    assert d["examples"] == 32 and d["seconds"] > 0 and 0 < d["lock_ms_max"] <= 1000 * d["seconds"]
+    during = d["predict_during_pass"]
+    if during is not None:  # predictions sent while it ran (none when the pass ends first)
+        assert saved["targets"]["predict_during_dataset_ms"]["value"] == during["max"]
