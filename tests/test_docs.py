@@ -139,9 +139,9 @@ def test_numbers_in_the_readme_and_guides_link_to_a_dated_results_page():
 def test_results_pages_are_dated():
     pages = [p for p in (DOCS / "results").iterdir() if p.name != "README.md"]
     assert pages and all(re.match(r"\d{4}-\d{2}-\d{2}-[a-z0-9-]+\.(md|json)$", p.name) for p in pages)
-    for page in (p for p in pages if p.suffix == ".md"):
+    for page in (p for p in pages if p.suffix == ".md"):  # a date and a command near the top of every page
         head = page.read_text()[:1500]
-        assert re.search(r"\d{4}-\d{2}-\d{2}", head) and "seed" in head.lower() and "`" in head, page.name
+        assert re.search(r"\d{4}-\d{2}-\d{2}", head) and re.search(r"`[^`]+`", head), page.name
 
 
 # ------------------------------------------------------------------------------------------ options.md
