@@ -135,6 +135,20 @@ def test_numbers_in_the_readme_and_guides_link_to_a_dated_results_page():
     assert bad == [], "put these figures in a docs/results/<date>-<topic>.md page and link to it"
 
 
+def test_a_linked_figure_is_on_the_page_it_links_to():
+    """``[65.7 ± 0.7](docs/results/...)``: the figure, with its spread, is written on that page."""
+    bad = []
+    for page in markdown_files():
+        for text, target in links(page.read_text()):
+            dest = (page.parent / target.partition("#")[0]).resolve()
+            if dest.parent != (DOCS / "results").resolve() or not dest.is_file():
+                continue
+            body = dest.read_text()
+            bad += [f"{page.relative_to(ROOT)}: {f} not in {dest.name}"
+                    for f in re.findall(r"\d+\.\d+(?: ± \d+\.\d+)?", text) if f not in body]
+    assert bad == []
+
+
 def test_results_pages_are_dated():
     pages = [p for p in (DOCS / "results").iterdir() if p.name != "README.md"]
     assert pages and all(re.match(r"\d{4}-\d{2}-\d{2}-[a-z0-9-]+\.(md|json)$", p.name) for p in pages)
