@@ -72,6 +72,7 @@ class SplitViews:
                     lambda batch: collect(self.model, [batch]), self._split_results, self.lock)
             return self._split_job
 
+    @torch.no_grad()
     def _split_results(self, split) -> dict[str, Any]:
         """Predictions for the filters, metrics and curves from the split's outputs. Without the model lock:
         it reads only the label head, which nothing in the explorer changes."""
@@ -87,14 +88,11 @@ class SplitViews:
                 "concept_pred": concept_pred, "truth": truth, "curve": curve, "task": {"acc": acc, "f1": f1}}
 
     def _split_pass(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """``(results, progress)``: the pass's results, or ``None`` while it runs (started here)."""
+        """``(results, progress)``: the pass's results, or ``None`` while it runs (started here); ``progress`` is
+        ``{"split", "status": "running", "done": n, "total": N, ...}`` (see :meth:`SplitPass.poll`)."""
         job = self.split_pass()
         progress = {"split": self.split, **job.poll()}
         return (job.result if progress["status"] == "done" else None), progress
-
-    def split_progress(self) -> dict[str, Any]:
-        """``{"status": "running", "done": n, "total": N, ...}`` of the split pass (see :class:`SplitPass`)."""
-        return {"split": self.split, **self.split_pass().progress()}
 
     def examples(self, wrong_label: bool | None = None, wrong_concept: str | None = None, label: str | None = None,
                  concept: str | None = None, value: str | None = None, q: str | None = None, offset: int = 0,
@@ -158,7 +156,7 @@ class SplitViews:
         """The split's metrics (task and per concept, with confusion matrices) and the run's reported numbers
         (its ``results.json``, when the checkpoint sits in its run folder: ceiling / leakage summary).
 
-        Answers at once: while the background pass runs, with its progress (:meth:`split_progress`)."""
+        Answers at once: while the background pass runs, with its progress (:meth:`_split_pass`)."""
         from torchmetrics.functional.classification import multiclass_confusion_matrix
 
         from sparsecbm.metrics import accuracy, macro_f1
