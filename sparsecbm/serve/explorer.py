@@ -212,7 +212,8 @@ class Explorer(MaskEdits, Explanations, SplitViews):
             "concepts": concepts,
             "contributions_of": str(prediction.label), "bias": bias,
             "residual_contribution": contrib[-1] if contrib is not None and self.model.residual_dim else None,
-            "tokens": enc.tokens[0], "words": self.words(enc.tokens[0]), "token_weights_kind": self.token_weights_kind, "truncated": enc.truncated[0],
+            "tokens": enc.tokens[0], "words": self.words(enc.tokens[0]), "token_weights_kind": self.token_weights_kind,
+            "truncated": enc.truncated[0],
         }
 
     def _edit(self, enc: Encoded, edits: list[Edit], truth) -> dict[str, Any]:
