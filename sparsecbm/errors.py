@@ -59,6 +59,11 @@ class InterventionError(SparseCBMError):
     """An intervention request names something the model does not have, or is malformed."""
 
 
+class OutputError(SparseCBMError):
+    """An output cannot be written: a read-only folder, no space left, a path under a file (see
+    :mod:`sparsecbm.outputs`)."""
+
+
 #: Set while :func:`entry_point` has set ``HYDRA_FULL_ERROR`` itself (so it is not the user's request).
 _FULL_ERROR_SET_BY_US = False
 
@@ -75,6 +80,13 @@ def user_message(exc: BaseException) -> str | None:
     """The short message for a user error, or ``None`` when ``exc`` is not one (a bug: keep the traceback)."""
     if isinstance(exc, SparseCBMError):
         return str(exc)
+    from sparsecbm.outputs import output_error
+
+    # a file system refusal the user can fix (read-only, full disk, a file in the way, no permission), also
+    # when a library wrapped it (Hydra: "Unable to configure handler 'file'" from a PermissionError)
+    err = output_error(exc, verb="use")
+    if err is not None:
+        return str(err)
     if isinstance(exc.__cause__, SparseCBMError) and type(exc).__name__ == "InstantiationException":
         return str(exc.__cause__)  # raised while Hydra built a `_target_` (e.g. a cbm option out of range)
     try:

@@ -186,9 +186,9 @@ CONFIG_CASES = {
     "unknown key": (["learning_rate=0.1"], ["Could not override 'learning_rate'", "Key 'learning_rate' is not in struct"]),
     "unknown group option": (["cbm=fancy"], ["Could not find 'cbm/fancy'"]),
     "malformed override": (["trainer.max_epochs=[1,"], ["could not parse the command-line override 'trainer.max_epochs=[1,'"]),
-    "accelerator name": (["accelerator=tpu"], ["accelerator='tpu' is not valid; expected one of ['auto', 'cpu', 'gpu']"]),
+    "accelerator name": (["accelerator=tpu"], ["accelerator='tpu' is not valid; expected one of ['auto', 'cpu', 'gpu', 'cuda']"]),
     "resume without checkpoint": (["ckpt_path=last"], ["cannot resume: checkpoint", "pass hydra.run.dir=<the interrupted run>"]),
-    "cbm option out of range": (["cbm.residual_drop_prob=1.5"], ["error: cbm.residual_drop_prob=1.5 must be in [0, 1]"]),
+    "cbm option out of range": (["cbm.residual_drop_prob=1.5"], ["error: cbm.residual_drop_prob=1.5 is not valid; expected a value in [0, 1]"]),
     "cbm option value": (["cbm.label_class_weight=inverse"], ["cbm.label_class_weight='inverse' is not valid"]),
 }
 if not torch.cuda.is_available():

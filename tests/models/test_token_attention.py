@@ -102,7 +102,7 @@ def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
     assert "tokens_kept" not in results["test"]  # a gates-only statistic
     trained = objs["module"].model.token_pooler
     assert trained.query.abs().sum() > 0  # the queries trained (they start at zero)
-    module = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt").eval()
+    module = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt").eval()
     assert torch.equal(module.model.token_pooler.query, trained.query)
     batch = next(iter(objs["datamodule"].loader("test")))
     assert resolve_name("ours", module) == "lig"  # attention weights were less faithful than LIG on CEBaB
