@@ -249,7 +249,10 @@ def _train() -> list[Option]:
 
 
 def _inference() -> list[Option]:
-    return [*COMMON, CKPT, *DATA_OVERRIDES]
+    """conf/inference/default.yaml: what every inference command shares."""
+    return [*COMMON, CKPT, *DATA_OVERRIDES,
+            Option("logit_eps", "float", 0, 1, low_open=True, high_open=True, help="logit floor of a set distribution"),
+            Option("mask_portion", "float", 0, 1, low_open=True, help="share of a layer's kept mask entries swapped")]
 
 
 def _intervene() -> list[Option]:
@@ -258,11 +261,9 @@ def _intervene() -> list[Option]:
         Option("text", "text", null=True, help="the text to intervene on; null: a data split"),
         Option("split", "choice", choices=SPLITS),
         Option("random_seeds", "int", 1, help="seeds the random policy is averaged over"),
-        Option("logit_eps", "float", 0, 1, low_open=True, high_open=True),
         Option("batch_size", "int", 1),
         Option("plot", "bool"),
         Option("level", "choice", choices=("concept", "mask")),
-        Option("mask.portion", "float", 0, 1, low_open=True, help="share of a layer's kept mask entries swapped"),
         Option("mask.examples", "int", 1, help="examples intervened on"),
         Option("mask.holdout", "int", 0, help="examples where breakage is measured"),
         Option("mask.modes", "choice", choices=("restore", "online"), each=True),
@@ -289,13 +290,10 @@ def _explain() -> list[Option]:
 
 def _serve() -> list[Option]:
     return [
-        *COMMON, CKPT,
+        *_inference(),
         Option("compare_ckpt_path", "file", null=True, help="a second checkpoint for the Compare view"),
-        Option("data.root", "dir", null=True),
         Option("split", "choice", choices=SPLITS),
         Option("port", "port"),
-        Option("logit_eps", "float", 0, 1, low_open=True, high_open=True),
-        Option("mask_portion", "float", 0, 1, low_open=True),
         Option("random_seeds", "int", 1),
         Option("limits.max_text_chars", "int", 1), Option("limits.max_body_bytes", "int", 1),
         Option("limits.cache_size", "int", 1), Option("limits.max_examples", "int", 1),
