@@ -74,7 +74,7 @@ class Option:
                     "text": "a non-empty text", "file": "an existing file", "dir": "an existing folder",
                     "port": "a free TCP port number in 1..65535"}[self.kind]
         if self.each:
-            text = f"a list of {text.replace('an ', '').replace('a ', '', 1)} values"
+            text += ", or a list of them"
         return text + (" or null" if self.null else "")
 
     def problem(self, value: Any) -> str | None:
