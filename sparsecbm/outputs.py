@@ -53,7 +53,7 @@ def free_bytes(path: str | Path) -> int | None:
 
 
 def output_error(exc: BaseException, path: str | Path | None = None, option: str | None = None,
-                 verb: str = "write") -> OutputError | None:
+                 verb: str = "write", context: bool = False) -> OutputError | None:
     """The :class:`OutputError` for an ``OSError`` raised while writing (``None`` if it is not one a user can fix).
 
     Args:
@@ -62,6 +62,8 @@ def output_error(exc: BaseException, path: str | Path | None = None, option: str
         path: The file or folder being written (default: the error's own ``filename``).
         option: The option that chose the location (named in the fix), e.g. ``hydra.run.dir``.
         verb: How the message names the access (``write``; ``use`` where it may have been a read).
+        context: Also follow ``__context__`` (an error raised while cleaning up after the failed write, e.g.
+            torch's zip writer after ``ENOSPC``); only where ``exc`` certainly came from writing ``path``.
     """
     seen, os_error = set(), None
     cur: BaseException | None = exc
@@ -70,7 +72,7 @@ def output_error(exc: BaseException, path: str | Path | None = None, option: str
         if isinstance(cur, OSError) and cur.errno in _REASONS:
             os_error = cur
             break
-        cur = cur.__cause__
+        cur = cur.__cause__ or (cur.__context__ if context else None)
     if os_error is not None:
         reason = _REASONS[os_error.errno]
         path = path or os_error.filename
@@ -146,7 +148,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        err = output_error(e, path)
+        err = output_error(e, path, context=True)
         if err is None:
             raise
         raise err from None
