@@ -24,7 +24,7 @@ command_module() {  # the python module a command runs ("" for an unknown name)
     bench) echo sparsecbm.bench ;;
     tables) echo sparsecbm.tables ;;
     aggregate) echo sparsecbm.aggregate ;;
-    label-refit) echo sparsecbm.interpret.label_refit ;;
+    label-refit) echo sparsecbm.label_refit ;;
     *) echo "" ;;
   esac
 }
