@@ -72,6 +72,7 @@ class Option:
         else:
             text = {"bool": "true or false", "choice": f"one of {list(self.choices)}", "seed": "an integer",
                     "text": "a non-empty text", "file": "an existing file", "dir": "an existing folder",
+                    "path": "an existing file or folder", "outfile": "a file path to write (not a folder)",
                     "port": "a free TCP port number in 1..65535"}[self.kind]
         if self.each:
             text += ", or a list of them"
@@ -102,11 +103,14 @@ class Option:
             return v in self.choices
         if self.kind == "text":
             return isinstance(v, str) and bool(v.strip())
-        if self.kind in ("file", "dir"):
+        if self.kind in ("file", "dir", "path"):
             if v in self.choices:
                 return True
             path = Path(str(v)).expanduser()
-            return path.is_file() if self.kind == "file" else path.is_dir()
+            return {"file": path.is_file, "dir": path.is_dir, "path": path.exists}[self.kind]()
+        if self.kind == "outfile":  # a file to write: not an existing folder, not under a file
+            path = Path(str(v)).expanduser()
+            return bool(str(v).strip()) and not path.is_dir() and not any(p.is_file() for p in path.parents)
         if self.kind == "port":
             return not isinstance(v, bool) and isinstance(v, int) and 1 <= v <= 65535
         raise ValueError(f"unknown option kind {self.kind!r}")
@@ -125,6 +129,11 @@ class Option:
         if self.kind == "file" and value is not None:
             what = "a folder" if Path(str(value)).expanduser().is_dir() else "not found"
             return f"{self.key}={value}: {what}; expected {self.expected()}" + (f" ({self.help})" if self.help else "")
+        if self.kind == "outfile" and value is not None and Path(str(value)).expanduser().is_dir():
+            return (f"{self.key}={value} is a folder; expected a file path to write (not a folder), e.g. "
+                    f"{self.key}={Path(str(value)) / 'table.md'}")
+        if self.kind == "path" and value is not None:
+            return f"{self.key}={value}: no such file or folder; expected {self.expected()}" + (f" ({self.help})" if self.help else "")
         if self.kind == "dir" and value is not None:
             what = "a file" if Path(str(value)).expanduser().is_file() else "not found"
             return f"{self.key}={value}: {what}; expected {self.expected()}" + (f" ({self.help})" if self.help else "")
@@ -341,10 +350,20 @@ def _label_refit() -> list[Option]:
     ]
 
 
+def _tables() -> list[Option]:
+    return [Option("runs", "path", each=True, help="run folders, their parents or results.json files"),
+            Option("kind", "choice", choices=("accuracy", "bottleneck")), Option("out", "outfile", null=True)]
+
+
+def _aggregate() -> list[Option]:
+    return [Option("multirun_dir", "dir", help="a multirun folder, outputs/train/multiruns/<date_time>"),
+            Option("out", "outfile", null=True)]
+
+
 #: config name -> the function listing its options
 SCHEMA: dict[str, Callable[[], list[Option]]] = {
     "train": _train, "evaluate": _inference, "intervene": _intervene, "explain": _explain, "serve": _serve,
-    "annotate": _annotate, "bench": _bench, "label_refit": _label_refit,
+    "annotate": _annotate, "bench": _bench, "label_refit": _label_refit, "tables": _tables, "aggregate": _aggregate,
 }
 
 

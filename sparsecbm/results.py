@@ -150,5 +150,6 @@ def fmt_mean_std(values: list[float]) -> str:
 def write_markdown(md: str, path: str | Path | None) -> None:
     """Write ``md`` to ``path`` (parents created) when a path is given."""
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(md)
+        from sparsecbm.outputs import write_text
+
+        write_text(path, md)

@@ -299,7 +299,7 @@ def test_tables_and_aggregate_on_a_missing_folder(tmp_path, monkeypatch, capsys)
     err = call(tables.main, [str(tmp_path / "none")], monkeypatch, capsys)
     assert "none: no such file or folder" in err
     err = call(aggregate.main, [str(tmp_path / "none")], monkeypatch, capsys)
-    assert "none: not a folder; expected a multirun folder" in err
+    assert "none: not found; expected an existing folder (a multirun folder" in err
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.json").write_text('{"test": ')
     assert "not a readable results.json" in call(tables.main, [str(tmp_path / "r")], monkeypatch, capsys)

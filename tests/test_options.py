@@ -36,6 +36,7 @@ def base_overrides(command: str, tmp_path) -> list[str]:
         "serve": [*inference, f"port={free_port()}"],
         "annotate": [f"out_dir={tmp_path / 'annotated'}", f"data.root={TINY_DATA}"],
         "bench": [f"data.root={TINY_DATA}"],
+        "tables": [f"runs=[{TINY_DATA}]"], "aggregate": [f"multirun_dir={tmp_path}"],
     }[command]
 
 
@@ -72,6 +73,10 @@ def bad_values(option: Option) -> list:
         out += ["/nonexistent/model.ckpt", str(TINY_DATA)]  # missing; a folder
     elif option.kind == "dir":
         out += ["/nonexistent/folder", str(EXISTING_FILE)]  # missing; a file
+    elif option.kind == "path":
+        out.append("/nonexistent/runs")
+    elif option.kind == "outfile":
+        out += [str(TINY_DATA), str(EXISTING_FILE / "table.md")]  # a folder; under a file
     elif option.kind == "port":
         out += [0, 70000, "http"]
     if not option.null:
