@@ -388,9 +388,9 @@ def _value(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def check_options(command: str, cfg: DictConfig, extra: Iterable[Option] = ()) -> None:
+def check_options(command: str, cfg: DictConfig, extra: Iterable[Option] = (), cross: bool = True) -> None:
     """Raise a :class:`~sparsecbm.errors.ConfigError` for the first declared option of ``command`` whose value
-    in ``cfg`` is not valid, then run the command's cross-option checks (:data:`CROSS_CHECKS`)."""
+    in ``cfg`` is not valid, then (``cross``) run the command's cross-option checks (:data:`CROSS_CHECKS`)."""
     for option in [*options(command), *extra]:
         value = _value(cfg, option.key)
         if value is _MISSING:
@@ -398,7 +398,7 @@ def check_options(command: str, cfg: DictConfig, extra: Iterable[Option] = ()) -
         message = option.problem(value)
         if message:
             raise ConfigError(message)
-    for check in CROSS_CHECKS.get(command, ()):
+    for check in CROSS_CHECKS.get(command, ()) if cross else ():
         check(cfg)
 
 

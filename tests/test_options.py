@@ -278,3 +278,69 @@ def test_user_errors_come_before_torch(argv, message, tmp_path):
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert "NO_TORCH" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------ property: any value
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.sampled_from([0, 1, -1, 2, 65535, 65536]),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1.0, 0.5, -0.0, 1e-9]),
+    st.text(max_size=6), st.sampled_from(["", "label", "cubic", "dev", "auto", "unknown", "true"]),
+    st.lists(st.integers(-8, 8), max_size=3), st.lists(st.floats(-1, 2), max_size=2),
+)
+_BASES: dict[str, object] = {}
+
+
+def _valid(option: Option, value) -> bool:
+    """An independent reading of a declaration: is ``value`` valid? (paths and ports are left out)"""
+    if value is None:
+        return option.null
+    items = value if option.each and isinstance(value, list) else [value]
+    for v in items:
+        is_int = isinstance(v, int) and not isinstance(v, bool)
+        if option.kind == "seed":
+            ok = is_int
+        elif option.kind in ("int", "float"):
+            number = is_int if option.kind == "int" else (is_int or (isinstance(v, float) and math.isfinite(v)))
+            ok = number and (option.low is None or (v > option.low if option.low_open else v >= option.low)) \
+                and (option.high is None or (v < option.high if option.high_open else v <= option.high))
+        elif option.kind == "bool":
+            ok = isinstance(v, bool)
+        elif option.kind == "choice":
+            ok = isinstance(v, str) and v in option.choices
+        elif option.kind == "text":
+            ok = isinstance(v, str) and v.strip() != ""
+        else:
+            return True
+        if not ok:
+            return False
+    return True
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_value_of_any_option(data, tmp_path):
+    """Whatever value a declared option gets, the schema accepts exactly the valid ones, and refuses the others with
+    a ConfigError naming the option (never another exception)."""
+    command = data.draw(st.sampled_from(["train", "intervene", "explain", "serve", "annotate", "bench"]))
+    if command not in _BASES:
+        _BASES[command] = composed(command, base_overrides(command, tmp_path))
+    base = _BASES[command]
+    candidates = [o for o in options(command) if o.kind not in ("file", "dir", "path", "outfile", "port")
+                  and _value(base, o.key) is not _MISSING]
+    option = data.draw(st.sampled_from(candidates))
+    value = data.draw(ANY_VALUE)
+    cfg = base.copy()
+    try:
+        OmegaConf.update(cfg, option.key, value, merge=False)
+    except Exception:  # OmegaConf cannot hold it (e.g. a typed node): nothing a user could pass either
+        return
+    try:
+        check_options(command, cfg, cross=False)
+    except ConfigError as e:
+        assert not _valid(option, value), f"{option.key}={value!r} refused: {e}"
+        assert str(e).startswith(f"{option.key}=") or option.key in str(e)
+        return
+    assert _valid(option, value), f"{option.key}={value!r} accepted"
