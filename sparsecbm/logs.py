@@ -62,3 +62,43 @@ def route_library_logs() -> None:
 def _is_console(handler: logging.Handler) -> bool:
     """Lightning's console handlers (plain ``StreamHandler``), not files or test captures."""
     return type(handler) is logging.StreamHandler
+
+
+class ProgressLines:
+    """Progress of a long loop as log lines (what a redirected run shows; a rich bar draws only on a terminal):
+    ``embedding sentences: 1,280/5,113 (25%) · 41.3/s · ETA 0:01:33``, at most one every ``every_s`` seconds,
+    and a last line when the loop ends.
+
+    Example:
+        >>> lines = ProgressLines("embedding sentences", total=len(todo))
+        >>> for chunk in chunks:
+        ...     work(chunk)
+        ...     lines.advance(len(chunk))
+    """
+
+    def __init__(self, what: str, total: int, every_s: float = 10.0, logger: logging.Logger | None = None):
+        import time
+
+        self.what, self.total, self.every_s = what, int(total), float(every_s)
+        self.log = logger or logging.getLogger("sparsecbm.progress")
+        self.done, self._clock = 0, time.perf_counter
+        self._start = self._last = self._clock()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += int(n)
+        now = self._clock()
+        if now - self._last >= self.every_s or self.done >= self.total:
+            self._last = now
+            self.log.info(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        from datetime import timedelta
+
+        elapsed = (now if now is not None else self._clock()) - self._start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        pct = 100 * self.done / self.total if self.total else 100.0
+        text = f"{self.what}: {self.done:,}/{self.total:,} ({pct:.0f}%) · {rate:.1f}/s"
+        if self.done >= self.total:
+            return text + f" · done in {timedelta(seconds=round(elapsed))}"
+        return text + (f" · ETA {timedelta(seconds=round(eta))}" if eta is not None else "")

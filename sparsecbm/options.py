@@ -324,7 +324,6 @@ def _annotate() -> list[Option]:
         Option("discovery.clusters", "int", 2), Option("discovery.candidates", "int", 1),
         Option("discovery.min_support", "float", 0, 1), Option("discovery.phrases", "int", 1),
         Option("discovery.max_concepts", "int", 1), Option("discovery.split", "choice", choices=SPLITS),
-        Option("progress_every", "int", 1, help="texts between progress lines"),
     ]
 
 

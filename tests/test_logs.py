@@ -88,3 +88,29 @@ def test_progress_goes_to_the_file_only_under_a_bar(monkeypatch, tmp_path):
             h.close()
     assert (tmp_path / "run.log").read_text().splitlines() == ["epoch 1/1 · step 1/1", "epoch 1/1 done"]
     assert (tmp_path / "console.txt").read_text().splitlines() == ["epoch 1/1 done"]
+
+
+def test_progress_lines_rate_and_eta(caplog):
+    from sparsecbm.logs import ProgressLines
+
+    clock = iter([0.0, 5.0, 10.0, 20.0, 30.0])
+    lines = ProgressLines("embedding sentences", total=400, every_s=10)
+    lines._clock = lambda: next(clock)
+    lines._start = lines._last = 0.0
+    next(clock)  # the start
+    with caplog.at_level("INFO", logger="sparsecbm.progress"):
+        for _ in range(4):
+            lines.advance(100)
+    assert caplog.messages == ["embedding sentences: 200/400 (50%) · 20.0/s · ETA 0:00:10",
+                               "embedding sentences: 300/400 (75%) · 15.0/s · ETA 0:00:07",
+                               "embedding sentences: 400/400 (100%) · 13.3/s · done in 0:00:30"]
+
+
+def test_annotate_embedding_logs_progress(tmp_path, caplog):
+    """annotate's long step (sentence embeddings) shows in a log, not only in a terminal's bar."""
+    from sparsecbm.annotate.embed import SentenceEmbedder
+
+    emb = SentenceEmbedder("minilm", cache_dir=None, progress=False, batch_size=2)
+    with caplog.at_level("INFO", logger="sparsecbm.progress"):
+        emb.embed(["The pasta was tasty.", "The room was loud.", "Slow service."])
+    assert caplog.messages[-1].startswith("embedding sentences (minilm): 3/3 (100%) · ") and "done in" in caplog.messages[-1]
