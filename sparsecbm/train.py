@@ -78,19 +78,16 @@ ACTIVATION_WORDS = {"logits": "concept logits", "probs": "concept probabilities"
                     "embedding": "concept embeddings"}
 
 
-def describe_model(cfg: DictConfig) -> str:
+def describe_model(cfg: DictConfig, choices: dict[str, str] | None = None) -> str:
     """The trained model in words for the summary header: the cbm config's name (Hydra's choice), its
     training mode and what the label head reads, and the sparsity config, e.g.
     ``cem (joint, concept embeddings) + structured sparsity 0.7``."""
     cbm = cfg.get("cbm") or {}
-    name = None
-    try:
+    if choices is None:  # the config group options Hydra chose (cbm=cem, sparsity=structured)
         from hydra.core.hydra_config import HydraConfig
 
-        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-        name, sparsity = choices.get("cbm"), choices.get("sparsity")
-    except Exception:  # pragma: no cover - outside a Hydra job
-        sparsity = None
+        choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    name, sparsity = choices.get("cbm"), choices.get("sparsity")
     mode = cbm.get("mode", "joint")
     text = f"{name or mode} (no concepts)" if mode == "standard" else (
         f"{name or mode + ' CBM'} ({mode}, {ACTIVATION_WORDS.get(cbm.get('activation'), cbm.get('activation'))})")

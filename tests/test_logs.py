@@ -49,6 +49,22 @@ def test_every_library_line_once_without_noise(redirected_run):
     assert "it/s" not in out and "Epoch 0/" not in out and "\r" not in out  # no progress bar drawn into a file
 
 
+def test_summary_names_the_model_and_explains_the_dashes(redirected_run):
+    out, _ = redirected_run
+    assert "train: cem (joint, concept embeddings)" in out and "joint CBM" not in out
+    assert "-: not measured on val by training" in " ".join(out.split()) and "sparsecbm.evaluate" in out
+
+
+def test_describe_model(cfg_factory):
+    from sparsecbm.train import describe_model
+
+    sparse = cfg_factory(["sparsity=structured"])
+    assert describe_model(sparse, {"cbm": "cem", "sparsity": "structured"}) == \
+        "cem (joint, concept embeddings) + structured sparsity 0.7"
+    assert describe_model(cfg_factory(["cbm=standard"]), {"cbm": "standard"}) == "standard (no concepts)"
+    assert describe_model(cfg_factory(["cbm=joint"]), {}) == "joint CBM (joint, concept logits)"
+
+
 def test_disk_of_a_finished_run(redirected_run):
     out, run = redirected_run
     files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
