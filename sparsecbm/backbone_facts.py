@@ -96,14 +96,20 @@ def _find_hf_config(obj: Any, depth: int = 0) -> Mapping[str, Any] | None:
     return None
 
 
-def checkpoint_positions(path: str | Path) -> int | None:
-    """The token positions of a checkpoint's backbone (from its stored Hugging Face config; the file is
-    memory-mapped, its weights are not read), or ``None``."""
+def checkpoint_meta(path: str | Path) -> Mapping[str, Any] | None:
+    """A checkpoint's ``sparsecbm`` metadata (concepts, backbone config, ...) without reading its weights (the
+    file is memory-mapped), or ``None`` when it cannot be read (the command's own loading names why)."""
     import torch
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # not readable: the command's own loading names the problem
+    except Exception:
         return None
-    conf = _find_hf_config(ckpt.get("sparsecbm") if isinstance(ckpt, Mapping) else None)
+    meta = ckpt.get("sparsecbm") if isinstance(ckpt, Mapping) else None
+    return meta if isinstance(meta, Mapping) else None
+
+
+def checkpoint_positions(path: str | Path) -> int | None:
+    """The token positions of a checkpoint's backbone (from its stored Hugging Face config), or ``None``."""
+    conf = _find_hf_config(checkpoint_meta(path))
     return facts_of(conf, str(path))["positions"] if conf is not None else None

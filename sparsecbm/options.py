@@ -128,15 +128,16 @@ class Option:
                     + f"; expected {self.key}=<run>/checkpoints/best.ckpt written by `python -m sparsecbm.train`")
         if self.kind == "file" and value is not None:
             what = "a folder" if Path(str(value)).expanduser().is_dir() else "not found"
-            return f"{self.key}={value}: {what}; expected {self.expected()}" + (f" ({self.help})" if self.help else "")
+            return f"{self.key}={value}: {what}; expected an existing file" + (f" ({self.help})" if self.help else "")
         if self.kind == "outfile" and value is not None and Path(str(value)).expanduser().is_dir():
             return (f"{self.key}={value} is a folder; expected a file path to write (not a folder), e.g. "
                     f"{self.key}={Path(str(value)) / 'table.md'}")
         if self.kind == "path" and value is not None:
-            return f"{self.key}={value}: no such file or folder; expected {self.expected()}" + (f" ({self.help})" if self.help else "")
+            return (f"{self.key}={value}: no such file or folder; expected an existing file or folder"
+                    + (f" ({self.help})" if self.help else ""))
         if self.kind == "dir" and value is not None:
             what = "a file" if Path(str(value)).expanduser().is_file() else "not found"
-            return f"{self.key}={value}: {what}; expected {self.expected()}" + (f" ({self.help})" if self.help else "")
+            return f"{self.key}={value}: {what}; expected an existing folder" + (f" ({self.help})" if self.help else "")
         return (f"{self.key}={shown} is not valid; expected {self.expected()}"
                 + (f" ({self.help})" if self.help else ""))
 
@@ -488,6 +489,28 @@ def duplicate_keys(text: str) -> list[str]:
     return dupes
 
 
+def _set_names_known_values(cfg: DictConfig) -> None:
+    """``set=`` against the checkpoint's concepts (read from its metadata, weights not loaded): an unknown
+    concept or value is reported before the model loads."""
+    spec, ckpt = _value(cfg, "set"), _value(cfg, "ckpt_path")
+    if spec in (None, _MISSING) or ckpt is _MISSING or not Path(str(ckpt)).is_file():
+        return
+    from sparsecbm.backbone_facts import checkpoint_meta
+
+    meta = checkpoint_meta(ckpt)
+    if not meta or not isinstance(meta.get("concepts"), Mapping):
+        return
+    from sparsecbm.concepts import ConceptSet
+    from sparsecbm.interpret.intervention import parse_set
+
+    try:
+        concepts = ConceptSet.from_dict(meta["concepts"])
+    except Exception:  # another format: the command's own loading reports it
+        return
+    if concepts.names:
+        parse_set(spec, concepts)  # an InterventionError names the concept / value and the valid ones
+
+
 def _raw_override(key: str) -> str | None:
     """The text after ``key=`` on the command line (Hydra's record of it), or ``None``."""
     try:
@@ -540,7 +563,7 @@ def _serve_port_free(cfg: DictConfig) -> None:
 #: config name -> checks that need more than one option (run after the per-option checks)
 CROSS_CHECKS: dict[str, tuple[Callable[[DictConfig], None], ...]] = {
     "train": (_schedule_inside_training, _backbone_fits),
-    "intervene": (_set_has_one_value_per_concept, _inference_max_length),
+    "intervene": (_set_has_one_value_per_concept, _set_names_known_values, _inference_max_length),
     "explain": (_inference_max_length,),
     "evaluate": (_inference_max_length,),
     "label_refit": (_inference_max_length,),
