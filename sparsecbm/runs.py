@@ -12,8 +12,8 @@ and the exact resume command when a training run is killed.
 - a command that fails before it commits leaves nothing: a new folder is removed (single runs; a sweep
   keeps its failed job's folder for its trials table), an existing one gets back exactly its files and
   their sizes (the log lines a failed resume appended are cut off again);
-- SIGTERM / SIGINT (Ctrl+C) end the command with status 128 + the signal number (143 / 130) and, for a
-  training run with a ``checkpoints/last.ckpt``, print the command that resumes it::
+- SIGTERM / SIGINT (Ctrl+C) end a training run with status 128 + the signal number (143 / 130) and, when it
+  has a ``checkpoints/last.ckpt``, print the command that resumes it::
 
       interrupted by SIGTERM after 2 finished epochs; resume with:
         bash run.sh experiment=smoke hydra.run.dir=/abs/outputs/train/runs/2026-12-04_10-00-00 ckpt_path=last
@@ -196,7 +196,9 @@ def run_folder(cfg, task: str) -> Iterator[RunFolder | None]:
         if fresh:
             folder.write_hydra()
     handlers = {}
-    if threading.current_thread() is threading.main_thread():
+    # training turns SIGTERM / Ctrl+C into a clean stop with a resume command; the other commands keep their
+    # own handling (the explorer's server stops on Ctrl+C)
+    if task == "train" and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             handlers[sig] = signal.signal(sig, _raise_interrupted)
     if folder is not None:
@@ -210,7 +212,7 @@ def run_folder(cfg, task: str) -> Iterator[RunFolder | None]:
             folder.roll_back()
         _report_interrupt(folder, e)
         raise SystemExit(128 + e.signum) from None
-    except BaseException:
+    except Exception:
         if folder is not None and not folder.committed:
             folder.roll_back()
         raise
