@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 from sparsecbm.config import CONF_DIR
 from sparsecbm.errors import USER_ERROR_EXIT, ConfigError, user_errors
-from sparsecbm.options import _MISSING, SCHEMA, Option, _value, check_options, duplicate_keys, options
+from sparsecbm.option_checks import _MISSING, _value, duplicate_keys
+from sparsecbm.options import SCHEMA, Option, check_options, options
 
 EXISTING_FILE = TINY_DATA / "train.csv"  # the schema only checks that ckpt_path names a file
 
