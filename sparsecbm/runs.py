@@ -188,6 +188,8 @@ def run_folder(cfg, task: str) -> Iterator[RunFolder | None]:
     """Run a command's task inside its run folder (see the module docstring). ``task`` is the config name."""
     path, files, multirun = _hydra_files(cfg)
     folder = None
+    if any(os.environ.get(v, "0") not in ("", "0") for v in ("RANK", "LOCAL_RANK")):
+        path = None  # another data-parallel rank, started by rank 0 inside its run: rank 0 owns the folder
     if path is not None:
         check_writable(path)
         fresh = not any(path.iterdir())
