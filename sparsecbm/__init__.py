@@ -5,8 +5,12 @@ option, data that cannot be found) answers before torch and Lightning are loaded
 
 Example:
     >>> import sparsecbm
+    >>> from sparsecbm.interpret import intervene
     >>> session = sparsecbm.load("outputs/train/runs/<run>/checkpoints/best.ckpt")
-    >>> sparsecbm.intervene(session, "The pasta was cold.", {"food": "Positive"}).changed()
+    >>> intervene(session, "The pasta was cold.", {"food": "Positive"}).changed()
+
+``sparsecbm.intervene``, ``sparsecbm.explain``, ``sparsecbm.evaluate``, ... are the commands' modules
+(``python -m sparsecbm.intervene``); the library functions live in :mod:`sparsecbm.interpret`.
 """
 
 import importlib.util as _util
@@ -33,8 +37,8 @@ _EXPORTS = {
     "CheckpointMeta": "sparsecbm.checkpoint", "load_model": "sparsecbm.checkpoint",
     "InferenceSession": "sparsecbm.session", "load": "sparsecbm.session",
     "InterventionCurve": "sparsecbm.interpret.curves", "intervention_curve": "sparsecbm.interpret.curves",
-    "InterventionResult": "sparsecbm.interpret.intervention", "intervene": "sparsecbm.interpret.intervention",
-    "parse_set": "sparsecbm.interpret.intervention", "Edit": "sparsecbm.interpret.intervention",
+    "InterventionResult": "sparsecbm.interpret.intervention", "parse_set": "sparsecbm.interpret.intervention",
+    "Edit": "sparsecbm.interpret.intervention",
     "ExplanationSet": "sparsecbm.interpret.explanation",
     "InterventionError": "sparsecbm.errors", "DataError": "sparsecbm.errors", "ConfigError": "sparsecbm.errors",
     "CheckpointError": "sparsecbm.errors", "SparseCBMError": "sparsecbm.errors",

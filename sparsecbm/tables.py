@@ -1,4 +1,4 @@
-"""Accuracy table from run folders: ``python -m sparsecbm.tables runs=[RUN_DIR_OR_PARENT,...] [out=docs/results.md]``.
+"""Accuracy table from run folders: ``python -m sparsecbm.tables runs=[RUN_DIR_OR_PARENT,...] [out=docs/results/<date>-<topic>.md]``.
 
 Finds every ``results.json`` below the given folders, groups runs by configuration (mode,
 label-head input, sparsity scorer/granularity/final sparsity) and reports test task accuracy /
@@ -208,7 +208,7 @@ def bottleneck_table(runs: list[RunResult]) -> str:
 USAGE = """usage: python -m sparsecbm.tables runs=[DIR,...] [out=FILE.md] [kind=accuracy|bottleneck] [title=TEXT]
   (or bash run.sh tables ...)  Finds every results.json below the run folders and prints a markdown table.
   runs   run folders, their parents or results.json files (one path or a list)
-  out    also write the table to this file (not a folder)
+  out    also write the table to this file (not a folder), e.g. docs/results/<date>-<topic>.md
   kind   accuracy (the full table) | bottleneck (ceiling / hard / GT / leakage per data set)
   title  the table's heading (default: Results)
 """

@@ -161,6 +161,7 @@ def test_evaluate_round_trip(cfg_factory, tmp_path):
 def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overrides):
     """cem / hybrid train end to end; results.json has the ceiling/leakage block; reload, intervene, explain."""
     import sparsecbm
+    from sparsecbm.interpret import intervene
     from sparsecbm.interpret.explainer import concept_contributions, label_layer_summary
 
     results, objs = train(cfg_factory(["experiment=smoke", *TINY_BERT, *overrides]))
@@ -185,7 +186,7 @@ def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overri
     assert saved["test"]["intervention"]["all_ground_truth"] == b["all_ground_truth"]
     assert ("residual" in b) == ("cbm=hybrid" in overrides)
     session = sparsecbm.load(results["run"]["best_checkpoint"])
-    result = sparsecbm.intervene(session, "The food was cold.", {"food": "Positive"})
+    result = intervene(session, "The food was cold.", {"food": "Positive"})
     assert result.after.concepts["food"] == "Positive"
     model = session.model
     batch = next(iter(objs["datamodule"].loader("test")))

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from conftest import TINY_BERT
 
-from sparsecbm.models.poolers import build_token_pooler
+from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.token_gates import HardConcreteTokenGates
 
 
@@ -52,8 +52,8 @@ def test_gates_reach_target_budget():
 
 
 def test_config_builds_none_or_gates():
-    assert build_token_pooler({"tokens": "none"}, 8, 4) is None
-    pooler = build_token_pooler({"tokens": "gates", "token_budget": 0.1}, 8, 4)
+    assert CBMConfig.coerce({"tokens": "none"}).token_pooler(8, 4) is None
+    pooler = CBMConfig.coerce({"tokens": "gates", "token_budget": 0.1}).token_pooler(8, 4)
     assert isinstance(pooler, HardConcreteTokenGates) and pooler.budget == 0.1
 
 
