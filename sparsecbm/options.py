@@ -84,6 +84,8 @@ class Option:
         if value is None:
             return None if self.null else self._message(value)
         items = list(value) if self.each and isinstance(value, (list, tuple)) else [value]
+        if not items and self.kind == "text":  # text=[]: nothing to work on is not "all of the split"
+            return self._message(value)
         for item in items:
             if not self._valid(item):
                 return self._message(value if not self.each else item)

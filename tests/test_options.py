@@ -69,7 +69,7 @@ def bad_values(option: Option) -> list:
     elif option.kind == "choice":
         out.append("__no_such_name__")
     elif option.kind == "text":
-        out += ["", "   "]
+        out += ["", "   "] + ([[]] if option.each else [])
     elif option.kind == "file":
         out += ["/nonexistent/model.ckpt", str(TINY_DATA)]  # missing; a folder
     elif option.kind == "dir":
@@ -82,7 +82,7 @@ def bad_values(option: Option) -> list:
         out += [0, 70000, "http"]
     if not option.null:
         out.append(None)
-    return [[v] if option.each and v is not None else v for v in out]
+    return [[v] if option.each and v is not None and v != [] else v for v in out]
 
 
 @pytest.mark.parametrize("command", list(SCHEMA))
@@ -301,6 +301,8 @@ def _valid(option: Option, value) -> bool:
     if value is None:
         return option.null
     items = value if option.each and isinstance(value, list) else [value]
+    if option.kind == "text" and items == []:
+        return False
     for v in items:
         is_int = isinstance(v, int) and not isinstance(v, bool)
         if option.kind == "seed":
