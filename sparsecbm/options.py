@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sparsecbm.errors import ConfigError
-from sparsecbm.option_checks import _MISSING, _value
+from sparsecbm.option_checks import _MISSING, _num, _value
 
 SPLITS = ("train", "dev", "test")
 
@@ -143,10 +143,6 @@ class Option:
             return f"{self.key}={value}: {what}; expected an existing folder" + (f" ({self.help})" if self.help else "")
         return (f"{self.key}={shown} is not valid; expected {self.expected()}"
                 + (f" ({self.help})" if self.help else ""))
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def check_object(obj: Any, declared: Iterable[Option]) -> None:
