@@ -149,6 +149,10 @@ def summary_table(results: Mapping[str, Any], title: str):
                       fmt((b.get("ceiling") or {}).get("acc")), "-" if leak is None else f"{100 * leak:+.1f}")
     legend = "; ".join(f"{k}: {v}" for k, v in SUMMARY_COLUMNS.items() if k != "split")
     lines = [legend]
+    val = results.get("val") or {}
+    if val and not val.get("bottleneck") and (results.get("test") or {}).get("bottleneck"):
+        lines.append("-: not measured on val by training (its interventions cost another pass); "
+                     "python -m sparsecbm.evaluate ckpt_path=<run>/checkpoints/best.ckpt fills them for dev")
     residual = ((results.get("test") or {}).get("bottleneck") or {}).get("residual")
     if residual:
         lines.append(f"hybrid bottleneck: residual share of the decision {100 * residual['share']:.0f}%, "
@@ -176,5 +180,6 @@ def fmt_mean_std(values: list[float]) -> str:
 def write_markdown(md: str, path: str | Path | None) -> None:
     """Write ``md`` to ``path`` (parents created) when a path is given."""
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(md)
+        from sparsecbm.outputs import write_text
+
+        write_text(path, md)

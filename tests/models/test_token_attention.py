@@ -102,7 +102,7 @@ def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
     assert "tokens_kept" not in results["test"]  # a gates-only statistic
     trained = objs["module"].model.token_pooler
     assert trained.query.abs().sum() > 0  # the queries trained (they start at zero)
-    session = sparsecbm.load(tmp_path / "checkpoints" / "last.ckpt")
+    session = sparsecbm.load(tmp_path / "checkpoints" / "best.ckpt")
     module = session.model
     assert torch.equal(module.token_pooler.query, trained.query)
     batch = next(iter(objs["datamodule"].loader("test")))

@@ -79,7 +79,7 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     budget = metrics["train/loss_token_budget"].dropna()
     assert len(budget) > 0 and budget.iloc[-1] < budget.iloc[0]  # the penalty is in the loss and decreases
-    module, _ = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    module, _ = load_model(tmp_path / "checkpoints" / "best.ckpt")
     assert (
         isinstance(module.token_pooler, HardConcreteTokenGates)
         and module.token_pooler.budget == 0.3
@@ -96,10 +96,10 @@ def test_init_from_a_dense_checkpoint_adds_fresh_gates(cfg_factory, tmp_path):
     from sparsecbm.train import build, train
 
     train(cfg_factory(["experiment=smoke", "cbm.tokens=none", *TINY_BERT], out=tmp_path / "dense"))  # mean pooling
-    dense = torch.load(tmp_path / "dense/checkpoints/last.ckpt", map_location="cpu", weights_only=False)[
+    dense = torch.load(tmp_path / "dense/checkpoints/best.ckpt", map_location="cpu", weights_only=False)[
         "state_dict"
     ]
-    init = f"init_from={tmp_path / 'dense/checkpoints/last.ckpt'}"
+    init = f"init_from={tmp_path / 'dense/checkpoints/best.ckpt'}"
     _, module, _ = build(
         cfg_factory(["experiment=smoke", "cbm.tokens=gates", init, *TINY_BERT], out=tmp_path / "g")
     )

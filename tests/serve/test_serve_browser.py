@@ -28,11 +28,27 @@ TEXT = "The limoncello was cold but the waiter was lovely and the room was quiet
 
 
 def _chromium() -> str:
+    """Chromium's path; outside CI a missing browser (or playwright) skips, saying why and how to get it."""
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if in_ci:
+            pytest.fail("CI=true but the playwright package is missing: pip install -e '.[dev]'")
+        pytest.skip("the playwright package is not installed (pip install -e '.[dev]'); this test never skips "
+                    "under CI=true")
     if Path(CHROMIUM).is_file():
         return CHROMIUM
-    if os.environ.get("CI", "").lower() == "true":
+    if in_ci:
         pytest.fail(f"CI=true but {CHROMIUM} is missing: .ci/run installs Debian's chromium (apt-get install chromium)")
-    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium); this test never skips under CI=true")
+    pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or SPARSECBM_CHROMIUM=/path/to/chrome); "
+                "this test never skips under CI=true")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Checked before the server fixture trains its checkpoints: a skip costs nothing."""
+    return _chromium()
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +86,11 @@ def _shown(page, panel: str) -> list[str]:
     return page.locator(f"{panel} .lprob").all_inner_texts()
 
 
-def test_explorer_in_chromium(server, tmp_path):
+def test_explorer_in_chromium(chromium, server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     ns, server = server, server.url
-    executable = _chromium()
+    executable = chromium
     info = httpx.get(server + "/api/info").json()
     names = [c["name"] for c in info["concepts"]]
     with sync_playwright() as p:
