@@ -294,6 +294,7 @@ def _explain() -> list[Option]:
         Option("fractions", "float", 0, 1, low_open=True, each=True, help="token shares removed"),
         Option("deletion_steps", "int", 1),
         Option("concepts", "choice", choices=("all", "round_robin")),
+        Option("units", "bool", help="per-example subnetwork unit attribution (sparse models)"),
     ]
 
 
@@ -306,8 +307,9 @@ def _serve() -> list[Option]:
         Option("random_seeds", "int", 1),
         Option("limits.max_text_chars", "int", 1), Option("limits.max_body_bytes", "int", 1),
         Option("limits.cache_size", "int", 1), Option("limits.max_examples", "int", 1),
+        Option("limits.split_batch_size", "int", 1, help="examples per chunk of the background dataset pass"),
         Option("bench.texts", "int", 1), Option("bench.edits", "int", 1), Option("bench.mask_texts", "int", 0),
-        Option("bench.warmup", "int", 0), Option("bench.threads", "int", 1, null=True),
+        Option("bench.warmup", "int", 0), Option("bench.threads", "int", 1, null=True), Option("bench.dataset", "bool"),
     ]
 
 
