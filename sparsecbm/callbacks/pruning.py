@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import lightning as L
 import torch
 
-from sparsecbm.sparsity.pruning import Pruner, concept_losses_of
+from sparsecbm.sparsity.pruning import Pruner
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ class PruningCallback(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
-        sb = pl_module.model.backbone
-        weights = getattr(pl_module, "concept_weights", None)
-        self.pruner = Pruner(sb, pl_module.concept_only_loss, concept_losses_of(pl_module.model, weights))
+        # the module's own loss methods, which read its class weights when called: they are set in
+        # on_fit_start, after this hook, so weights captured here would be the unweighted placeholders
+        self.pruner = Pruner(pl_module.model.backbone, pl_module.concept_only_loss, pl_module.concept_losses)
         scorer = self.pruner.scorer
         from lightning.pytorch.strategies import FSDPStrategy
 

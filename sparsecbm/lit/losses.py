@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsecbm.models.bottleneck import edited_inputs, ground_truth_targets, random_concept_mask
-from sparsecbm.models.cbm import ConceptBottleneckModel, ConceptOutputs, as_outputs
+from sparsecbm.models.cbm import ConceptBottleneckModel, ConceptOutputs, as_outputs, concept_cross_entropies
 from sparsecbm.models.residual import cross_correlation_penalty
 
 
@@ -28,11 +28,9 @@ def balanced_class_weights(concepts, cardinalities: list[int], device=None) -> l
 
 def concept_loss(concept_logits: list[torch.Tensor], concepts: torch.Tensor,
                  weights: list[torch.Tensor | None]) -> torch.Tensor:
-    """Mean over concepts of the cross-entropy, concept ``k`` weighted by ``weights[k]`` (or not, ``None``)."""
-    return torch.stack([
-        F.cross_entropy(lg, concepts[:, k], weight=None if (w := weights[k]) is None else w.to(lg))
-        for k, lg in enumerate(concept_logits)
-    ]).mean()
+    """Mean over concepts of the cross-entropy, concept ``k`` weighted by ``weights[k]`` (or not, ``None``):
+    the mean of :func:`~sparsecbm.models.cbm.concept_cross_entropies`, which the subnetwork scorers read."""
+    return torch.stack(concept_cross_entropies(concept_logits, concepts, weights)).mean()
 
 
 def task_loss(label_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:

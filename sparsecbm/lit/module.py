@@ -20,9 +20,10 @@ from sparsecbm.lit import losses
 from sparsecbm.lit.losses import balanced_class_weights  # noqa: F401  (re-exported)
 from sparsecbm.lit.metrics import CBMMetrics
 from sparsecbm.lit.modes import training_mode
-from sparsecbm.models.cbm import ConceptOutputs
+from sparsecbm.models.cbm import ConceptOutputs, concept_cross_entropies
 from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.label_sparsity import label_l1_penalty
+from sparsecbm.sparsity.pruning import concept_losses_of
 
 SELECT = ("label", "label+concept")  # model.select: what val/select (the best checkpoint) measures
 
@@ -156,9 +157,16 @@ class CBMLitModule(L.LightningModule):
         return self.model(input_ids, attention_mask)
 
     def concept_only_loss(self, concept: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Concept ``concept``'s cross-entropy through its own subnetwork alone (used by pruning scorers)."""
+        """Concept ``concept``'s training cross-entropy (class-weighted as in :meth:`concept_loss`) through its
+        own subnetwork alone (the obert scorer)."""
         logits = self.model.single_concept_logits(concept, batch["input_ids"], batch["attention_mask"])
-        return F.cross_entropy(logits, batch["concepts"][:, concept])
+        return concept_cross_entropies([logits], batch["concepts"][:, concept:concept + 1],
+                                       [self.concept_weights[concept]])[0]
+
+    def concept_losses(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Every concept's training cross-entropy from one pass, each through its own subnetwork (the taylor
+        and fisher scorers). Reads the weights when called: they are set at fit start."""
+        return concept_losses_of(self.model, lambda: self.concept_weights)(batch)
 
     def concept_loss(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
         """Mean over concepts of the (class-weighted, ``cbm.concept_class_weight``) cross-entropy."""
