@@ -44,14 +44,18 @@ class PruningCallback(L.Callback):
             return
         # the module's own loss methods, which read its class weights when called: they are set in
         # on_fit_start, after this hook, so weights captured here would be the unweighted placeholders
-        self.pruner = Pruner(pl_module.model.backbone, pl_module.concept_only_loss, pl_module.concept_losses)
+        self.pruner = Pruner(pl_module.model.backbone, pl_module.concept_only_loss, pl_module.concept_losses,
+                             seed=self.seed)
         scorer = self.pruner.scorer
         from lightning.pytorch.strategies import FSDPStrategy
 
         if not scorer.supports_fsdp and isinstance(trainer.strategy, FSDPStrategy):
             raise ValueError(f"sparsity scorer {scorer.name} is not supported with trainer=fsdp; use magnitude or "
                              "movement (or trainer=ddp)")
-        if not scorer.concept_specific:
+        if scorer.name == "random":
+            log.warning("sparsity scorer random: the CONTROL (arbitrary per-concept masks); its specificity is what "
+                        "heads adapting to any masks give, the baseline a scorer's specificity must beat")
+        elif not scorer.concept_specific:
             log.warning("sparsity scorer %s is concept-independent: every concept gets the SAME subnetwork "
                         "(a shared-mask baseline at K times the cost); use sparsity=structured (taylor) for "
                         "concept-specific subnetworks", scorer.name)

@@ -102,15 +102,17 @@ class Pruner:
         concept_loss: ``(concept, batch) -> loss`` of that concept alone through its own subnetwork (obert).
         concept_losses: ``batch -> [loss_k]`` from one pass (taylor, fisher).
         scorer: Overrides the backbone's scorer.
+        seed: The run's seed (the random control's scores come from it).
     """
 
     def __init__(self, sb: SubnetworkBackbone, concept_loss: Callable[[int, dict], torch.Tensor] | None = None,
-                 concept_losses: Callable[[dict], list[torch.Tensor]] | None = None, scorer: Scorer | None = None):
+                 concept_losses: Callable[[dict], list[torch.Tensor]] | None = None, scorer: Scorer | None = None,
+                 seed: int = 0):
         self.sb, self.concept_loss, self.concept_losses = sb, concept_loss, concept_losses
         self.scorer = scorer if scorer is not None else make_scorer(sb.settings["scorer"])
         self.scorer.check(sb)
         self.schedule = Schedule.from_settings(sb.settings["schedule"])
-        self.scorer.attach(sb)
+        self.scorer.attach(sb, seed)
 
     @property
     def name(self) -> str:
