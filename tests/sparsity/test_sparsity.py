@@ -270,7 +270,7 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="matched no Linear layer"):
         sparse(target_modules=["nonexistent"])
     with pytest.raises(ValueError, match=r"scorer taylor needs granularity in \('neuron', 'head', 'structured'\), "
-                                         r"not unstructured \(for unstructured use one of \['magnitude', 'movement', 'obert'\]"):
+                                         r"not unstructured \(for unstructured use one of \['magnitude', 'movement', 'obert', 'random'\]"):
         Pruner(sparse(scorer={"name": "taylor"}))
     with pytest.raises(ValueError, match="scorer taylor needs concept_losses"):
         Pruner(sparse(granularity="neuron", scorer={"name": "taylor"})).prune(0.5, lambda: [])
