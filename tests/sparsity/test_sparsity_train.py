@@ -92,3 +92,24 @@ def test_a_run_that_never_reaches_the_final_sparsity_fails(cfg_factory):
         train(cfg_factory([*SMOKE, "sparsity=magnitude", "sparsity.schedule.final_sparsity=0.5",
                            "sparsity.schedule.init_sparsity=0.0", "sparsity.schedule.every=100",
                            "+callbacks.stop._target_=test_sparsity_train.StopAfterOneStep"]))
+
+
+def test_random_control_trains_beside_the_run_and_reports_both_specificities(cfg_factory, tmp_path):
+    results, _ = train(cfg_factory([*SMOKE, "sparsity=structured", "sparsity.schedule.final_sparsity=0.5",
+                                    "sparsity.scorer.batches=1", "random_control=true"]))
+    sub = results["subnetworks"]
+    ctrl = sub["random_control"]
+    saved = json.loads((tmp_path / "random_control" / "results.json").read_text())
+    assert saved["subnetworks"]["scorer"] == "random" and saved["subnetworks"]["concept_specific"] is False
+    assert saved["run"]["seed"] == results["run"]["seed"]
+    assert saved["subnetworks"]["target_sparsity"] == pytest.approx(sub["target_sparsity"])
+    assert ctrl["specificity"] == saved["subnetworks"]["specificity"]
+    for c, v in sub["specificity"].items():
+        assert ctrl["specificity_above_control"][c] == pytest.approx(v - ctrl["specificity"][c])
+    # the control's masks are not the run's: other units per concept
+    from sparsecbm.sparsity import load_masks
+
+    own, rnd = load_masks(tmp_path / "masks.safetensors"), load_masks(tmp_path / "random_control" / "masks.safetensors")
+    assert any(not torch.equal(own["food"][n], rnd["food"][n]) for n in own["food"])
+    assert json.loads((tmp_path / "results.json").read_text())["subnetworks"]["random_control"]["results"].endswith(
+        "random_control/results.json")
