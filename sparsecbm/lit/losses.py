@@ -33,9 +33,20 @@ def concept_loss(concept_logits: list[torch.Tensor], concepts: torch.Tensor,
     return torch.stack(concept_cross_entropies(concept_logits, concepts, weights)).mean()
 
 
-def task_loss(label_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy of the label, class-weighted by ``weight`` (``[L]`` or ``None``)."""
+def task_loss(label_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
+              offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the label, class-weighted by ``weight`` (``[L]`` or ``None``), of the logits plus
+    ``offset`` (``[L]``: the logit adjustment ``τ · log prior``, training only; or ``None``)."""
+    if offset is not None:
+        label_logits = label_logits + offset.to(label_logits)
     return F.cross_entropy(label_logits, labels, weight=None if weight is None else weight.to(label_logits))
+
+
+def log_prior(labels, n_classes: int, tau: float) -> torch.Tensor:
+    """``[L]`` ``tau · log(frequency)`` of the training labels (a class absent from training: the log of half
+    an example, finite)."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long).flatten(), minlength=n_classes).double()
+    return (tau * torch.log(counts.clamp(min=0.5) / counts.sum())).float()
 
 
 def residual_penalties(outputs: ConceptOutputs, weight: float) -> dict[str, torch.Tensor]:

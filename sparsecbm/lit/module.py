@@ -83,6 +83,7 @@ class CBMLitModule(L.LightningModule):
         # per concept [C_k] cross-entropy weights (cbm.concept_class_weight=balanced), set from train at fit start
         self.concept_weights: list[torch.Tensor | None] = [None] * len(concepts.names)
         self.label_weights: torch.Tensor | None = None  # [L] (cbm.label_class_weight=balanced)
+        self.label_offset: torch.Tensor | None = None  # [L] tau * log prior (cbm.label_logit_adjust), training
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         self.label_lr = float(label_lr) if label_lr is not None else head_lr
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, saved in checkpoints
@@ -123,15 +124,20 @@ class CBMLitModule(L.LightningModule):
     def on_fit_start(self) -> None:
         balance_concepts = self.cbm.concept_class_weight == "balanced" and self.model.has_concepts
         balance_labels = self.cbm.label_class_weight == "balanced"
-        if balance_concepts or balance_labels:
-            key = "concept_class_weight" if balance_concepts else "label_class_weight"
-            train = self.train_split(f"cbm.{key}=balanced needs the training split's class counts")
+        adjust = self.cbm.label_logit_adjust > 0
+        if balance_concepts or balance_labels or adjust:
+            key = ("concept_class_weight=balanced" if balance_concepts else "label_class_weight=balanced"
+                   if balance_labels else f"label_logit_adjust={self.cbm.label_logit_adjust}")
+            train = self.train_split(f"cbm.{key} needs the training split's class counts")
             if balance_concepts:
                 self.concept_weights = balanced_class_weights(train.concepts, self.concept_set.cardinalities,
                                                               self.device)
             if balance_labels:
                 labels = [[y] for y in train.labels]
                 self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device)[0]
+            if adjust:
+                self.label_offset = losses.log_prior(train.labels, self.concept_set.label.num_classes,
+                                                     self.cbm.label_logit_adjust).to(self.device)
         self.training_mode.on_fit_start(self)
 
     def train_split(self, why: str):
@@ -173,8 +179,9 @@ class CBMLitModule(L.LightningModule):
         return losses.concept_loss(concept_logits, concepts, self.concept_weights)
 
     def task_loss(self, label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced``."""
-        return losses.task_loss(label_logits, labels, self.label_weights)
+        """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced`` and
+        logit-adjusted with ``cbm.label_logit_adjust``."""
+        return losses.task_loss(label_logits, labels, self.label_weights, self.label_offset)
 
     def training_losses(self, batch: dict[str, torch.Tensor]):
         """Return (total loss, parts, outputs used for metrics) for the current mode and phase."""

@@ -38,6 +38,9 @@ class CBMConfig:
         label_head: ``linear`` | ``mlp`` (``mlp_hidden`` units); ``dropout`` before the concept heads.
         concept_loss_weight: Joint mode's weight of the concept loss beside the task loss.
         concept_class_weight / label_class_weight: ``none`` | ``balanced`` cross-entropy class weights.
+        label_logit_adjust: τ of the logit-adjusted task loss (Menon et al. 2021): in training the label
+            logits get ``τ · log(train class frequency)`` added before the cross-entropy, so the head's own
+            logits (used at inference, unchanged) lean to the rare classes; 0 is off.
         label_epochs: Sequential mode: epochs of C->Y at the end (X->C frozen).
         train_intervention_prob: Per concept and example, the label head reads the true value's activation.
         prototype_prob: ``activation=embedding``: per example, the label head reads every concept as its
@@ -57,6 +60,7 @@ class CBMConfig:
     concept_loss_weight: float = 1.0
     concept_class_weight: str = "none"
     label_class_weight: str = "none"
+    label_logit_adjust: float = 0.0
     label_epochs: int = 0
     train_intervention_prob: float = 0.0
     prototype_prob: float = 0.0
@@ -82,6 +86,8 @@ class CBMConfig:
         for key in ("concept_class_weight", "label_class_weight"):
             if getattr(self, key) not in CLASS_WEIGHTS:
                 raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected none or balanced")
+        if self.label_logit_adjust < 0:
+            raise ConfigError(f"cbm.label_logit_adjust={self.label_logit_adjust} must be >= 0 (0 is off)")
         for key in ("residual_drop_prob", "train_intervention_prob", "prototype_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"cbm.{key}={getattr(self, key)} must be in [0, 1]")
