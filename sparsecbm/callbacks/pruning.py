@@ -38,6 +38,7 @@ class PruningCallback(L.Callback):
         self.seed = int(seed)
         self.pruner: Pruner | None = None
         self.window = (0, 0)
+        self.updates: list[tuple[int, float]] = []  # (global step, sparsity) of every mask update of this fit
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
@@ -83,7 +84,11 @@ class PruningCallback(L.Callback):
         with _full_params(trainer, self.pruner.scorer.needs_full_params):
             self.pruner.prune(target, lambda: self._batches(trainer, pl_module, step))
         pl_module.train(was_training)
-        pl_module.log("train/sparsity", target)
+        self.updates.append((step, float(target)))
+        # straight to the loggers, once per update: pl_module.log from this hook kept the value in the step
+        # results, and metrics.csv repeated it on every later step until the next update
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/sparsity": float(target)}, step=step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         sb = pl_module.model.backbone

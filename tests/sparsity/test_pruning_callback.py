@@ -67,3 +67,15 @@ def test_unweighted_concept_loss_is_scored_unweighted(cfg_factory, seen):
     assert seen and all(w is None for r in seen for w in r["weights"])
     for r in seen:
         assert r["got"] == pytest.approx(r["plain"], rel=1e-5, abs=1e-6)
+
+
+def test_metrics_csv_has_train_sparsity_only_at_mask_updates(cfg_factory, tmp_path):
+    import csv
+
+    _, objs = train(cfg_factory([*SMOKE, "sparsity=structured", "sparsity.schedule.final_sparsity=0.5",
+                                 "sparsity.scorer.batches=1", "sparsity.schedule.every=4"]))
+    cb = next(c for c in objs["trainer"].callbacks if isinstance(c, PruningCallback))
+    assert len(cb.updates) >= 2
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    logged = [(int(r["step"]), float(r["train/sparsity"])) for r in rows if r.get("train/sparsity")]
+    assert logged == [(s, pytest.approx(v)) for s, v in cb.updates]
