@@ -134,7 +134,8 @@ def targets(result: dict[str, Any], spec) -> list[dict[str, Any]]:
 
 def bench_config(spec: dict[str, Any], concepts, backbone_cfg, cbms, batches, examples, pad_id: int, warmup: int,
                  timed: int, inference_batches: list[int], inference_reps: int, score_reps: int, amortise: dict,
-                 clip: float | None = None, threads=None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+                 clip: float | None = None, interventions: int = 5, threads=None, seed: int = 0,
+                 device: str = "cpu") -> dict[str, Any]:
     """One configuration: training throughput (and, for a scorer that reads batches, its mask updates amortised
     over a default run) and peak RSS, inference latency, intervention latency, mask bytes."""
     if threads:
@@ -161,7 +162,7 @@ def bench_config(spec: dict[str, Any], concepts, backbone_cfg, cbms, batches, ex
         entry["inference"] = {f"batch_{bs}_s": time_inference_pair({"m": model}, examples, bs, inference_reps)["m"]
                               ["seconds"] for bs in inference_batches}
     if spec.get("inference", True) and model.has_concepts:
-        entry["intervention"] = time_interventions(model, examples)
+        entry["intervention"] = time_interventions(model, examples, n=interventions)
     del module, model
     gc.collect()
     return entry
@@ -238,7 +239,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     per_config = {"batches": batches, "examples": examples, "pad_id": pad_id, "warmup": int(cfg.steps.warmup),
                   "timed": int(cfg.steps.timed), "inference_batches": list(cfg.inference_batches),
                   "inference_reps": int(cfg.inference_reps), "score_reps": int(cfg.steps.score_updates),
-                  "amortise": amortise, "clip": trainer.get("gradient_clip_val")}
+                  "amortise": amortise, "clip": trainer.get("gradient_clip_val"),
+                  "interventions": int(cfg.steps.interventions)}
     dense_rate = None
     for name, spec in specs.items():
         log.info("bench: %s", name)

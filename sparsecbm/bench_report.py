@@ -81,11 +81,14 @@ def markdown(result: dict[str, Any]) -> str:
     if rows:
         lines += ["", "Intervention latency per intervened concept (one example). Mask level: after the example's "
                   "prediction in the same replay block (`intervene level=mask`), and cold (no prediction before it: "
-                  "the edit runs the unmasked lower blocks itself, as the explorer's \"Fix subnetwork\" does):", "",
+                  "the edit runs the unmasked lower blocks itself, as the explorer's \"Fix subnetwork\" does); median "
+                  "[IQR] over the examples:", "",
                   "| config | concept level (ms) | mask level (ms) | mask level, cold / explorer (ms) |",
                   "|---|---|---|---|"]
         for n, iv in rows:
-            mask, cold = (f"{1000 * iv[k]:.1f}" if k in iv else "-" for k in ("mask_level_s", "mask_level_cold_s"))
+            mask, cold = (f"{1000 * iv[k]:.1f} [{1000 * iv[k[:-2] + '_iqr_s'][0]:.1f}, "
+                          f"{1000 * iv[k[:-2] + '_iqr_s'][1]:.1f}]" if k in iv else "-"
+                          for k in ("mask_level_s", "mask_level_cold_s"))
             lines.append(f"| {n} | {1000 * iv['concept_level_s']:.2f} | {mask} | {cold} |")
     if result.get("targets"):
         lines += ["", "Targets:", "", "| config | metric | target | measured | met |", "|---|---|---|---|---|"]

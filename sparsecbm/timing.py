@@ -157,7 +157,7 @@ def time_inference_pair(models: dict[str, Any], examples: list[dict], batch_size
     return out
 
 
-def time_interventions(model, examples: list[dict], n: int = 5, portion: float = 0.05) -> dict[str, float]:
+def time_interventions(model, examples: list[dict], n: int = 5, portion: float = 0.05) -> dict[str, Any]:
     """Seconds per intervened concept: concept level (edit one concept, recompute the label) and, for
     models with subnetworks, mask level (backprop to the mask, prune-and-grow, re-predict; restored)."""
     from contextlib import nullcontext
@@ -193,10 +193,12 @@ def time_interventions(model, examples: list[dict], n: int = 5, portion: float =
                 edit = editor.intervene(0, b["input_ids"], b["attention_mask"], int(b["concepts"][0, 0]),
                                         restore=True)
                 mask_s.append(edit.seconds)
-    out = {"concept_level_s": statistics.median(concept_s)}
-    if mask_s:
-        out["mask_level_s"] = statistics.median(mask_s)
-        out["mask_level_cold_s"] = statistics.median(cold_s)
+    out = {"concept_level_s": statistics.median(concept_s), "examples": n}
+    if mask_s:  # medians and IQRs over the n examples (each its own length)
+        out["mask_level_s"], out["mask_level_cold_s"] = statistics.median(mask_s), statistics.median(cold_s)
+        for key, t in (("mask_level_iqr_s", mask_s), ("mask_level_cold_iqr_s", cold_s)):
+            q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
+            out[key] = [q[0], q[2]]
     return out
 
 

@@ -16,7 +16,7 @@ def test_bench_quick(cfg_factory, tmp_path):
         # k_data.root follows data.root unless it is given
         "backbone=tiny_bert", f"data.root={TINY_DATA}", "data.max_length=32",
         "steps.warmup=1", "steps.timed=2", "steps.scaling=2", "inference_reps=2", "k_scaling=[1,10]",
-        "steps.score_updates=2", "steps.inference_pair=2",
+        "steps.score_updates=2", "steps.inference_pair=2", "steps.interventions=2",
         "length_scaling=[16]", "configs.reference_style.pad_to=64", "configs.dense_joint_cbm_pad512.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
         "isolate=false",
     ], name="bench")
