@@ -145,7 +145,7 @@ def bench_config(spec: dict[str, Any], concepts, backbone_cfg, cbms, batches, ex
     model = module.model
     steps = spec.get("steps", timed)
     train_stats = time_training(module, batches, warmup if steps > 2 else 1, steps, spec.get("pad_to"), pad_id, clip)
-    entry = {"spec": spec, "cbm": module.cbm_cfg, "train": train_stats, "pid": os.getpid(),
+    entry = {"spec": spec, "cbm": module.cbm.to_dict(), "train": train_stats, "pid": os.getpid(),
              "mask_bytes": model.backbone.mask_bytes() if hasattr(model.backbone, "mask_bytes") else 0}
     sparsity = spec.get("sparsity") or {}
     if sparsity.get("scorer") and not spec.get("pad_to"):  # the configured scorer's mask updates, amortised
