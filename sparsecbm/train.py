@@ -72,7 +72,7 @@ def random_control(cfg: DictConfig, output_dir: Path, stats: dict[str, Any]) -> 
     """
     sub = OmegaConf.to_container(cfg, resolve=False)
     sub["random_control"] = False
-    sub["sparsity"]["scorer"] = {"_target_": "sparsecbm.sparsity.RandomScorer", "name": "random", "seed": int(cfg.seed)}
+    sub["sparsity"]["scorer"] = {"_target_": "sparsecbm.sparsity.RandomScorer", "seed": int(cfg.seed)}
     sub["paths"]["output_dir"] = str(output_dir / "random_control")
     log.info("random_control: training the random-mask control into %s", sub["paths"]["output_dir"])
     control, _ = train(OmegaConf.create(sub))

@@ -8,6 +8,7 @@ import pytest
 from conftest import TINY_DATA
 
 from sparsecbm.bench import amortised_updates, run
+from sparsecbm.sparsity import make_scorer
 from sparsecbm.tables import load_runs, table
 
 
@@ -196,7 +197,7 @@ def test_cebab_table_experiment_sweeps_every_row(cfg_factory):
         assert c.trainer.max_epochs == 3
         sp = c.sparsity or None
         assert c.cbm.activation == ("logits" if row != "standard" else c.cbm.activation)
-        seen[row] = (c.cbm.mode, sp and sp.granularity, sp and sp.scorer.name, sp and sp.schedule.final_sparsity,
+        seen[row] = (c.cbm.mode, sp and sp.granularity, sp and make_scorer(sp.scorer).name, sp and sp.schedule.final_sparsity,
                      sp and sp.masked_layers)
     assert seen["standard"] == ("standard", None, None, None, None)
     assert seen["joint"] == ("joint", None, None, None, None)
@@ -218,7 +219,7 @@ def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
         c = cfg_factory(["experiment=bottleneck_table", f"+bottleneck_row={row}"])
         sp = c.sparsity or None
         seen[row] = (c.cbm.mode, c.cbm.activation, c.cbm.residual_dim, c.cbm.concept_class_weight,
-                     c.cbm.train_intervention_prob, sp and (sp.scorer.name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
+                     c.cbm.train_intervention_prob, sp and (make_scorer(sp.scorer).name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
                      c.trainer.max_epochs, c.cbm.label_head, c.cbm.label_class_weight, c.cbm.tokens)
     sparse = ("taylor", 0.7, (-2, -1))  # the default structured SparseCBM: concept-specific masks
     assert seen["standard"][0] == "standard"

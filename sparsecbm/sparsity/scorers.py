@@ -25,7 +25,6 @@ depend on its own branch only, so the gradient of sum_k L_k w.r.t. concept k's m
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -362,32 +361,27 @@ SCORERS: dict[str, type[Scorer]] = {c.name: c for c in (MagnitudeScorer, Movemen
 
 
 def make_scorer(spec: Scorer | Mapping[str, Any] | None) -> Scorer:
-    """A :class:`Scorer` from an instance, a ``_target_`` mapping or a ``{"name": ...}`` mapping.
+    """A :class:`Scorer` from an instance or a ``_target_`` mapping (what ``conf/sparsity/scorer/<name>.yaml``
+    holds; ``sparsity/scorer=<name>`` picks one); the mapping's other keys are its arguments. ``None``: magnitude.
 
-    A ``name`` that names another scorer than the ``_target_`` wins (``sparsity.scorer.name=obert`` on the
-    command line or in a sweep selects :class:`OBertScorer`); the mapping's other keys are its arguments.
+    A stored ``name`` (checkpoints and mask files keep :meth:`Scorer.config`) must be the class's own.
     """
     if isinstance(spec, Scorer):
         return spec
+    if spec is None:
+        return MagnitudeScorer()
     from omegaconf import DictConfig, OmegaConf
 
-    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec or {})
-    spec = spec or {"name": "magnitude"}
-    target, name = spec.pop("_target_", None), spec.pop("name", None)
-    cls = None
-    if target is not None:
-        from hydra.utils import get_class
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    target = spec.pop("_target_", None)
+    if target is None:
+        raise ValueError(f"sparsity.scorer {spec} has no _target_ (a Scorer class); pick one with "
+                         f"sparsity/scorer=<name>, one of {sorted(SCORERS)} (conf/sparsity/scorer/)")
+    from hydra.utils import get_class
 
-        cls = get_class(target)
-        if not (isinstance(cls, type) and issubclass(cls, Scorer)):
-            raise ValueError(f"sparsity.scorer._target_={target} is not a sparsecbm Scorer")
-    if name is not None and (cls is None or name != cls.name):
-        if name not in SCORERS:
-            raise ValueError(f"sparsity.scorer.name='{name}' is not valid; expected one of {tuple(SCORERS)}")
-        replaced, cls = cls is not None, SCORERS[name]
-        if replaced:  # drop the settings only the replaced scorer takes
-            accepted = set(inspect.signature(cls.__init__).parameters)
-            spec = {k: v for k, v in spec.items() if k in accepted}
+    cls = get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        raise ValueError(f"sparsity.scorer._target_={target} is not a sparsecbm Scorer")
     try:
         return cls(**spec)
     except TypeError as e:

@@ -30,11 +30,11 @@ from sparsecbm.sparsity import (
     cross_mask,
     export_masks,
     load_masks,
-    make_scorer,
     materialize,
     subnetwork_stats,
 )
 from sparsecbm.sparsity.pruning import concept_losses_of
+from sparsecbm.sparsity.scorers import SCORERS
 from sparsecbm.sparsity.specificity import CrossMask
 
 CFG = {"model_type": "bert", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 8,
@@ -59,7 +59,7 @@ def data(n: int, seed: int) -> dict[str, torch.Tensor]:
 def build(scorer: str, seed: int):
     torch.manual_seed(seed)
     bb = Backbone("minilm", pooling="cls", pretrained=False, config=dict(CFG))
-    sb = SubnetworkBackbone(bb, 2, granularity="structured", scorer={"name": scorer})
+    sb = SubnetworkBackbone(bb, 2, granularity="structured", scorer=SCORERS[scorer]())
     return ConceptBottleneckModel(sb, CS2, activation="probs", dropout=0.0)
 
 
@@ -128,8 +128,7 @@ def kept_heads(scorer: str, seed: int, dense_models) -> tuple[list[set[int]], li
     state, truth = dense_models[seed]
     model = build("taylor", seed).eval()
     model.load_state_dict(state)
-    pruner = Pruner(model.backbone, concept_losses=concept_losses_of(model), scorer=make_scorer({"name": scorer}),
-                    seed=seed)
+    pruner = Pruner(model.backbone, concept_losses=concept_losses_of(model), scorer=SCORERS[scorer](), seed=seed)
     score = [data(32, 500 + i) for i in range(4)]
     for sparsity in (0.25, 0.5, 0.75):
         pruner.prune(sparsity, lambda: score)

@@ -25,6 +25,7 @@ SMOKE = ["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT]
     ("structured", ["sparsity.schedule.end=1.0", "sparsity.scorer.batches=2"]),  # the default: Taylor, top blocks
     ("movement", ["sparsity.granularity=structured"]),
     ("fisher", ["sparsity.schedule.scope=global", "sparsity.scorer.batches=1"]),
+    ("structured", ["sparsity/scorer=random"]),  # the control: a scorer picked from the config group
 ])
 def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     results, objs = train(cfg_factory([*SMOKE, f"sparsity={sparsity}", "sparsity.schedule.final_sparsity=0.5", *extra]))
@@ -37,7 +38,9 @@ def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     assert set(saved["subnetworks"]["jaccard"]) >= {"food|ambiance", "service|noise"}
     # the selected checkpoint is at the final sparsity; concept-specific scorers say so, magnitude does not
     assert saved["subnetworks"]["target_sparsity"] == pytest.approx(saved["subnetworks"]["final_sparsity"])
-    assert saved["subnetworks"]["concept_specific"] is (sparsity != "magnitude")
+    control = "sparsity/scorer=random" in extra
+    assert saved["subnetworks"]["concept_specific"] is (sparsity != "magnitude" and not control)
+    assert saved["subnetworks"]["scorer"] == ("random" if control else saved["subnetworks"]["scorer"])
     cm = saved["subnetworks"]["cross_mask"]
     assert len(cm) == 4 and all(len(row) == 4 and all(0 <= v <= 1 for v in row) for row in cm)
     assert set(saved["subnetworks"]["specificity"]) == {"food", "ambiance", "service", "noise"}
