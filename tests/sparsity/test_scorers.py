@@ -266,3 +266,15 @@ def test_cross_mask_specificity_arithmetic():
     cm = CrossMask.from_matrix(["x", "y", "z"], torch.tensor([[0.9, 0.5, 0.3], [0.2, 0.4, 0.6], [0.1, 0.1, 0.1]]))
     assert cm.specificity["x"] == pytest.approx(0.5) and cm.specificity["y"] == pytest.approx(0.0, abs=1e-6)
     assert cm.own_best == {"x": True, "y": False, "z": True}
+
+
+if __name__ == "__main__":  # the pass counts docs/guides/subnetwork-specificity.md quotes: python tests/sparsity/test_scorers.py
+    torch.set_num_threads(1)
+    seeds = range(10)
+    dense = {}
+    for s in seeds:
+        m = fit(build("taylor", s), 80)
+        dense[s] = ({k: v.clone() for k, v in m.state_dict().items()}, reading_heads(m, data(256, 999)))
+    for name in ("taylor_signed", "taylor", "fisher", "random"):
+        passed = [s for s in seeds if keeps_its_own_units(*kept_heads(name, s, dense))]
+        print(f"{name}: passes on {len(passed)} of {len(seeds)} seeds {passed}")
