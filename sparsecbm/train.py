@@ -62,8 +62,8 @@ def subnetwork_outputs(module, output_dir: Path, write: bool = True, loader=None
 
 
 def random_control(cfg: DictConfig, output_dir: Path, stats: dict[str, Any]) -> dict[str, Any]:
-    """``random_control=true``: train the same run again with fixed random per-concept masks (``sparsity=random``:
-    same seed, data, blocks, schedule and sparsity) into ``output_dir/random_control`` and return what its
+    """``random_control=true``: train the same run again with fixed random per-concept masks
+    (``sparsity/scorer=random``: same seed, data, blocks, schedule and sparsity) into ``output_dir/random_control`` and return what its
     cross-mask matrix reaches beside this run's.
 
     A separate training is needed because the control must include what it controls for: every concept

@@ -53,7 +53,7 @@ class PruningCallback(L.Callback):
         if not scorer.supports_fsdp and isinstance(trainer.strategy, FSDPStrategy):
             raise ValueError(f"sparsity scorer {scorer.name} is not supported with trainer=fsdp; use magnitude or "
                              "movement (or trainer=ddp)")
-        if scorer.name == "random":
+        if scorer.control:
             log.warning("sparsity scorer random: the CONTROL (arbitrary per-concept masks); its specificity is what "
                         "heads adapting to any masks give, the baseline a scorer's specificity must beat")
         elif not scorer.concept_specific:

@@ -84,7 +84,8 @@ class Scorer:
 
     Attributes:
         name: Short name (reports, ``results.json``).
-        concept_specific: Scores come from each concept's own loss (False: one shared ranking).
+        concept_specific: Scores come from each concept's own loss (False: one shared ranking, or the control).
+        control: The random-mask control (arbitrary per-concept masks, chosen by nothing).
         needs_batches: Reads training batches and concept losses at every update.
         needs_rank_sync: Scores differ between data-parallel ranks (averaged before masks are chosen).
         needs_full_params: Reads weights outside a forward pass (FSDP must gather them).
@@ -94,6 +95,7 @@ class Scorer:
 
     name = "scorer"
     concept_specific = True
+    control = False
     needs_batches = False
     needs_rank_sync = True
     needs_full_params = False
@@ -329,6 +331,7 @@ class RandomScorer(Scorer):
 
     name = "random"
     concept_specific = False
+    control = True
     needs_rank_sync = False  # the same seed on every rank: the same scores
 
     def __init__(self, batches: int = 4, seed: int | None = None, name: str | None = None):
