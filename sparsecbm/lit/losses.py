@@ -13,17 +13,21 @@ from sparsecbm.models.cbm import ConceptBottleneckModel, ConceptOutputs, as_outp
 from sparsecbm.models.residual import cross_correlation_penalty
 
 
-def balanced_class_weights(concepts, cardinalities: list[int], device=None) -> list[torch.Tensor]:
-    """Per concept ``[C_k]`` weights ``n / (C_k * count)`` from ``[N, K]`` training values (sklearn's
-    "balanced"): every value contributes equally to its concept's loss, which targets macro-F1. A value
-    absent from training gets weight 0 (no examples to weigh)."""
+def balanced_class_weights(concepts, cardinalities: list[int], device=None, power: float = 1.0) -> list[torch.Tensor]:
+    """Per concept ``[C_k]`` weights ``(n / (C_k * count)) ** power`` from ``[N, K]`` training values (``power=1``
+    is sklearn's "balanced": every value contributes equally to its concept's loss, which targets macro-F1;
+    ``power=0.5``, the ``sqrt`` option, goes half-way from the plain loss in log space). A value absent from
+    training gets weight 0 (no examples to weigh)."""
     values = torch.as_tensor(concepts, dtype=torch.long).reshape(-1, len(cardinalities))
     out = []
     for k, card in enumerate(cardinalities):
         counts = torch.bincount(values[:, k], minlength=card).float()
-        w = torch.where(counts > 0, values.shape[0] / (card * counts.clamp(min=1)), torch.zeros_like(counts))
+        w = torch.where(counts > 0, (values.shape[0] / (card * counts.clamp(min=1))) ** power, torch.zeros_like(counts))
         out.append(w.to(device) if device is not None else w)
     return out
+
+
+CLASS_WEIGHT_POWER = {"balanced": 1.0, "sqrt": 0.5}  # cbm.*_class_weight -> power of the balanced weights
 
 
 def concept_loss(concept_logits: list[torch.Tensor], concepts: torch.Tensor,

@@ -135,19 +135,22 @@ class CBMLitModule(L.LightningModule):
         return self.training_mode.in_label_phase(self)
 
     def on_fit_start(self) -> None:
-        balance_concepts = self.cbm.concept_class_weight == "balanced" and self.model.has_concepts
-        balance_labels = self.cbm.label_class_weight == "balanced"
+        power = losses.CLASS_WEIGHT_POWER
+        balance_concepts = self.cbm.concept_class_weight in power and self.model.has_concepts
+        balance_labels = self.cbm.label_class_weight in power
         adjust = self.cbm.label_logit_adjust > 0
         if balance_concepts or balance_labels or adjust:
-            key = ("concept_class_weight=balanced" if balance_concepts else "label_class_weight=balanced"
-                   if balance_labels else f"label_logit_adjust={self.cbm.label_logit_adjust}")
+            key = (f"concept_class_weight={self.cbm.concept_class_weight}" if balance_concepts else
+                   f"label_class_weight={self.cbm.label_class_weight}" if balance_labels else
+                   f"label_logit_adjust={self.cbm.label_logit_adjust}")
             train = self.train_split(f"cbm.{key} needs the training split's class counts")
             if balance_concepts:
                 self.concept_weights = balanced_class_weights(train.concepts, self.concept_set.cardinalities,
-                                                              self.device)
+                                                              self.device, power[self.cbm.concept_class_weight])
             if balance_labels:
                 labels = [[y] for y in train.labels]
-                self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device)[0]
+                self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device,
+                                                            power[self.cbm.label_class_weight])[0]
             if adjust:
                 self.label_offset = losses.log_prior(train.labels, self.concept_set.label.num_classes,
                                                      self.cbm.label_logit_adjust).to(self.device)

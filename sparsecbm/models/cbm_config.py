@@ -24,7 +24,7 @@ from sparsecbm.concepts import ConceptSet
 from sparsecbm.errors import ConfigError
 from sparsecbm.models.cbm import ConceptBottleneckModel
 
-CLASS_WEIGHTS = ("none", "balanced")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 _NONE_IS = {"concept_class_weight": "none", "label_class_weight": "none", "tokens": "none",
             "label_sparsity": "none", "residual_dim": 0, "residual_drop_prob": 0.0}
 
@@ -37,7 +37,8 @@ class CBMConfig:
         embedding_dim: Size of every concept value's embedding (``activation=embedding``).
         label_head: ``linear`` | ``mlp`` (``mlp_hidden`` units); ``dropout`` before the concept heads.
         concept_loss_weight: Joint mode's weight of the concept loss beside the task loss.
-        concept_class_weight / label_class_weight: ``none`` | ``balanced`` cross-entropy class weights.
+        concept_class_weight / label_class_weight: ``none`` | ``balanced`` (``n / (C * count)``) | ``sqrt`` (its
+            square root) cross-entropy class weights.
         label_logit_adjust: τ of the logit-adjusted task loss (Menon et al. 2021): in training the label
             logits get ``τ · log(train class frequency)`` added before the cross-entropy, so the head's own
             logits (used at inference, unchanged) lean to the rare classes; 0 is off.
@@ -85,7 +86,7 @@ class CBMConfig:
             setattr(self, f.name, value)
         for key in ("concept_class_weight", "label_class_weight"):
             if getattr(self, key) not in CLASS_WEIGHTS:
-                raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected none or balanced")
+                raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected one of {list(CLASS_WEIGHTS)}")
         if self.label_logit_adjust < 0:
             raise ConfigError(f"cbm.label_logit_adjust={self.label_logit_adjust} must be >= 0 (0 is off)")
         for key in ("residual_drop_prob", "train_intervention_prob", "prototype_prob"):

@@ -21,6 +21,8 @@ def test_balanced_class_weights_known_values():
     w = balanced_class_weights([[0, 0], [0, 1], [0, 2], [1, 2]], [3, 3])
     torch.testing.assert_close(w[0], torch.tensor([4 / 9, 4 / 3, 0.0]))
     torch.testing.assert_close(w[1], torch.tensor([4 / 3, 4 / 3, 2 / 3]))
+    sqrt = balanced_class_weights([[0, 0], [0, 1], [0, 2], [1, 2]], [3, 3], power=0.5)  # label_class_weight=sqrt
+    torch.testing.assert_close(sqrt[0], torch.tensor([(4 / 9) ** 0.5, (4 / 3) ** 0.5, 0.0]))
 
 
 def test_balanced_concept_loss_is_the_weighted_cross_entropy():
@@ -40,7 +42,8 @@ def test_balanced_concept_loss_is_the_weighted_cross_entropy():
     m._trainer = SimpleNamespace(datamodule=None, max_epochs=1)
     with pytest.raises(ValueError, match="concept_class_weight=balanced needs the training split"):
         m.on_fit_start()
-    with pytest.raises(ValueError, match="concept_class_weight='inverse' is not valid; expected none or balanced"):
+    with pytest.raises(ValueError, match=r"concept_class_weight='inverse' is not valid; expected one of \['none', "
+                                         r"'balanced', 'sqrt'\]"):
         module("probs", concept_class_weight="inverse")
 
 
