@@ -81,17 +81,15 @@ class CBMConfig:
             value = getattr(self, f.name)
             if value is None and f.name in _NONE_IS:
                 value = _NONE_IS[f.name]
-            if f.type in ("int", "float") and value is not None:
-                value = int(value) if f.type == "int" else float(value)
+            if f.type in ("int", "float") and value is not None and not isinstance(value, bool):
+                try:
+                    value = int(value) if f.type == "int" else float(value)
+                except (TypeError, ValueError):
+                    pass  # check_object names the option and what it expects
             setattr(self, f.name, value)
-        for key in ("concept_class_weight", "label_class_weight"):
-            if getattr(self, key) not in CLASS_WEIGHTS:
-                raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected one of {list(CLASS_WEIGHTS)}")
-        if self.label_logit_adjust < 0:
-            raise ConfigError(f"cbm.label_logit_adjust={self.label_logit_adjust} must be >= 0 (0 is off)")
-        for key in ("residual_drop_prob", "train_intervention_prob", "prototype_prob"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"cbm.{key}={getattr(self, key)} must be in [0, 1]")
+        from sparsecbm.options import CBM, check_object
+
+        check_object(self, CBM)  # the ranges and names of sparsecbm.options (declared once, checked before training too)
         if self.prototype_prob > 0 and self.activation != "embedding":
             raise ConfigError(f"cbm.prototype_prob={self.prototype_prob} needs cbm.activation=embedding (concept "
                               f"embeddings to replace by their value prototypes); got activation={self.activation}")
