@@ -25,9 +25,13 @@ def register_resolvers() -> None:
 
 
 def quiet_libraries() -> None:
-    """Hide tokenizers' fork warning and HF progress bars in our runs."""
+    """Hide tokenizers' fork warning and HF progress bars in our runs; print each Lightning line once, without
+    its advertising (:func:`sparsecbm.logs.route_library_logs`)."""
+    from sparsecbm.logs import route_library_logs
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    route_library_logs()
 
 
 #: Split names every entry point accepts (``split=``, ``splits=``).
@@ -61,49 +65,15 @@ def resolve_device(accelerator: Any = "auto") -> str:
     return "cuda" if accelerator == "gpu" else "cpu"
 
 
-def data_request(cfg: DictConfig, backbone_tokenizer: str | None = None) -> DictConfig | None:
-    """What an inference entry point's ``data=`` / ``data.root=`` (and deprecated ``data_root=``) ask for.
-
-    Returns ``None`` (the checkpoint's own data config), a full data config (``data=<name>`` was given:
-    it has a ``_target_``) or the overrides to apply to the checkpoint's own (``data.root=DIR``,
-    ``data.encoding=...``: only the keys that are not null). ``data_root=DIR`` still works for one
-    release, with a ``FutureWarning``.
-    """
-    import warnings
-
-    from omegaconf import open_dict
-
-    data = cfg.get("data")
-    legacy = cfg.get("data_root")
-    if legacy is not None:
-        warnings.warn("data_root=DIR is deprecated and will be removed in the next release; use data.root=DIR "
-                      "(the same option as training)", FutureWarning, stacklevel=2)
-        given = data.get("root") if data is not None else None
-        if given is not None and str(given) != str(legacy):
-            raise ConfigError(f"both data.root={given} and data_root={legacy} are given; pass only data.root=DIR")
-    if data is None:
-        return OmegaConf.create({"root": str(legacy)}) if legacy is not None else None
-    if "_target_" in data:  # data=<name>: a whole data config (its interpolations read backbone.tokenizer)
-        if backbone_tokenizer is not None:
-            with open_dict(cfg):
-                cfg.backbone = {"tokenizer": backbone_tokenizer}
-        full = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
-        if legacy is not None:
-            full.root = str(legacy)
-        return full
-    overrides = {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if v is not None}
-    if legacy is not None:
-        overrides["root"] = str(legacy)
-    return OmegaConf.create(overrides) if overrides else None
-
-
 def hydra_entry_point(config_name: str, config_path: str | None = None) -> Callable[[F], F]:
     """``@hydra.main`` for ``conf/<config_name>.yaml`` with the project's error path on both sides of it.
 
     Decorating registers the ``sc.*`` resolvers (:func:`register_resolvers`, at import time, so a test that
     composes the config and calls the entry point's function resolves them too); each call quiets the
-    libraries (:func:`quiet_libraries`) before the task runs. Both are idempotent, so an entry point that
-    still calls them itself works the same.
+    libraries (:func:`quiet_libraries`), then runs the task inside its run folder
+    (:func:`sparsecbm.runs.run_folder`: checked writable, rolled back if the command fails before it starts,
+    a resume command on SIGTERM/SIGINT) after checking every declared option of ``config_name``
+    (:func:`sparsecbm.options.check_options`: ranges, names, files, folders, ports), before anything heavy.
 
     Example:
         >>> @hydra_entry_point("serve")
@@ -119,8 +89,13 @@ def hydra_entry_point(config_name: str, config_path: str | None = None) -> Calla
 
         @functools.wraps(task)
         def quiet_task(cfg: DictConfig) -> Any:
+            from sparsecbm.options import check_options
+            from sparsecbm.runs import run_folder
+
             quiet_libraries()
-            return task(cfg)
+            with run_folder(cfg, config_name):
+                check_options(config_name, cfg)
+                return task(cfg)
 
         hydra_main = hydra.main(version_base="1.3", config_path=config_path or CONF_DIR,
                                 config_name=config_name)(user_errors(quiet_task))

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,7 +70,7 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
 
     ``true_concept_logreg``: logistic regression from one-hot *true* concepts (train -> test);
     ``true_concept_lookup``: the majority train label of each combination of true concept values
-    (see :class:`~sparsecbm.interpret.leakage.ConceptCeiling`);
+    (see :class:`~sparsecbm.ceiling.ConceptCeiling`);
     ``majority_class``: always predict the most frequent training label.
     ``ceiling``: that ceiling already fitted on these training concepts (a run fits it once); else fitted here.
     """
@@ -83,7 +85,7 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
     out["majority_class"] = scores(np.full(len(test_labels), majority))
     if cardinalities:
         if ceiling is None:
-            from sparsecbm.interpret.leakage import ConceptCeiling
+            from sparsecbm.ceiling import ConceptCeiling
 
             ceiling = ConceptCeiling.fit(train_concepts, train_labels, cardinalities, n_labels)
         out["true_concept_logreg"] = scores(ceiling.predict(test_concepts, "logreg"))
@@ -103,6 +105,24 @@ SUMMARY_COLUMNS = {
     "ceil": "task acc of the best head on the true concepts",
     "leak": "soft - hard task acc in points (what the activations carry beyond the values)",
 }
+
+
+_ACTIVATIONS = {"logits": "concept logits", "probs": "concept probabilities", "hard": "hard concepts",
+                "embedding": "concept embeddings"}
+
+
+def cbm_title(cbm: Mapping[str, Any]) -> str:
+    """The model's ``conf/cbm`` preset and what it is, from its ``cbm`` options, for headers: e.g.
+    ``cem (joint, concept embeddings)``, ``strict (independent, hard concepts)``, ``standard (no concepts)``."""
+    mode, activation = cbm.get("mode", "joint"), cbm.get("activation", "logits")
+    if mode == "standard":
+        return "standard (no concepts)"
+    residual = int(cbm.get("residual_dim") or 0)
+    name = ("cem" if activation == "embedding" else "hybrid" if residual else
+            "strict" if (mode, activation) == ("independent", "hard") else mode)
+    parts = ([mode] if name != mode else []) + [_ACTIVATIONS.get(activation, activation)]
+    parts += [f"{residual}-dim residual"] if residual else []
+    return f"{name} ({', '.join(parts)})"
 
 
 def summary_table(results: Mapping[str, Any], title: str):
@@ -129,9 +149,37 @@ def summary_table(results: Mapping[str, Any], title: str):
                       fmt((b.get("ceiling") or {}).get("acc")), "-" if leak is None else f"{100 * leak:+.1f}")
     legend = "; ".join(f"{k}: {v}" for k, v in SUMMARY_COLUMNS.items() if k != "split")
     lines = [legend]
+    val = results.get("val") or {}
+    if val and not val.get("bottleneck") and (results.get("test") or {}).get("bottleneck"):
+        lines.append("-: not measured on val by training (its interventions cost another pass); "
+                     "python -m sparsecbm.evaluate ckpt_path=<run>/checkpoints/best.ckpt fills them for dev")
     residual = ((results.get("test") or {}).get("bottleneck") or {}).get("residual")
     if residual:
         lines.append(f"hybrid bottleneck: residual share of the decision {100 * residual['share']:.0f}%, "
                      f"test acc with the residual at its mean {fmt(residual['without']['acc'])}")
     table.caption = "\n".join(lines)
     return table
+
+
+def print_outputs(outputs: Mapping[str, Any]) -> None:
+    """The files a command wrote, one ``what: path`` line each, last on stdout (every inference command ends
+    this way, so a user always sees where to look)."""
+    for what, path in outputs.items():
+        if path:
+            print(f"{what}: {path}", flush=True)
+
+
+def fmt_mean_std(values: list[float]) -> str:
+    """Mean ± std in % (just the mean for one value, `-` for none)."""
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def write_markdown(md: str, path: str | Path | None) -> None:
+    """Write ``md`` to ``path`` (parents created) when a path is given."""
+    if path:
+        from sparsecbm.outputs import write_text
+
+        write_text(path, md)

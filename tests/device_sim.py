@@ -20,6 +20,9 @@ the model. Operations inside Lightning / torchmetrics themselves are not checked
 handling is theirs). It is a model of CUDA's rules, stricter in one place: indexing a device tensor with a
 host index tensor is flagged (CUDA accepts it, but the transfer is a sync point).
 
+:class:`OnDevice` is the training-side check: a Lightning callback asserting that the parameters and the
+batch are on the device (and, under the simulation, not host tensors) at every step.
+
 Example:
     >>> with SimulatedDevice():
     ...     scores = torch.zeros(3)                  # host: no device=
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import sys
 
+import lightning as L
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -180,25 +184,26 @@ class SimulatedDevice(TorchFunctionMode):
         return out
 
 
-class OnDevice:
-    """A Lightning callback (``+callbacks.on_device={_target_: device_sim.OnDevice, device: cuda}``): at every
-    training step every parameter and every batch tensor is on ``device`` (``cpu`` | ``cuda``); ``steps``
-    counts the checked steps."""
+class OnDevice(L.Callback):
+    """A Lightning callback that checks, at every training step, that every parameter and every batch tensor is
+    on ``device`` (``cpu`` | ``cuda``); ``steps`` counts the checked steps. Under :class:`SimulatedDevice` a
+    tensor tagged as a host tensor is off the simulated accelerator too (what ``device="cpu"`` cannot tell).
 
-    def __new__(cls, device: str):
-        import lightning as L
+    Config: ``+callbacks.on_device={_target_: device_sim.OnDevice, device: cuda}``.
+    """
 
-        class _OnDevice(L.Callback):
-            def __init__(self):
-                self.device, self.steps = device, 0
+    def __init__(self, device: str):
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"OnDevice: device must be cpu or cuda, got {device!r}")
+        self.device, self.steps = device, 0
 
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                off = [n for n, p in pl_module.named_parameters() if p.device.type != self.device]
-                assert not off, f"parameters not on {self.device} during training: {off[:5]}"
-                tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-                assert all(v.device.type == self.device for v in tensors.values()), \
-                    {k: str(v.device) for k, v in tensors.items()}
-                self.steps += 1
+    def _off(self, t: torch.Tensor) -> bool:
+        return t.device.type != self.device or is_host(t)
 
-        _OnDevice.__name__ = _OnDevice.__qualname__ = "OnDevice"
-        return _OnDevice()
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        off = [n for n, p in pl_module.named_parameters() if self._off(p)]
+        assert not off, f"parameters not on {self.device} during training: {off[:5]}"
+        tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        off = {k: str(v.device) + (" (host)" if is_host(v) else "") for k, v in tensors.items() if self._off(v)}
+        assert not off, f"batch tensors not on {self.device} during training: {off}"
+        self.steps += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from device_sim import DeviceMismatch, SimulatedDevice, mark_host
+from device_sim import DeviceMismatch, OnDevice, SimulatedDevice, mark_host
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sparsecbm"
 FACTORIES = {"zeros", "ones", "full", "empty", "arange", "tensor", "as_tensor", "eye", "rand", "randn", "randint",
@@ -40,6 +40,9 @@ HOST_SIDE = {
     ("sparsity/report.py", "load_masks"): "masks read from a file",
     ("sparsity/pruning.py", "_keep_by_weight"): "a greedy walk on the host; the mask returns to the scores' device",
     ("lit/losses.py", "balanced_class_weights"): "counted on the host from the training labels, then .to(device)",
+    ("lit/losses.py", "log_prior"): "counted on the host from the training labels; task_loss moves it to the logits",
+    ("sparsity/scorers.py", "random_scores"): "the random control's scores from a CPU generator (the same masks on "
+                                              "any device), handed out on the masks' device by RandomScorer",
     ("metrics.py", "_as_classes"): "metrics of host predictions (lists, NumPy)",
     ("timing.py", "_pad"): "pads a host batch before the bench moves it to the device",
     ("annotate/llm.py", "collate"): "the padded host batch, moved with .to(self.device)",
@@ -130,3 +133,20 @@ def test_simulated_device_catches_both_crashes_of_issue_25():
         layer(host.expand(1, 2).repeat(1, 2))
     with pytest.raises(DeviceMismatch, match="numpy"), SimulatedDevice():
         layer.weight.detach().numpy()
+
+
+def test_on_device_callback_flags_wrong_devices_and_host_tensors():
+    """tests/test_gpu.py's training check: a parameter off the device, or (simulated) a batch tensor the
+    loader made that never moved, fails the step; a moved batch passes and is counted."""
+    module = torch.nn.Linear(2, 2)
+    cb = OnDevice("cpu")
+    with SimulatedDevice():
+        moved = torch.ones(2, 2).to(torch.device("cpu"))  # what Lightning's transfer does
+        cb.on_train_batch_start(None, module, {"input_ids": moved, "index": [0, 1]}, 0)
+        with pytest.raises(AssertionError, match=r"batch tensors not on cpu.*\(host\)"):
+            cb.on_train_batch_start(None, module, {"input_ids": torch.ones(2, 2)}, 0)
+    assert cb.steps == 1
+    with pytest.raises(AssertionError, match="parameters not on cuda during training: \\['weight', 'bias'\\]"):
+        OnDevice("cuda").on_train_batch_start(None, module, {}, 0)
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        OnDevice("gpu")

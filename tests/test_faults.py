@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import ROOT, TINY_BERT
 
-from sparsecbm.checkpoint import load_checkpoint, read_checkpoint
+from sparsecbm.checkpoint import load_model, read_checkpoint
 from sparsecbm.errors import CheckpointError
 from sparsecbm.sparsity import load_masks
 from sparsecbm.train import train
 
-SPARSE = ["experiment=smoke", *TINY_BERT, "trainer.max_epochs=3", "sparsity=movement",
+SPARSE = ["experiment=smoke", *TINY_BERT, "trainer.max_epochs=3", "keep_last_checkpoint=true", "sparsity=movement",
           "sparsity.schedule.final_sparsity=0.5", "sparsity.schedule.every=2", "sparsity.schedule.end=0.7"]
 
 
@@ -54,7 +54,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(cfg_factory, tmp_pa
 
 
 def test_killed_while_writing_a_checkpoint_leaves_the_previous_one(cfg_factory, tmp_path):
-    train(cfg_factory(["experiment=smoke", *TINY_BERT, "test=false"], out=tmp_path))
+    train(cfg_factory(["experiment=smoke", *TINY_BERT, "test=false", "keep_last_checkpoint=true"], out=tmp_path))
     target = tmp_path / "checkpoints" / "last.ckpt"
     before = target.read_bytes()
     script = f"""
@@ -75,7 +75,7 @@ AtomicCheckpointIO().save_checkpoint(ckpt, {str(target)!r})
                           timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert target.read_bytes() == before  # untouched: the write went to last.ckpt.tmp
-    assert load_checkpoint(target).concept_set.names == ["food", "ambiance", "service", "noise"]
+    assert load_model(target)[1].concepts.names == ["food", "ambiance", "service", "noise"]
     partial = Path(str(target) + ".tmp")
     assert partial.is_file() and 0 < partial.stat().st_size < len(before)
     try:

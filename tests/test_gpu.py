@@ -19,7 +19,7 @@ from conftest import TINY_BERT, compose_cfg
 from device_sim import SimulatedDevice
 from test_annotated import annotated  # noqa: F401  (fixture: the tiny CEBaB folder with a graded concept)
 
-from sparsecbm.checkpoint import InferenceSession
+from sparsecbm.session import InferenceSession
 from sparsecbm.train import train
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)]
@@ -104,7 +104,7 @@ def test_concept_level_and_mask_interventions_on_the_device(graded_sparse, tmp_p
                                                        "set={food_grade: 4, staff: Negative}"], "intervene"))
         curve = intervene(compose_cfg(tmp_path / "curve", [*base, f"data.root={data}", "random_seeds=1"], "intervene"))
         mask = intervene(compose_cfg(tmp_path / "mask", [*base, f"data.root={data}", "level=mask", "mask.examples=4",
-                                                         "mask.holdout=4", "mask.portion=0.2"], "intervene"))
+                                                         "mask.holdout=4", "mask_portion=0.2"], "intervene"))
     assert res.after.concepts["food_grade"] == "4" and res.after.concepts["staff"] == "Negative"  # a level, a value
     assert curve.n_examples == 16 and set(curve.curves) == {"random", "uncertainty", "influence", "oracle"}
     for r in mask["results"].values():
@@ -178,18 +178,18 @@ def test_gpu_outputs_match_cpu(graded_sparse):
     cpu = InferenceSession.from_checkpoint(ckpt, accelerator="cpu")
     texts = [TEXT, "Lovely staff, great wine, but so loud we could not talk."]
     with torch.no_grad():
-        a = gpu.module.model(**gpu.encode(texts))
-        b = cpu.module.model(**cpu.encode(texts))
+        a = gpu.model(*gpu.tokenize(texts)[0].values())
+        b = cpu.model(*cpu.tokenize(texts)[0].values())
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            c = gpu.module.model(**gpu.encode(texts))
+            c = gpu.model(*gpu.tokenize(texts)[0].values())
     torch.testing.assert_close(a.label_logits.float().cpu(), b.label_logits, atol=1e-4, rtol=1e-4)
     for x, y, z in zip(a.concept_logits, b.concept_logits, c.concept_logits):
         torch.testing.assert_close(x.float().cpu(), y, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(z.float().softmax(-1).cpu(), y.softmax(-1), atol=3e-2, rtol=0)
     edits = []
     for session in (gpu, cpu):
-        enc = session.encode([TEXT])
-        edits.append(MaskEditor(session.module.model, 0.2).intervene(0, enc["input_ids"], enc["attention_mask"], 1))
+        batch = session.tokenize([TEXT])[0]
+        edits.append(MaskEditor(session.model, 0.2).intervene(0, batch["input_ids"], batch["attention_mask"], 1))
     assert edits[0].swapped == edits[1].swapped and edits[0].per_layer == edits[1].per_layer  # counts: exact
     # which units swap follows gradients equal to rounding (a near-tie may pick another unit): close, not equal
     assert edits[0].before_probs == pytest.approx(edits[1].before_probs, abs=1e-4)

@@ -15,6 +15,7 @@ import yaml
 from conftest import ROOT
 
 from sparsecbm.aggregate import aggregate_table, load_trials, summarize
+from sparsecbm.errors import DataError
 
 FAST = ["backbone=tiny_bert", "callbacks.progress_bar=null"]
 
@@ -36,13 +37,13 @@ def test_optuna_sweep_on_smoke(tmp_path):
     multirun(out, "hparams_search=smoke_optuna")
     best = yaml.safe_load((out / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"model.optimizer.lr", "cbm.concept_loss_weight",
-                                        "sparsity.schedule.final_sparsity", "sparsity.scorer.name"}
+                                        "sparsity.schedule.final_sparsity", "sparsity/scorer"}
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
     values = [float(r["val/label/f1"]) for r in rows]
     # the value each trial returned to Optuna is its val task macro-F1, and the best is the maximum
     assert best["best_value"] == pytest.approx(max(values))
-    assert {r["sparsity.scorer.name"] for r in rows} <= {"magnitude", "movement", "obert"}
+    assert {r["sparsity/scorer"] for r in rows} <= {"magnitude", "movement", "obert"}
     assert "Best: job" in (out / "summary.md").read_text()
 
 
@@ -62,5 +63,5 @@ def test_grid_multirun_and_aggregation(tmp_path):
     assert [r["seed"] for r in rows] == ["1", "2", "1", "2"]
     # the CLI gives the same table; a folder without jobs is an error
     assert aggregate_table(trials) in summarize(out)
-    with pytest.raises(FileNotFoundError, match="no Hydra job folders"):
+    with pytest.raises(DataError, match="no Hydra job folders"):
         summarize(tmp_path / "cache")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``<name>.tmp``, fsyncs, then renames over the target: a crash never leaves half a checkpoint."""
+    """Writes ``<name>.tmp``, fsyncs, then renames over the target: a crash never leaves half a checkpoint.
+    A full disk or a read-only folder is an :class:`~sparsecbm.errors.OutputError` (exit code 2) and the
+    previous checkpoint stays (:func:`sparsecbm.outputs.atomic_write`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        from sparsecbm.outputs import atomic_write
+
+        with atomic_write(Path(path), "wb") as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
 
 class EpochSeed(L.Callback):
@@ -64,3 +61,16 @@ class Throughput(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.examples, self.seconds = state_dict["examples"], state_dict["seconds"]
+
+
+class CheckpointMetadata(L.Callback):
+    """Writes the :class:`CheckpointMeta` of the module being trained into every checkpoint the trainer saves
+    (``train`` adds it; add it to a ``Trainer`` you build yourself so that
+    :func:`~sparsecbm.checkpoint.load_model` reads its files).
+    The module needs ``model``, ``cbm``, ``run_config`` and ``head_lr`` (:class:`~sparsecbm.lit.CBMLitModule`)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        from sparsecbm.checkpoint import CHECKPOINT_KEY, CheckpointMeta
+
+        meta = CheckpointMeta.of(pl_module.model, pl_module.cbm, pl_module.run_config, pl_module.head_lr)
+        checkpoint[CHECKPOINT_KEY] = meta.to_dict()

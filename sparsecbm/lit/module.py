@@ -20,9 +20,10 @@ from sparsecbm.lit import losses
 from sparsecbm.lit.losses import balanced_class_weights  # noqa: F401  (re-exported)
 from sparsecbm.lit.metrics import CBMMetrics
 from sparsecbm.lit.modes import training_mode
-from sparsecbm.models.cbm import ConceptOutputs
+from sparsecbm.models.cbm import ConceptOutputs, concept_cross_entropies
 from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.label_sparsity import label_l1_penalty
+from sparsecbm.sparsity.pruning import concept_losses_of
 
 SELECT = ("label", "label+concept")  # model.select: what val/select (the best checkpoint) measures
 
@@ -58,7 +59,24 @@ class CBMLitModule(L.LightningModule):
         warmup_ratio: Fraction of each phase's steps spent warming up.
         select: What picks the best checkpoint (``val/select``): ``label`` (val task macro-F1) or
             ``label+concept`` (the mean of val task and concept macro-F1: a bottleneck is judged on both).
+        model: An already built (e.g. loaded) model to wrap instead of building one from ``backbone``.
     """
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, meta) -> CBMLitModule:
+        """Wrap a loaded model and its :class:`~sparsecbm.checkpoint.CheckpointMeta` (e.g. an
+        :class:`~sparsecbm.session.InferenceSession`'s) to validate or test it with a Lightning ``Trainer``."""
+        module = cls(None, meta.concepts, cbm=meta.cbm, head_lr=meta.head_lr, model=model)
+        module.run_config = meta.run_config
+        return module.to(next(model.parameters()).device).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "cpu") -> CBMLitModule:
+        """The training module of a checkpoint (for ``Trainer.validate`` / ``test``; inference needs only
+        :func:`~sparsecbm.checkpoint.load_model`)."""
+        from sparsecbm.checkpoint import load_model
+
+        return cls.from_model(*load_model(path, device))
 
     def __init__(
         self,
@@ -70,6 +88,7 @@ class CBMLitModule(L.LightningModule):
         label_lr: float | None = None,
         warmup_ratio: float = 0.1,
         select: str = "label",
+        model: torch.nn.Module | None = None,
     ):
         super().__init__()
         if select not in SELECT:
@@ -77,11 +96,12 @@ class CBMLitModule(L.LightningModule):
         self.select = select
         self.cbm = CBMConfig.coerce(cbm)
         self.concept_set = concepts
-        self.model = self.cbm.build(backbone, concepts)
+        self.model = model if model is not None else self.cbm.build(backbone, concepts)
         self.training_mode = training_mode(self.cbm)
         # per concept [C_k] cross-entropy weights (cbm.concept_class_weight=balanced), set from train at fit start
         self.concept_weights: list[torch.Tensor | None] = [None] * len(concepts.names)
         self.label_weights: torch.Tensor | None = None  # [L] (cbm.label_class_weight=balanced)
+        self.label_offset: torch.Tensor | None = None  # [L] tau * log prior (cbm.label_logit_adjust), training
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         self.label_lr = float(label_lr) if label_lr is not None else head_lr
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, saved in checkpoints
@@ -101,11 +121,6 @@ class CBMLitModule(L.LightningModule):
         return self.training_mode.name
 
     @property
-    def cbm_cfg(self) -> dict[str, Any]:
-        """The ``cbm`` options as a flat plain dict."""
-        return self.cbm.to_dict()
-
-    @property
     def train_intervention_prob(self) -> float:
         """``cbm.train_intervention_prob`` (settable: e.g. switched off for a probe)."""
         return self.cbm.train_intervention_prob
@@ -120,17 +135,25 @@ class CBMLitModule(L.LightningModule):
         return self.training_mode.in_label_phase(self)
 
     def on_fit_start(self) -> None:
-        balance_concepts = self.cbm.concept_class_weight == "balanced" and self.model.has_concepts
-        balance_labels = self.cbm.label_class_weight == "balanced"
-        if balance_concepts or balance_labels:
-            key = "concept_class_weight" if balance_concepts else "label_class_weight"
-            train = self.train_split(f"cbm.{key}=balanced needs the training split's class counts")
+        power = losses.CLASS_WEIGHT_POWER
+        balance_concepts = self.cbm.concept_class_weight in power and self.model.has_concepts
+        balance_labels = self.cbm.label_class_weight in power
+        adjust = self.cbm.label_logit_adjust > 0
+        if balance_concepts or balance_labels or adjust:
+            key = (f"concept_class_weight={self.cbm.concept_class_weight}" if balance_concepts else
+                   f"label_class_weight={self.cbm.label_class_weight}" if balance_labels else
+                   f"label_logit_adjust={self.cbm.label_logit_adjust}")
+            train = self.train_split(f"cbm.{key} needs the training split's class counts")
             if balance_concepts:
                 self.concept_weights = balanced_class_weights(train.concepts, self.concept_set.cardinalities,
-                                                              self.device)
+                                                              self.device, power[self.cbm.concept_class_weight])
             if balance_labels:
                 labels = [[y] for y in train.labels]
-                self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device)[0]
+                self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device,
+                                                            power[self.cbm.label_class_weight])[0]
+            if adjust:
+                self.label_offset = losses.log_prior(train.labels, self.concept_set.label.num_classes,
+                                                     self.cbm.label_logit_adjust).to(self.device)
         self.training_mode.on_fit_start(self)
 
     def train_split(self, why: str):
@@ -156,17 +179,25 @@ class CBMLitModule(L.LightningModule):
         return self.model(input_ids, attention_mask)
 
     def concept_only_loss(self, concept: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Concept ``concept``'s cross-entropy through its own subnetwork alone (used by pruning scorers)."""
+        """Concept ``concept``'s training cross-entropy (class-weighted as in :meth:`concept_loss`) through its
+        own subnetwork alone (the obert scorer)."""
         logits = self.model.single_concept_logits(concept, batch["input_ids"], batch["attention_mask"])
-        return F.cross_entropy(logits, batch["concepts"][:, concept])
+        return concept_cross_entropies([logits], batch["concepts"][:, concept:concept + 1],
+                                       [self.concept_weights[concept]])[0]
+
+    def concept_losses(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Every concept's training cross-entropy from one pass, each through its own subnetwork (the taylor
+        and fisher scorers). Reads the weights when called: they are set at fit start."""
+        return concept_losses_of(self.model, lambda: self.concept_weights)(batch)
 
     def concept_loss(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
         """Mean over concepts of the (class-weighted, ``cbm.concept_class_weight``) cross-entropy."""
         return losses.concept_loss(concept_logits, concepts, self.concept_weights)
 
     def task_loss(self, label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced``."""
-        return losses.task_loss(label_logits, labels, self.label_weights)
+        """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced`` and
+        logit-adjusted with ``cbm.label_logit_adjust``."""
+        return losses.task_loss(label_logits, labels, self.label_weights, self.label_offset)
 
     def training_losses(self, batch: dict[str, torch.Tensor]):
         """Return (total loss, parts, outputs used for metrics) for the current mode and phase."""
@@ -203,8 +234,7 @@ class CBMLitModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts, out = self.training_losses(batch)
-        label_logits, concept_logits, extras = out if isinstance(out, tuple) else (
-            out.label_logits, out.concept_logits, out.pooler)
+        label_logits, concept_logits, extras = out.label_logits, out.concept_logits, out.pooler
         for name, penalty in self.sparsity_penalties(batch, extras).items():
             loss, parts[name] = loss + penalty, penalty
         self.metrics["train_metrics"].update(label_logits.detach(), batch["label"],
@@ -252,7 +282,7 @@ class CBMLitModule(L.LightningModule):
         # checkpoint selection: task macro-F1, but never an epoch whose label head is untrained
         # nor a subnetwork checkpoint before the masks reach their final sparsity
         untrained_head = not self.training_mode.label_head_trained(self)
-        not_pruned = not getattr(self.model.backbone, "at_final_sparsity", lambda: True)()
+        not_pruned = self.model.sparse and not self.model.backbone.at_final_sparsity()
         score = values["val/label/f1"]
         if self.select == "label+concept" and "val/concept/f1" in values:
             score = (score + values["val/concept/f1"]) / 2

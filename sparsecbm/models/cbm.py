@@ -59,6 +59,23 @@ class ConceptOutputs:
 
 
 @dataclass
+class Collected:
+    """A model's outputs over a data split (:func:`sparsecbm.session.collect`), float32 on the CPU.
+
+    Args:
+        outputs: Concept outputs ``[N, ...]`` (``None`` for a model without concepts).
+        truth: ``[N, K]`` true concept values (``None`` when the data has no concepts).
+        labels: ``[N]`` true labels.
+        label_logits: ``[N, L]`` the model's label logits.
+    """
+
+    outputs: ConceptOutputs | None
+    truth: torch.Tensor | None
+    labels: torch.Tensor
+    label_logits: torch.Tensor
+
+
+@dataclass
 class CBMOutput:
     """Model outputs. ``concept_logits`` holds one ``[B, card_k]`` tensor per concept (empty for standard)."""
 
@@ -91,6 +108,26 @@ def concept_activations(
     The other kinds give ``[B, sum(card_k)]``. One class per kind: :mod:`sparsecbm.models.bottleneck`.
     """
     return read_all(concept_logits, kind, embeddings)
+
+
+def concept_cross_entropies(concept_logits: list[torch.Tensor], concepts: torch.Tensor,
+                            weights: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Every concept's cross-entropy, concept ``k`` class-weighted by ``weights[k]`` (``None``: unweighted).
+
+    The one definition of a concept's loss: training (the mean over concepts,
+    :func:`sparsecbm.lit.losses.concept_loss`) and the subnetwork scorers (each concept's own term) both
+    read it, so a mask is chosen by the loss its concept trains on (``cbm.concept_class_weight``).
+
+    Args:
+        concept_logits: ``K`` tensors ``[B, C_k]``.
+        concepts: ``[B, K]`` true value indices.
+        weights: Per concept ``[C_k]`` class weights or ``None``; ``None`` for all: unweighted.
+
+    Returns:
+        ``K`` scalar losses.
+    """
+    return [F.cross_entropy(lg, concepts[:, k], weight=None if not weights or (w := weights[k]) is None else w.to(lg))
+            for k, lg in enumerate(concept_logits)]
 
 
 def one_hot_concepts(values: torch.Tensor, cardinalities: list[int], dtype=torch.float32) -> torch.Tensor:
@@ -239,6 +276,11 @@ class ConceptBottleneckModel(nn.Module):
     @property
     def has_concepts(self) -> bool:
         return self.concept_heads is not None
+
+    @property
+    def sparse(self) -> bool:
+        """Every concept has its own masked subnetwork of the backbone (``sparsity=...``)."""
+        return bool(getattr(self.backbone, "sparse", False))
 
     def concept_blocks(self) -> list[slice]:
         """Column slice of each concept in the label head's input."""

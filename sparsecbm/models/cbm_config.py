@@ -24,7 +24,7 @@ from sparsecbm.concepts import ConceptSet
 from sparsecbm.errors import ConfigError
 from sparsecbm.models.cbm import ConceptBottleneckModel
 
-CLASS_WEIGHTS = ("none", "balanced")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 _NONE_IS = {"concept_class_weight": "none", "label_class_weight": "none", "tokens": "none",
             "label_sparsity": "none", "residual_dim": 0, "residual_drop_prob": 0.0}
 
@@ -37,7 +37,11 @@ class CBMConfig:
         embedding_dim: Size of every concept value's embedding (``activation=embedding``).
         label_head: ``linear`` | ``mlp`` (``mlp_hidden`` units); ``dropout`` before the concept heads.
         concept_loss_weight: Joint mode's weight of the concept loss beside the task loss.
-        concept_class_weight / label_class_weight: ``none`` | ``balanced`` cross-entropy class weights.
+        concept_class_weight / label_class_weight: ``none`` | ``balanced`` (``n / (C * count)``) | ``sqrt`` (its
+            square root) cross-entropy class weights.
+        label_logit_adjust: τ of the logit-adjusted task loss (Menon et al. 2021): in training the label
+            logits get ``τ · log(train class frequency)`` added before the cross-entropy, so the head's own
+            logits (used at inference, unchanged) lean to the rare classes; 0 is off.
         label_epochs: Sequential mode: epochs of C->Y at the end (X->C frozen).
         train_intervention_prob: Per concept and example, the label head reads the true value's activation.
         prototype_prob: ``activation=embedding``: per example, the label head reads every concept as its
@@ -57,6 +61,7 @@ class CBMConfig:
     concept_loss_weight: float = 1.0
     concept_class_weight: str = "none"
     label_class_weight: str = "none"
+    label_logit_adjust: float = 0.0
     label_epochs: int = 0
     train_intervention_prob: float = 0.0
     prototype_prob: float = 0.0
@@ -76,15 +81,15 @@ class CBMConfig:
             value = getattr(self, f.name)
             if value is None and f.name in _NONE_IS:
                 value = _NONE_IS[f.name]
-            if f.type in ("int", "float") and value is not None:
-                value = int(value) if f.type == "int" else float(value)
+            if f.type in ("int", "float") and value is not None and not isinstance(value, bool):
+                try:
+                    value = int(value) if f.type == "int" else float(value)
+                except (TypeError, ValueError):
+                    pass  # check_object names the option and what it expects
             setattr(self, f.name, value)
-        for key in ("concept_class_weight", "label_class_weight"):
-            if getattr(self, key) not in CLASS_WEIGHTS:
-                raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected none or balanced")
-        for key in ("residual_drop_prob", "train_intervention_prob", "prototype_prob"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"cbm.{key}={getattr(self, key)} must be in [0, 1]")
+        from sparsecbm.options import CBM, check_object
+
+        check_object(self, CBM)  # the ranges and names of sparsecbm.options (declared once, checked before training too)
         if self.prototype_prob > 0 and self.activation != "embedding":
             raise ConfigError(f"cbm.prototype_prob={self.prototype_prob} needs cbm.activation=embedding (concept "
                               f"embeddings to replace by their value prototypes); got activation={self.activation}")

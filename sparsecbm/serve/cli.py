@@ -7,19 +7,15 @@ A user error (missing or unreadable checkpoint, bad data root, port in use) prin
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from sparsecbm.checkpoint import InferenceSession
-from sparsecbm.config import (
-    check_split,
-    hydra_entry_point,
-    resolve_device,
-)
+from sparsecbm.config import check_split, hydra_entry_point
 from sparsecbm.errors import ConfigError, DataError
 from sparsecbm.serve.explorer import Explorer, Limits
 
@@ -32,35 +28,24 @@ class ServeError(ConfigError):
     """A user error at start-up (exit code 2)."""
 
 
-def _data_cfg(cfg: DictConfig, session: InferenceSession) -> tuple[DictConfig | None, str | None, bool]:
-    """(data config or None for the checkpoint's own, data root, whether the user asked for data explicitly)."""
-    data = cfg.get("data") or {}
-    root = data.get("root")
-    if "_target_" not in data:
-        return None, root, root is not None
-    with open_dict(cfg):  # data configs read the tokenizer from the backbone group
-        cfg.backbone = {"tokenizer": session.module.model.backbone.tokenizer_name}
-    return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True)), root, True
-
-
 def build(cfg: DictConfig) -> tuple[Explorer, Explorer | None]:
     """The explorer of ``ckpt_path`` (with its data) and of ``compare_ckpt_path`` (or ``None``)."""
+    from sparsecbm.session import InferenceSession, session_from_cfg
+
     try:
-        ckpt_path = cfg.ckpt_path
+        cfg.ckpt_path  # noqa: B018  (a missing ??? value raises here, with the message below)
     except MissingMandatoryValue:
         raise ServeError("ckpt_path=... is required: the checkpoint to explore, e.g. "
                          "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt") from None
     check_split(cfg.split)
     limits = Limits(**OmegaConf.to_container(cfg.limits, resolve=True))
-    device = resolve_device(cfg.accelerator)
-    session = InferenceSession.load(ckpt_path, map_location=device)
-    data_cfg, root, explicit = _data_cfg(cfg, session)
-    session.data_cfg = data_cfg if data_cfg is not None else ({"root": root} if root else None)
+    session = session_from_cfg(cfg)
     dm = None
     try:
         dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
     except (DataError, ValueError, OSError) as e:
-        if explicit:
+        if session.data_explicit:
+            root = (cfg.get("data") or {}).get("root")
             raise ServeError(f"data{'.root=' + str(root) if root else ''}: {e}") from None
         log.warning("no data views (examples, dataset, curves): the checkpoint's data could not be loaded (%s); "
                     "pass data.root=DIR", e)
@@ -69,7 +54,7 @@ def build(cfg: DictConfig) -> tuple[Explorer, Explorer | None]:
     explorer = Explorer(session, dm, **options)
     compare = None
     if cfg.get("compare_ckpt_path"):
-        other = InferenceSession.load(cfg.compare_ckpt_path, map_location=device)
+        other = InferenceSession.load(cfg.compare_ckpt_path, session.device)
         compare = Explorer(other, None, **options)
     return explorer, compare
 
@@ -118,11 +103,34 @@ def run(cfg: DictConfig) -> None:
     if host_warning(host):
         print(host_warning(host), file=sys.stderr, flush=True)
     app = create_app(explorer, compare)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # Ctrl+C: open connections (a browser keeps some alive) get 1 s, not uvicorn's wait for all of them
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1))
     print(f"sparsecbm explorer: {url(host, cfg.port)}  (Ctrl+C to stop)", flush=True)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled: the stop the user asked for
+        pass
+    finally:
+        sock.close()
+    print("sparsecbm explorer: stopped", flush=True)
+
+
+def leave() -> None:
+    """End the process now that the server has stopped. A request or the Dataset pass may still be inside
+    the model, in native code Python cannot interrupt: waiting for it could take minutes, and tearing the
+    interpreter down around it aborts the process. Logs and output are flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @hydra_entry_point("serve")
-def main(cfg: DictConfig) -> None:
+def _serve(cfg: DictConfig) -> None:
     run(cfg)
+
+
+def main() -> None:
+    """``python -m sparsecbm.serve`` / ``sparsecbm-serve``: serve until Ctrl+C, then exit at once (status 0)."""
+    _serve()
+    leave()

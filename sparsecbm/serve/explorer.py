@@ -1,10 +1,10 @@
 """The explorer's engine (no web framework here): one checkpoint, a cache of encoded texts, predictions,
 concept- and mask-level edits, explanations, and the data split's summary.
 
-Speed: the backbone runs once per text (:meth:`Explorer.encode` caches its concept outputs, LRU); a
-concept edit only re-runs the label head on the cached outputs, through the same code as
-:func:`sparsecbm.intervention.intervene` (:func:`~sparsecbm.interpret.intervention.intervene_outputs`),
-so both give the same numbers.
+Speed: the backbone runs once per text (:meth:`Explorer.encode`, through the session's
+:meth:`~sparsecbm.session.InferenceSession.encode`, caches its concept outputs, LRU); a concept edit only
+re-runs the label head on the cached outputs, through the same code as :func:`sparsecbm.intervene`
+(:func:`~sparsecbm.interpret.intervention.intervene_outputs`), so both give the same numbers.
 
 The engine is split by what it serves: this module holds the checkpoint, the text cache, predictions and
 concept edits; :mod:`~sparsecbm.serve.mask_edits` the mask-level edit, :mod:`~sparsecbm.serve.explanations`
@@ -13,7 +13,8 @@ subnetworks (each a mixin of :class:`Explorer`); :mod:`~sparsecbm.serve.core` th
 
 Safety: every use of the model holds one lock (the mask-level edit changes masks in place and restores
 them before the lock is released), and a cached entry is never modified, so one request's edits never
-reach another's.
+reach another's. The split's pass runs in a background thread and takes the lock one small chunk at a
+time, after any waiting request (:class:`~sparsecbm.serve.split_pass.ModelLock`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 
 import torch
 
-from sparsecbm.checkpoint import InferenceSession
 from sparsecbm.interpret.intervention import (
     Edit,
     InterventionError,
@@ -35,19 +35,22 @@ from sparsecbm.interpret.intervention import (
     require_concepts,
 )
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck
-from sparsecbm.serve.core import Encoded, ExplorerError, Limits
+from sparsecbm.results import cbm_title
+from sparsecbm.serve.core import ExplorerError, Limits
 from sparsecbm.serve.explanations import Explanations
 from sparsecbm.serve.mask_edits import MaskEdits
+from sparsecbm.serve.split_pass import ModelLock
 from sparsecbm.serve.split_views import SplitViews
+from sparsecbm.session import Encoded, InferenceSession
 
-__all__ = ["Encoded", "Explorer", "ExplorerError", "Limits"]
+__all__ = ["Explorer", "ExplorerError", "Limits"]
 
 
 class Explorer(MaskEdits, Explanations, SplitViews):
     """Everything the web app shows about one checkpoint.
 
     Args:
-        session: The loaded checkpoint.
+        session: The loaded checkpoint (:class:`~sparsecbm.session.InferenceSession`).
         datamodule: Its data (set up), for examples, metrics and curves; ``None`` disables those views.
         split: The split the data views read.
         limits: Request limits.
@@ -58,16 +61,17 @@ class Explorer(MaskEdits, Explanations, SplitViews):
 
     def __init__(self, session: InferenceSession, datamodule=None, split: str = "test", limits: Limits | None = None,
                  eps: float = LOGIT_EPS, mask_portion: float = 0.05, random_seeds: int = 3):
-        require_concepts(session.module)
-        self.session, self.module, self.model = session, session.module, session.module.model
+        require_concepts(session.model)
+        self.session, self.model = session, session.model
         self.concepts = session.concept_set
         self.dm, self.split = datamodule, split
         self.limits = limits or Limits()
         self.eps, self.mask_portion, self.random_seeds = float(eps), float(mask_portion), int(random_seeds)
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self._cache: OrderedDict[str, Encoded] = OrderedDict()
-        self._split_cache: dict[str, Any] | None = None
+        self._split_job, self._split_guard = None, threading.Lock()
         self._editor = None
+        self._word_scheme: str | None = None
         self.backbone_runs = 0
 
     # ------------------------------------------------------------------ model facts
@@ -76,11 +80,19 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         pooler = self.model.token_pooler
         return None if pooler is None else (getattr(pooler, "method", "") or None)
 
+    def words(self, tokens: list[str]) -> list[dict[str, Any]]:
+        """``tokens`` as words (:func:`sparsecbm.interpret.words.words`: word pieces merged; a word's weight
+        is the sum of its pieces')."""
+        from sparsecbm.interpret.words import scheme_of_tokenizer, words
+
+        tokenizer = self.session.tokenizer
+        if self._word_scheme is None:
+            self._word_scheme = scheme_of_tokenizer(tokenizer)
+        return words(tokens, self._word_scheme, set(tokenizer.all_special_tokens), tokenizer)
+
     @property
     def sparse(self) -> bool:
-        from sparsecbm.sparsity.backbone import SubnetworkBackbone
-
-        return isinstance(self.model.backbone, SubnetworkBackbone)
+        return self.model.sparse
 
     @property
     def mask_level(self) -> bool:
@@ -90,10 +102,14 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         """What the page needs to lay itself out."""
         from sparsecbm.models.label_sparsity import label_weight
 
+        ckpt, run = self.session.ckpt_path, self.session.run_dir
         return {
-            "checkpoint": self.session.ckpt_path.name if self.session.ckpt_path else None,
-            "run": self.session.run_dir.name if self.session.run_dir else None,
-            "mode": self.module.mode,
+            "checkpoint": ckpt.name if ckpt else None,
+            "run": run.name if run else None,
+            # what the page calls this model: its run folder and checkpoint (every run's best is "best.ckpt")
+            "title": f"{run.name}/{ckpt.name}" if ckpt and run else (ckpt.name if ckpt else "model"),
+            "cbm": cbm_title(self.session.meta.cbm),
+            "mode": self.session.mode,
             "activation": self.model.activation,
             "label_head": "linear" if label_weight(self.model.label_head) is not None else "mlp",
             "backbone": self.model.backbone.name_or_path if hasattr(self.model.backbone, "name_or_path") else None,
@@ -142,28 +158,15 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         return self.check_text(text), None
 
     def encode(self, text: str) -> Encoded:
-        """Run the backbone on ``text`` once; later calls with the same text read the cache."""
+        """Run the backbone on ``text`` once (the session's :meth:`~sparsecbm.session.InferenceSession.encode`);
+        later calls with the same text read the cache."""
         with self.lock:
             hit = self._cache.get(text)
             if hit is not None:
                 self._cache.move_to_end(text)
                 return hit
-            start = time.perf_counter()
-            batch = self.session.encode([text])
-            with torch.no_grad():
-                outputs = self.model.concept_outputs(batch["input_ids"], batch["attention_mask"])
-                weights = None
-                if self.model.token_pooler is not None and outputs.pooler is not None:
-                    weights = self.model.token_pooler.token_weights(outputs.pooler)[:, 0].float().cpu()
-            ms = 1000 * (time.perf_counter() - start)
+            enc = self.session.encode([text])
             self.backbone_runs += 1
-            ids = batch["input_ids"][0].tolist()
-            limit = self.session.max_length
-            full = len(self.session.tokenizer(text, truncation=True, max_length=limit + 1)["input_ids"])
-            enc = Encoded(text=text, batch={k: v.cpu() for k, v in batch.items()},
-                          tokens=self.session.tokenizer.convert_ids_to_tokens(ids),
-                          outputs=outputs.apply(lambda t: t.detach().float().cpu()), token_weights=weights,
-                          truncated=full > len(ids), ms=ms)
             self._cache[text] = enc
             while len(self._cache) > self.limits.cache_size:
                 self._cache.popitem(last=False)
@@ -200,7 +203,7 @@ class Explorer(MaskEdits, Explanations, SplitViews):
                 "contribution": None if contrib is None else contrib[k],
                 "edited": spec.name in edited,
                 "true": (truth or {}).get("concepts", {}).get(spec.name),
-                "token_weights": None if enc.token_weights is None else enc.token_weights[k].tolist(),
+                "token_weights": None if enc.token_weights is None else enc.token_weights[k, 0].tolist(),
             })
         return {
             "label": str(prediction.label), "label_values": label_values,
@@ -209,17 +212,18 @@ class Explorer(MaskEdits, Explanations, SplitViews):
             "concepts": concepts,
             "contributions_of": str(prediction.label), "bias": bias,
             "residual_contribution": contrib[-1] if contrib is not None and self.model.residual_dim else None,
-            "tokens": enc.tokens, "token_weights_kind": self.token_weights_kind, "truncated": enc.truncated,
+            "tokens": enc.tokens[0], "words": self.words(enc.tokens[0]), "token_weights_kind": self.token_weights_kind,
+            "truncated": enc.truncated[0],
         }
 
     def _edit(self, enc: Encoded, edits: list[Edit], truth) -> dict[str, Any]:
-        result = intervene_outputs(self.module, [enc.text], enc.outputs, edits, self.eps)[0]
+        result = intervene_outputs(self.model, enc.texts, enc.outputs, edits, self.eps)[0]
         bottleneck = Bottleneck.from_model(self.model, enc.outputs, self.eps)
         from sparsecbm.interpret.intervention import edit_targets
 
         targets = edit_targets(edits, self.concepts, 1)
         return {
-            "text": enc.text,
+            "text": enc.texts[0],
             "edits": [asdict(e) for e in edits],
             "before": self._view(enc, result.before, bottleneck, None, [], truth),
             "after": self._view(enc, result.after, bottleneck, targets, edits, truth),

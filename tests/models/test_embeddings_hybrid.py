@@ -7,7 +7,7 @@ import torch
 from test_intervention import CS, TINY
 from test_model import FixedBackbone
 
-from sparsecbm.interpret.leakage import bottleneck_report
+from sparsecbm.interpret.leakage import split_report
 from sparsecbm.interpret.strategies import Bottleneck, edited_inputs
 from sparsecbm.lit.module import CBMLitModule
 from sparsecbm.models.backbone import Backbone
@@ -158,7 +158,7 @@ def test_prototype_training_options_are_checked():
 
     with pytest.raises(ConfigError, match="prototype_prob=0.5 needs cbm.activation=embedding.*activation=hard"):
         CBMConfig(activation="hard", prototype_prob=0.5)
-    with pytest.raises(ConfigError, match=r"cbm.prototype_prob=1.5 must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"cbm.prototype_prob=1.5 is not valid; expected a value in \[0, 1\]"):
         CBMConfig(activation="embedding", prototype_prob=1.5)
     assert CBMConfig(activation="embedding", prototype_prob=0.5).prototype_prob == 0.5
 
@@ -225,6 +225,6 @@ def test_hybrid_penalty_in_loss_and_report():
     assert parts["residual"] > 0
     loss.backward()
     assert m.model.residual_head.proj.weight.grad.abs().sum() > 0
-    report = bottleneck_report(m.eval(), loader(8), train_ceiling())["bottleneck"]
+    report = split_report(m.eval().model, loader(8), train_ceiling())["bottleneck"]
     assert report["residual"]["dim"] == 3 and 0 <= report["residual"]["share"] <= 1
     assert set(report["residual"]["without"]) == {"acc", "f1"}

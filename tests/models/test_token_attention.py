@@ -7,7 +7,7 @@ import torch
 from conftest import TINY_BERT
 
 from sparsecbm.models.backbone import pool
-from sparsecbm.models.poolers import build_token_pooler
+from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.token_attention import ConceptAttentionPooler
 
 
@@ -85,15 +85,15 @@ def test_each_concept_learns_to_attend_to_its_own_token():
 
 
 def test_config_builds_attention_and_refuses_standard():
-    assert isinstance(build_token_pooler({"tokens": "attention"}, 8, 4), ConceptAttentionPooler)
+    assert isinstance(CBMConfig.coerce({"tokens": "attention"}).token_pooler(8, 4), ConceptAttentionPooler)
     with pytest.raises(ValueError, match="cbm.tokens=attention needs concepts"):
-        build_token_pooler({"tokens": "attention", "mode": "standard"}, 8, 4)
+        CBMConfig.coerce({"tokens": "attention", "mode": "standard"}).token_pooler(8, 4)
     with pytest.raises(ValueError, match="cbm.tokens='heads' is not valid"):
-        build_token_pooler({"tokens": "heads"}, 8, 4)
+        CBMConfig.coerce({"tokens": "heads"}).token_pooler(8, 4)
 
 
 def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
-    from sparsecbm import load_checkpoint
+    import sparsecbm
     from sparsecbm.interpret.attribution import Tokens, get_method, resolve_name
     from sparsecbm.interpret.explainer import explain_batch
     from sparsecbm.train import train
@@ -102,14 +102,15 @@ def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
     assert "tokens_kept" not in results["test"]  # a gates-only statistic
     trained = objs["module"].model.token_pooler
     assert trained.query.abs().sum() > 0  # the queries trained (they start at zero)
-    module = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt").eval()
-    assert torch.equal(module.model.token_pooler.query, trained.query)
+    session = sparsecbm.load(tmp_path / "checkpoints" / "best.ckpt")
+    module = session.model
+    assert torch.equal(module.token_pooler.query, trained.query)
     batch = next(iter(objs["datamodule"].loader("test")))
     assert resolve_name("ours", module) == "lig"  # attention weights were less faithful than LIG on CEBaB
     tokenizer = objs["datamodule"].tokenizer
     with pytest.raises(ValueError, match="method=gates needs a model trained with cbm.tokens=gates"):
         get_method("gates", Tokens.from_tokenizer(tokenizer)).attribute(module, batch, 0)
-    explanations = explain_batch(module, batch, tokenizer, method="attention")
+    explanations = explain_batch(session, batch, method="attention")
     with torch.no_grad():
         weights = module(batch["input_ids"], batch["attention_mask"]).pooler["attention"]
     first = explanations[0].concepts[1]

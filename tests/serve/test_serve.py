@@ -9,10 +9,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from sparsecbm.checkpoint import InferenceSession
-from sparsecbm.intervention import intervene
+from sparsecbm.interpret.intervention import intervene
 from sparsecbm.serve import Explorer, Limits
 from sparsecbm.serve.app import create_app
+from sparsecbm.session import InferenceSession
 
 TEXT = "The pasta was cold but the waiter was lovely."
 
@@ -34,6 +34,20 @@ def sparse(serve_ckpts):
     return make_client(serve_ckpts["sparse"])
 
 
+def finished(client, path, params=None, timeout=120.0):
+    """GET ``path`` until the split's background pass is done (202 with progress until then)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        r = client.get(path, params=params)
+        if r.status_code != 202:
+            assert r.status_code == 200, r.text
+            return r.json()
+        assert r.json()["status"] == "running" and time.monotonic() < end
+        time.sleep(0.05)
+
+
 def probs(pred, concepts):
     """An ``InterventionResult`` prediction as the API's lists."""
     return ([pred.label_probs[v] for v in concepts.label.values],
@@ -46,11 +60,11 @@ def api_probs(view):
 
 def test_predict_and_intervene_agree_exactly_with_intervene(dense):
     client, ex = dense
-    module, cs = ex.module, ex.concepts
+    session, cs = ex.session, ex.concepts
     r = client.post("/api/predict", json={"text": TEXT})
     assert r.status_code == 200
     pred = r.json()
-    ref = intervene(module, TEXT)
+    ref = intervene(session, TEXT)
     assert api_probs(pred) == probs(ref.before, cs)  # exact, not approximate
     assert pred["label"] == ref.before.label and [c["predicted"] for c in pred["concepts"]] == list(ref.before.concepts.values())
     # tokens and the model's own token weights (concept attention): one weight per token, rows sum to 1
@@ -61,7 +75,7 @@ def test_predict_and_intervene_agree_exactly_with_intervene(dense):
                  "{food: Negative}"]:
         r = client.post("/api/intervene", json={"text": TEXT, "set": spec})
         assert r.status_code == 200, r.text
-        body, ref = r.json(), intervene(module, TEXT, spec)
+        body, ref = r.json(), intervene(session, TEXT, spec)
         assert api_probs(body["before"]) == probs(ref.before, cs) and api_probs(body["after"]) == probs(ref.after, cs)
         assert body["changed"] == ref.changed() and [e["target"] for e in body["edits"]] == [e.target for e in ref.edits]
 
@@ -190,7 +204,7 @@ def test_examples_filters_and_example_truth(dense):
     food = ex.concepts.position("food")
     r = client.get("/api/examples", params={"concept": "food", "value": "Positive", "limit": 200}).json()
     assert r["matched"] == sum(1 for c in raw.concepts if c[food] == ex.concepts["food"].index("Positive"))
-    wrong = client.get("/api/examples", params={"wrong_label": "true", "limit": 200}).json()
+    wrong = finished(client, "/api/examples", {"wrong_label": "true", "limit": 200})
     right = client.get("/api/examples", params={"wrong_label": "false", "limit": 200}).json()
     assert wrong["matched"] + right["matched"] == 32 and all(e["predicted"] != e["label"] for e in wrong["examples"])
     wc = client.get("/api/examples", params={"wrong_concept": "food", "limit": 200}).json()
@@ -209,8 +223,8 @@ def test_examples_filters_and_example_truth(dense):
 
 def test_dataset_and_curves(dense):
     client, ex = dense
-    d = client.get("/api/dataset").json()
-    assert d["n"] == 32 and sum(map(sum, d["label_confusion"])) == 32
+    d = finished(client, "/api/dataset")
+    assert d["status"] == "done" and d["done"] == d["total"] == d["n"] == 32 and sum(map(sum, d["label_confusion"])) == 32
     for c in d["concepts"].values():
         assert sum(map(sum, c["confusion"])) == 32
         assert c["acc"] == pytest.approx(sum(c["confusion"][i][i] for i in range(len(c["values"]))) / 32)
@@ -249,7 +263,7 @@ def test_explain_export_and_compare(dense):
     cmp = client.post("/api/compare", json={"text": TEXT}).json()
     assert api_probs(cmp["main"]) == api_probs(pred)
     other = app_explorer(client, "compare")
-    assert api_probs(cmp["compare"]) == probs(intervene(other.module, TEXT).before, other.concepts)
+    assert api_probs(cmp["compare"]) == probs(intervene(other.session, TEXT).before, other.concepts)
 
 
 def app_explorer(client, which):
