@@ -4,7 +4,7 @@ from sparsecbm.sparsity.backbone import SubnetworkBackbone
 from sparsecbm.sparsity.injector import inject, remove
 from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState, UnitGroup
 from sparsecbm.sparsity.pruning import Pruner
-from sparsecbm.sparsity.report import export_masks, load_masks, materialize, subnetwork_stats, write_reports
+from sparsecbm.sparsity.subnetwork_stats import export_masks, load_masks, materialize, subnetwork_stats, write_reports
 from sparsecbm.sparsity.schedule import Schedule, scheduled_sparsity
 from sparsecbm.sparsity.scorers import (
     FisherScorer,
