@@ -169,7 +169,7 @@ def test_bench_quick_on_the_device(tmp_path, device):
 def test_gpu_outputs_match_cpu(graded_sparse):
     """One checkpoint on both devices: float32 outputs equal to rounding, bf16 autocast within bf16's precision,
     and the mask-level edit alike."""
-    from sparsecbm.sparsity.intervention import MaskEditor
+    from sparsecbm.sparsity.mask_editing import MaskEditor
 
     device, ckpt, _ = graded_sparse
     if device != "cuda":

@@ -18,8 +18,8 @@ from sparsecbm.sparsity import (
     materialize,
     subnetwork_stats,
 )
-from sparsecbm.sparsity.attribution import subnetwork_attribution
 from sparsecbm.sparsity.pruning import concept_losses_of
+from sparsecbm.sparsity.unit_attribution import subnetwork_attribution
 
 # 6 query heads in 2 groups of 3 (head_dim 8), as SmolLM2's 9 / 3
 BASE = {"vocab_size": 64, "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 6,
@@ -163,7 +163,7 @@ def test_report_and_unit_attribution_count_query_and_key_value_heads(taylor_gqa)
 
 
 def test_gathered_single_concept_pass_and_mask_edits(taylor_gqa):
-    from sparsecbm.sparsity.intervention import MaskEditor
+    from sparsecbm.sparsity.mask_editing import MaskEditor
 
     sb = taylor_gqa.backbone
     b = data(1, 11)
