@@ -119,11 +119,17 @@ def test_explorer_api_on_the_device(graded_sparse):
 
     device, ckpt, _ = graded_sparse
     session = InferenceSession.from_checkpoint(ckpt, accelerator=accel(device))
-    explorer = Explorer(session)
+    explorer = Explorer(session, session.datamodule())
     assert next(explorer.model.parameters()).device.type == device
     with on(device, session=True):  # in this thread (the HTTP handlers below run in a worker thread)
         direct = [explorer.predict(text=TEXT), explorer.intervene({"food_grade": 2}, text=TEXT),
                   explorer.mask_intervene("food", "Positive", text=TEXT, portion=0.2)]
+        job = explorer.split_pass()
+        job._run()  # the Dataset view's background pass, here in this thread (the simulation is per thread)
+        assert job.status == "done", job.error
+        dataset, curves, subnetworks = explorer.dataset(), explorer.curves(), explorer.subnetworks()
+    assert dataset["n"] == 16 and set(dataset["concepts"]) == set(session.concept_set.names)
+    assert curves["n_examples"] == 16 and subnetworks["available"]
     client = TestClient(create_app(explorer))
     answers = [client.post("/api/predict", json={"text": TEXT}),
                client.post("/api/intervene", json={"text": TEXT, "set": {"food_grade": 2}}),
@@ -140,6 +146,7 @@ def test_explorer_api_on_the_device(graded_sparse):
 def test_evaluate_and_explain_on_the_device(graded_sparse, tmp_path):
     from sparsecbm.evaluate import evaluate
     from sparsecbm.explain import run as explain
+    from sparsecbm.label_refit import run as label_refit
 
     device, ckpt, data = graded_sparse
     base = [f"ckpt_path={ckpt}", f"accelerator={accel(device)}", f"data.root={data}"]
@@ -148,9 +155,16 @@ def test_evaluate_and_explain_on_the_device(graded_sparse, tmp_path):
         for method in ("ours", "lig", "ablation"):
             explain(compose_cfg(tmp_path / method, [*base, "n=2", f"method={method}", "attribution.n_steps=4"],
                                 "explain"))
+        explain(compose_cfg(tmp_path / "faith", [*base, "n=2", "explanations=false", "faithfulness=true",
+                                                 "methods=[ours,saliency]", "concepts=round_robin",
+                                                 "attribution.n_steps=4"], "explain"))
+        refits = label_refit(compose_cfg(tmp_path / "refit", [*base, "topk=[1]", "l1=[]", "steps=3"], "label_refit"))
     assert result["test"]["label"]["acc"] >= 0 and result["subnetworks"]["concepts"]
     saved = json.loads((tmp_path / "lig" / "explanations.json").read_text())
     assert len(saved["explanations"]) == 2
+    faith = json.loads((tmp_path / "faith" / "faithfulness.json").read_text())
+    assert {row["examples"] for row in faith["table"].values()} == {2}
+    assert set(refits) == {"checkpoint (no refit)", "dense refit", "topk k=1 refit"}
 
 
 @pytest.mark.parametrize("device", DEVICES)
