@@ -88,7 +88,9 @@ class CounterfactualPair:
     """``counterfactual`` is ``base`` with ``concept`` changed from ``before`` to ``after``.
 
     ``base`` / ``counterfactual`` are 0-based data rows of the split file; ``family`` the original's id
-    (ids) or the family's number (reconstructed); ``goal`` the editor's target value (ids only).
+    (ids) or the family's number (reconstructed); ``goal`` the editor's target value (ids only);
+    ``base_values`` every compared concept's value on the base side (what an explainer may read, as CEBaB's
+    pipeline lets explainers read the base's aspect labels).
     """
 
     base: int
@@ -100,6 +102,7 @@ class CounterfactualPair:
     counterfactual_text: str
     family: str
     goal: str | None = None
+    base_values: dict[str, str] = field(default_factory=dict)
 
     @property
     def direction(self) -> str:
@@ -277,7 +280,8 @@ def reconstruct_pairs(texts: Sequence[str], values: Sequence[tuple[str, ...] | N
                         or _words(texts[a]) == _words(texts[b]):
                     continue
                 k = diff[0]
-                pairs.append(CounterfactualPair(a, b, names[k], values[a][k], values[b][k], texts[a], texts[b], str(f)))
+                pairs.append(CounterfactualPair(a, b, names[k], values[a][k], values[b][k], texts[a], texts[b], str(f),
+                                                base_values=dict(zip(names, values[a]))))
     settings = {k: getattr(cfg, k) for k in ("prefix_chars", "min_similarity", "min_shared_words", "window")}
     return CounterfactualPairs(split=split, source="reconstructed", pairs=pairs, n_rows=len(texts),
                                n_families=sum(1 for rows in members.values() if len(rows) > 1),
@@ -322,7 +326,7 @@ def pairs_from_ids(rows: Sequence[Mapping[str, Any]], texts: Sequence[str], valu
                 continue
             goal = rows[b].get(cols["edit_goal"]) if b in edits else None
             pairs.append(CounterfactualPair(a, b, concept, values[a][k], values[b][k], texts[a], texts[b], orig,
-                                            None if goal is None else str(goal)))
+                                            None if goal is None else str(goal), dict(zip(names, values[a]))))
     return CounterfactualPairs(split=split, source="ids", pairs=pairs, n_rows=len(rows),
                                n_families=sum(1 for m in groups.values() if len(m) > 1),
                                settings={"ids": dict(cols), "concepts": names})
