@@ -68,7 +68,7 @@ def evaluate(cfg: DictConfig) -> RunResult:
         run = trainer.validate if split == "dev" else trainer.test
         metrics = run(module, dataloaders=loader, verbose=False)[0]
         stages[STAGES[split]] = stage_result(metrics, STAGES[split], names, module, loader, ceiling,
-                                             train_loader=dm.loader("train"))
+                                             train_loader=dm.loader("train"), datamodule=dm, split=split)
     trained = module.run_config or {}
     subnetworks = None
     if hasattr(module.model.backbone, "masked_layers"):

@@ -183,12 +183,19 @@ class RunResult(Mapping):
 
 
 def stage_result(metrics: Mapping[str, float], stage: str, concept_names: list[str], module=None, loader=None,
-                 ceiling=None, train_loader=None) -> dict[str, Any]:
+                 ceiling=None, train_loader=None, datamodule=None, split: str | None = None) -> dict[str, Any]:
     """One split's block: the logged metrics (:func:`~sparsecbm.results.split_metrics`) and, given a
-    ``loader``, the bottleneck report on it (interventions, ceiling, leakage)."""
+    ``loader``, the bottleneck report on it (interventions, ceiling, leakage); given the ``datamodule`` and
+    the data ``split`` (``dev``/``test``) holding counterfactual pairs, the ``icace`` block (counterfactual
+    faithfulness, :func:`~sparsecbm.interpret.causal_explainers.icace_block`)."""
     out = split_metrics(metrics, stage, concept_names)
     if loader is not None:
         from sparsecbm.interpret.leakage import bottleneck_report
 
         out.update(bottleneck_report(module, loader, ceiling, train_loader=train_loader))
+    if datamodule is not None and split is not None and module is not None:
+        from sparsecbm.interpret.causal_explainers import icace_block
+
+        if (block := icace_block(module, datamodule, split)) is not None:
+            out["icace"] = block
     return out

@@ -144,7 +144,7 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         # interventions, the concept set's ceiling and leakage (best checkpoint, loaded by trainer.test)
         stages["test"] = stage_result(test, "test", names, module, datamodule.loader("test"), ceiling,
-                                      train_loader=datamodule.loader("train"))
+                                      train_loader=datamodule.loader("train"), datamodule=datamodule, split="test")
 
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     subnetworks = None
