@@ -24,8 +24,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from sparsecbm.errors import DataError, entry_point
+from sparsecbm.results import fmt_mean_std, write_markdown
 from sparsecbm.run_result import RunResult
-from sparsecbm.tables import fmt_mean_std, write_markdown
 
 METRICS = ("val/label/f1", "val/label/acc", "test/label/acc", "test/label/f1", "test/concept/acc", "test/concept/f1")
 

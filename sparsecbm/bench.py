@@ -214,7 +214,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_json(out_dir / "bench.json", result)
     md = markdown(result)
     (out_dir / "bench.md").write_text(md)
-    from sparsecbm.tables import write_markdown
+    from sparsecbm.results import write_markdown
 
     write_markdown(md, cfg.get("docs_path"))
     print(md)

@@ -58,14 +58,14 @@ def run(cfg: DictConfig):
     """Evaluate the checkpoint's (and the explainers') counterfactual faithfulness; returns the report."""
     from rich.console import Console
 
-    from sparsecbm.evaluate import session_from_cfg
     from sparsecbm.interpret.causal_explainers import TrainingReference, evaluate_icace, resolve_explainers
     from sparsecbm.interpret.causal_model import CausalModel
+    from sparsecbm.session import session_from_cfg
 
     split = check_split(cfg.split)
     explainers = cfg.explainers if isinstance(cfg.explainers, str) else list(cfg.explainers)
     session = session_from_cfg(cfg)
-    model = CausalModel.from_session(session, int(cfg.batch_size), float(cfg.logit_eps))
+    model = CausalModel(session, int(cfg.batch_size), float(cfg.logit_eps))
     proxy = None
     if cfg.get("proxy_ckpt"):
         proxy = CausalModel.load(cfg.proxy_ckpt, cfg.get("accelerator", "auto"), batch_size=int(cfg.batch_size),
@@ -80,7 +80,7 @@ def run(cfg: DictConfig):
              len(train))
     reference = TrainingReference.of(model, train.texts, train.concepts)
     report = evaluate_icace(model, pairs, reference, explainers, proxy, seed=int(cfg.seed),
-                            mask_portion=float(cfg.mask.portion),
+                            mask_portion=float(cfg.mask_portion),
                             mask_max_pairs=None if cfg.mask.max_pairs is None else int(cfg.mask.max_pairs))
     report.meta.update({"checkpoint": str(cfg.ckpt_path), "proxy_checkpoint": cfg.get("proxy_ckpt"),
                         "data": dm.name, "title": f"ICaCE error, {model.mode} model, {split} ({len(pairs)} pairs)"})

@@ -1,61 +1,131 @@
-"""The checkpoint format, written and read here; load a trained model back offline, without the config files.
+"""The checkpoint format, written and read here: :class:`CheckpointMeta` and :func:`load_model`.
 
-:class:`CheckpointMetadata` (a Lightning callback that ``train`` adds to every trainer) writes the
-``checkpoint["sparsecbm"]`` metadata: the concepts, the flat ``cbm`` options, the backbone's Hugging Face
-config and the sparsity settings; :func:`read_checkpoint` checks it and :func:`load_checkpoint` rebuilds
-the module from it.
+A sparsecbm checkpoint is a Lightning checkpoint with one more entry, ``checkpoint["sparsecbm"]``: the
+concepts, the flat ``cbm`` options, the backbone's Hugging Face config and the sparsity settings
+(:class:`CheckpointMeta`). :class:`~sparsecbm.callbacks.CheckpointMetadata` (a Lightning callback that ``train`` adds to
+every trainer) writes it; :func:`read_checkpoint` checks a file; :func:`load_model` rebuilds the
+:class:`~sparsecbm.models.cbm.ConceptBottleneckModel` from it, offline and without the config files, the
+training module or a Trainer (inference starts from a model and its metadata, as in nanoGPT's ``sample.py``).
 
-:class:`InferenceSession` is what the inference entry points (evaluate, intervene, explain, label refit)
-share: the checkpoint's module on a device, its data (its own data config, another one, or overrides
-such as ``data.root=DIR``) checked against the concepts it was trained on, and tokenisation of raw texts
-like the training data (with the number of truncated texts).
+Example:
+    >>> model, meta = load_model("outputs/train/runs/.../checkpoints/best.ckpt")
+    >>> meta.concepts.names, meta.max_length
+    (['food', 'ambiance', 'service', 'noise'], 128)
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 from sparsecbm.concepts import ConceptSet
-from sparsecbm.errors import CheckpointError, DataError
+from sparsecbm.errors import CheckpointError
 
 CHECKPOINT_KEY = "sparsecbm"
 #: The checkpoint metadata format this version writes and reads (``checkpoint["sparsecbm"]["format"]``).
 FORMAT_VERSION = 1
+#: Scorer state that only matters while training (not needed to predict; not loaded).
+TRAINING_ONLY_SUFFIXES = ("mask_movement",)
 
 
-def checkpoint_metadata(module) -> dict[str, Any]:
-    """What a checkpoint of ``module`` (a :class:`~sparsecbm.lit.CBMLitModule`) stores besides its weights.
-    ``cbm`` is the flat options dict (the same keys as before ``conf/cbm`` had a ``_target_``)."""
-    bb = module.model.backbone
-    return {
-        "format": FORMAT_VERSION,
-        "concepts": module.concept_set.to_dict(),
-        "cbm": module.cbm.to_dict(),
-        "head_lr": module.head_lr,
-        "run_config": module.run_config,
-        "backbone": {
-            "name_or_path": bb.name_or_path,
-            "pooling": bb.pooling,
-            "tokenizer": bb.tokenizer_name,
-            "hf_config": bb.model.config.to_dict(),
-            "lora": getattr(bb, "lora", None),
-        },
-        "sparsity": getattr(bb, "settings", None),
-    }
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint stores besides its weights (``checkpoint["sparsecbm"]``).
 
+    Attributes:
+        concepts: The concept set (names, values, label) the model was trained on.
+        cbm: The flat ``cbm`` options (:class:`~sparsecbm.models.cbm_config.CBMConfig` keys).
+        backbone: ``name_or_path``, ``pooling``, ``tokenizer``, ``hf_config`` and ``lora``.
+        sparsity: The :class:`~sparsecbm.sparsity.SubnetworkBackbone` settings, or ``None`` for a dense model.
+        run_config: The resolved config of the training run (its ``data`` section is the default data).
+        head_lr: The concept heads' learning rate (only for rebuilding the training module).
+    """
 
-class CheckpointMetadata(L.Callback):
-    """Writes :func:`checkpoint_metadata` into every checkpoint the trainer saves (``train`` adds it; add
-    it to a ``Trainer`` you build yourself so that :func:`load_checkpoint` can read its checkpoints)."""
+    concepts: ConceptSet
+    cbm: dict[str, Any]
+    backbone: dict[str, Any]
+    sparsity: dict[str, Any] | None = None
+    run_config: dict[str, Any] | None = None
+    head_lr: float = 1e-3
+    format: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = checkpoint_metadata(pl_module)
+    # --- the stored form -----------------------------------------------------------------------------
+    @classmethod
+    def of(cls, model, cbm, run_config: dict[str, Any] | None = None, head_lr: float = 1e-3) -> CheckpointMeta:
+        """The metadata of a :class:`~sparsecbm.models.cbm.ConceptBottleneckModel` built with ``cbm``."""
+        bb = model.backbone
+        return cls(
+            concepts=model.concepts,
+            cbm=cbm.to_dict() if hasattr(cbm, "to_dict") else dict(cbm),
+            backbone={"name_or_path": bb.name_or_path, "pooling": bb.pooling, "tokenizer": bb.tokenizer_name,
+                      "hf_config": bb.model.config.to_dict(), "lora": getattr(bb, "lora", None)},
+            sparsity=getattr(bb, "settings", None),
+            run_config=run_config,
+            head_lr=float(head_lr),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``checkpoint["sparsecbm"]`` mapping (the same keys this format always had)."""
+        return {"format": self.format, "concepts": self.concepts.to_dict(), "cbm": dict(self.cbm),
+                "head_lr": self.head_lr, "run_config": self.run_config, "backbone": dict(self.backbone),
+                "sparsity": self.sparsity, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "checkpoint") -> CheckpointMeta:
+        """From a stored ``checkpoint["sparsecbm"]`` mapping; a :class:`CheckpointError` names a missing key."""
+        missing = [k for k in ("concepts", "cbm", "backbone") if k not in d]
+        if missing:
+            raise CheckpointError(f"{source}: its sparsecbm metadata lacks {missing}; it was not written by "
+                                  "`python -m sparsecbm.train` of this format")
+        known = ("format", "concepts", "cbm", "head_lr", "run_config", "backbone", "sparsity")
+        return cls(concepts=ConceptSet.from_dict(d["concepts"]), cbm=dict(d["cbm"]), backbone=dict(d["backbone"]),
+                   sparsity=d.get("sparsity"), run_config=d.get("run_config"), head_lr=float(d.get("head_lr", 1e-3)),
+                   format=int(d.get("format", FORMAT_VERSION)), extra={k: v for k, v in d.items() if k not in known})
+
+    # --- what inference reads ------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """The training mode (``cbm.mode``: standard, joint, sequential, independent)."""
+        return str(self.cbm.get("mode", "joint"))
+
+    @property
+    def data_config(self) -> dict[str, Any] | None:
+        """The training run's ``data`` config (what an inference command reads by default)."""
+        return (self.run_config or {}).get("data") or None
+
+    @property
+    def max_length(self) -> int:
+        """The training data's truncation length in tokens."""
+        return int((self.data_config or {}).get("max_length", 128))
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.backbone.get("tokenizer") or self.backbone["name_or_path"])
+
+    @property
+    def seed(self) -> int | None:
+        return (self.run_config or {}).get("seed")
+
+    def build_model(self):
+        """A freshly initialised :class:`~sparsecbm.models.cbm.ConceptBottleneckModel` of this architecture
+        (no download: the backbone is built from the stored Hugging Face config)."""
+        from sparsecbm.models.backbone import Backbone
+        from sparsecbm.models.cbm_config import CBMConfig
+
+        bb = self.backbone
+        backbone = Backbone.from_hf_config(bb["hf_config"], bb["pooling"], bb["name_or_path"], bb.get("tokenizer"),
+                                           lora=bb.get("lora"))
+        if self.sparsity:
+            from sparsecbm.sparsity import SubnetworkBackbone
+
+            backbone = SubnetworkBackbone(backbone, len(self.concepts), **self.sparsity)
+        return CBMConfig.coerce(self.cbm).build(backbone, self.concepts)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -68,6 +138,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     size = path.stat().st_size
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except PermissionError:
+        raise CheckpointError(f"{path} cannot be read (permission denied); check the file's permissions") from None
     except Exception as e:
         if size == 0 or (zipfile.is_zipfile(path) is False and _looks_like_zip_start(path)):
             raise CheckpointError(
@@ -94,167 +166,43 @@ def _looks_like_zip_start(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"  # torch.save's zip container, whose directory (at the end) is gone
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu"):
-    """Rebuild the :class:`~sparsecbm.lit.CBMLitModule` stored in ``path`` (eval mode).
+def model_state(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's weights from a Lightning checkpoint's ``state_dict`` (the training module holds the model
+    as ``model``), without scorer state that only training reads."""
+    return {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
+            if k.startswith("model.") and not k.endswith(TRAINING_ONLY_SUFFIXES)}
 
-    The backbone is rebuilt from the Hugging Face config saved in the checkpoint, so no
-    download is needed; the tokenizer is loaded from the name or path it was trained with.
 
-    Example:
-        >>> module = load_checkpoint("outputs/train/runs/.../checkpoints/best.ckpt")
-        >>> module.model.concepts.names
-        ['food', 'ambiance', 'service', 'noise']
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)``; a :class:`CheckpointError` naming the keys and shapes that do not
+    match (weights from another model than the metadata describes), never a state-dict traceback."""
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state and not k.endswith(TRAINING_ONLY_SUFFIXES))
+    unexpected = sorted(k for k in state if k not in own)
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+                    if k in own and tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shapes:
+        parts = [f"{what} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                 for what, keys in (("missing weights", missing), ("weights the model does not have", unexpected),
+                                    ("weights of another shape (stored vs expected)", shapes)) if keys]
+        raise CheckpointError(f"{source}: its weights do not match the model its metadata describes; "
+                              + "; ".join(parts) + ". The file was probably edited or assembled from two runs; "
+                              "use a checkpoint written by `python -m sparsecbm.train`")
+    model.load_state_dict(state, strict=False)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model stored in ``path`` on ``device``, in eval mode: ``(model, meta)``.
+
+    The backbone is rebuilt from the Hugging Face config saved in the checkpoint, so no download is
+    needed; the tokenizer is loaded (by :class:`~sparsecbm.session.InferenceSession`) from the name or path
+    it was trained with. Nothing of the training side (``sparsecbm.lit``, Lightning's Trainer) is used.
+
+    Returns:
+        The :class:`~sparsecbm.models.cbm.ConceptBottleneckModel` and its :class:`CheckpointMeta`.
     """
-    from sparsecbm.lit.module import CBMLitModule
-    from sparsecbm.models.backbone import Backbone
-
     ckpt = read_checkpoint(path)
-    meta = ckpt[CHECKPOINT_KEY]
-    bb = meta["backbone"]
-    backbone = Backbone.from_hf_config(bb["hf_config"], bb["pooling"], bb["name_or_path"], bb["tokenizer"],
-                                       lora=bb.get("lora"))
-    concepts = ConceptSet.from_dict(meta["concepts"])
-    if meta.get("sparsity"):
-        from sparsecbm.sparsity import SubnetworkBackbone
-
-        backbone = SubnetworkBackbone(backbone, len(concepts), **meta["sparsity"])
-    module = CBMLitModule(backbone, concepts, cbm=meta["cbm"], head_lr=meta["head_lr"])  # cbm: the flat options
-    module.run_config = meta.get("run_config")
-    # scorer state (movement scores) only matters while training: not needed to predict
-    state = {k: v for k, v in ckpt["state_dict"].items() if not k.endswith("mask_movement")}
-    module.load_state_dict(state)
-    module.checkpoint_meta = meta
-    return module.to(map_location).eval()
-
-
-def _same_concepts(a: ConceptSet, b: ConceptSet) -> bool:
-    """Same concept names, columns and values, and the same label (raw-string aliases may differ)."""
-    key = lambda cs: [(c.name, c.column, c.values) for c in cs]  # noqa: E731
-    return key(a) == key(b) and (a.label.column, a.label.values) == (b.label.column, b.label.values)
-
-
-def checkpoint_data_config(module, data_cfg=None):
-    """The data config an inference command uses for ``module`` (an OmegaConf ``DictConfig``).
-
-    ``data_cfg`` is ``None`` (the checkpoint's own), a full data config (with ``_target_``) or overrides
-    applied to the checkpoint's own (``{"root": DIR}``).
-    """
-    from omegaconf import OmegaConf
-
-    if data_cfg is not None and not isinstance(data_cfg, Mapping) and not OmegaConf.is_config(data_cfg):
-        raise TypeError(f"data_cfg must be a mapping, got {type(data_cfg).__name__}")
-    data_cfg = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg)
-                                else dict(data_cfg or {}))
-    if "_target_" not in data_cfg:
-        own = (module.run_config or {}).get("data")
-        if not own:
-            raise DataError("the checkpoint has no data config; pass data=<name> (and data.root=DIR)")
-        data_cfg = OmegaConf.merge(OmegaConf.create(own), data_cfg)
-    data_cfg.tokenizer = module.model.backbone.tokenizer_name
-    return data_cfg
-
-
-class InferenceSession:
-    """A checkpoint loaded for inference, with its data and tokenisation.
-
-    Args:
-        module: A loaded :class:`~sparsecbm.lit.CBMLitModule`.
-        data_cfg: ``None`` (the checkpoint's own data config), a full data config or overrides
-            (``{"root": DIR}``); see :func:`checkpoint_data_config`.
-        device: Torch device string the module lives on.
-        ckpt_path: Where it came from (for messages and outputs).
-
-    Example:
-        >>> session = InferenceSession.from_checkpoint("runs/x/checkpoints/best.ckpt", {"root": "data/cebab"})
-        >>> dm = session.datamodule()            # set up, checked against the checkpoint's concepts
-        >>> batch, n_truncated = session.tokenize(["The pasta was cold."])
-    """
-
-    def __init__(self, module, data_cfg=None, device: str = "cpu", ckpt_path: str | Path | None = None):
-        self.module, self.data_cfg, self.device = module, data_cfg, device
-        self.ckpt_path = None if ckpt_path is None else Path(ckpt_path)
-        self._datamodules: dict[str | None, Any] = {}
-        self._tokenizer = None
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str = "cpu", data_cfg=None) -> InferenceSession:
-        """Load ``path`` onto the torch device ``map_location`` (``cpu``, ``cuda``, ...)."""
-        return cls(load_checkpoint(path, map_location), data_cfg, map_location, path)
-
-    @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path, data_cfg=None, accelerator: str = "auto") -> InferenceSession:
-        """Load ``ckpt_path`` onto the device ``accelerator`` (``auto|cpu|gpu``) names."""
-        from sparsecbm.config import resolve_device
-
-        device = resolve_device(accelerator)
-        return cls(load_checkpoint(ckpt_path, map_location=device), data_cfg, device, ckpt_path)
-
-    @property
-    def concept_set(self) -> ConceptSet:
-        return self.module.concept_set
-
-    @property
-    def max_length(self) -> int:
-        """The training data's truncation length (``data.max_length`` overrides it)."""
-        own = ((self.module.run_config or {}).get("data") or {}).get("max_length", 128)
-        given = (self.data_cfg or {}).get("max_length") if self.data_cfg is not None else None
-        return int(given if given is not None else own)
-
-    @property
-    def run_dir(self) -> Path | None:
-        """The training run's folder (``<run>/checkpoints/best.ckpt`` -> ``<run>``), when it looks like one."""
-        if self.ckpt_path is None:
-            return None
-        parent = Path(self.ckpt_path).resolve().parent
-        return parent.parent if parent.name == "checkpoints" else parent
-
-    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """``input_ids`` / ``attention_mask`` on the session's device, tokenised like the training data."""
-        return self.tokenize(texts)[0]
-
-    def require_concepts(self, purpose: str) -> None:
-        """A :class:`CheckpointError` for a ``standard`` model (no concepts) where ``purpose`` needs them."""
-        if not self.module.model.has_concepts:
-            raise CheckpointError(
-                f"{self.ckpt_path or 'this checkpoint'} is a '{self.module.mode}' model without concepts, so it "
-                f"cannot {purpose}; use a checkpoint trained with concepts (cbm=cem, joint, sequential, "
-                "independent, strict or hybrid)"
-            )
-
-    def datamodule(self, cache_dir: str | None = None):
-        """The set-up :class:`~sparsecbm.data.CBMDataModule` (built once), checked against the checkpoint."""
-        from hydra.utils import instantiate
-
-        if cache_dir not in self._datamodules:
-            cfg = checkpoint_data_config(self.module, self.data_cfg)
-            if cache_dir is not None:
-                cfg.cache_dir = cache_dir
-            dm = instantiate(cfg)
-            ours, theirs = dm.concept_set, self.concept_set
-            if not _same_concepts(ours, theirs):
-                raise DataError(
-                    f"data '{dm.name}' has concepts {ours.names} and labels {list(ours.label.values)}, but the "
-                    f"checkpoint was trained on concepts {theirs.names} and labels {list(theirs.label.values)}; "
-                    "pass the data config it was trained with (or leave data= out to use the checkpoint's own)"
-                )
-            dm.setup()
-            self._datamodules[cache_dir] = dm
-        return self._datamodules[cache_dir]
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from sparsecbm.models.backbone import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.module.model.backbone.tokenizer_name)
-        return self._tokenizer
-
-    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
-        """Padded ``input_ids`` / ``attention_mask`` on the session's device, truncated like the training data,
-        and how many texts were longer than ``max_length`` tokens (cut to it)."""
-        max_length = int(max_length or self.max_length)
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        longer = self.tokenizer(list(texts), truncation=True, max_length=max_length + 1)["input_ids"]
-        n_cut = sum(len(ids) > max_length for ids in longer)
-        batch = {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
-        return batch, n_cut
+    meta = CheckpointMeta.from_dict(ckpt[CHECKPOINT_KEY], str(path))
+    model = meta.build_model()
+    load_weights(model, model_state(ckpt), str(path))
+    return model.to(device).eval(), meta

@@ -61,42 +61,6 @@ def resolve_device(accelerator: Any = "auto") -> str:
     return "cuda" if accelerator == "gpu" else "cpu"
 
 
-def data_request(cfg: DictConfig, backbone_tokenizer: str | None = None) -> DictConfig | None:
-    """What an inference entry point's ``data=`` / ``data.root=`` (and deprecated ``data_root=``) ask for.
-
-    Returns ``None`` (the checkpoint's own data config), a full data config (``data=<name>`` was given:
-    it has a ``_target_``) or the overrides to apply to the checkpoint's own (``data.root=DIR``,
-    ``data.encoding=...``: only the keys that are not null). ``data_root=DIR`` still works for one
-    release, with a ``FutureWarning``.
-    """
-    import warnings
-
-    from omegaconf import open_dict
-
-    data = cfg.get("data")
-    legacy = cfg.get("data_root")
-    if legacy is not None:
-        warnings.warn("data_root=DIR is deprecated and will be removed in the next release; use data.root=DIR "
-                      "(the same option as training)", FutureWarning, stacklevel=2)
-        given = data.get("root") if data is not None else None
-        if given is not None and str(given) != str(legacy):
-            raise ConfigError(f"both data.root={given} and data_root={legacy} are given; pass only data.root=DIR")
-    if data is None:
-        return OmegaConf.create({"root": str(legacy)}) if legacy is not None else None
-    if "_target_" in data:  # data=<name>: a whole data config (its interpolations read backbone.tokenizer)
-        if backbone_tokenizer is not None:
-            with open_dict(cfg):
-                cfg.backbone = {"tokenizer": backbone_tokenizer}
-        full = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
-        if legacy is not None:
-            full.root = str(legacy)
-        return full
-    overrides = {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if v is not None}
-    if legacy is not None:
-        overrides["root"] = str(legacy)
-    return OmegaConf.create(overrides) if overrides else None
-
-
 def hydra_entry_point(config_name: str, config_path: str | None = None) -> Callable[[F], F]:
     """``@hydra.main`` for ``conf/<config_name>.yaml`` with the project's error path on both sides of it.
 

@@ -18,23 +18,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sparsecbm.config import check_split, hydra_entry_point
-from sparsecbm.errors import CheckpointError, ConfigError
-from sparsecbm.evaluate import session_from_cfg
-from sparsecbm.interpret.curves import InterventionCurve, collect, intervention_curve
-from sparsecbm.interpret.intervention import (
-    InterventionError,
-    InterventionResult,
-    intervene,
-    require_concepts,
-)
-from sparsecbm.interpret.policies import POLICIES
-from sparsecbm.interpret.strategies import Bottleneck
+from sparsecbm.errors import CheckpointError, ConfigError, InterventionError
 
 log = logging.getLogger(__name__)
 
 
 def policy_names(policy: Any) -> list[str]:
     """``policy=oracle`` or ``policy=[random,oracle]`` (a list or ListConfig) -> checked list of names."""
+    from sparsecbm.interpret.policies import POLICIES
+
     names = [policy] if isinstance(policy, str) else list(policy or POLICIES)
     bad = [p for p in names if p not in POLICIES]
     if bad:
@@ -42,43 +34,50 @@ def policy_names(policy: Any) -> list[str]:
     return names
 
 
-def run(cfg: DictConfig) -> InterventionResult | InterventionCurve:
-    """Intervene on one text (``text=``) or a split; write ``intervention.json`` (+ PNG) to the run dir."""
+def run(cfg: DictConfig):
+    """Intervene on one text (``text=``) or a split; write ``intervention.json`` (+ PNG) to the run dir.
+    Returns the :class:`~sparsecbm.interpret.intervention.InterventionResult`, the
+    :class:`~sparsecbm.interpret.curves.InterventionCurve` or the mask-level payload."""
     from rich.console import Console
+
+    from sparsecbm.interpret.intervention import intervene, require_concepts
+    from sparsecbm.session import session_from_cfg
 
     out = Path(cfg.paths.output_dir)
     if cfg.get("text") is None:
         check_split(cfg.split)
+        if cfg.get("level", "concept") not in ("concept", "mask"):
+            raise ConfigError(f"level='{cfg.level}' is not valid; expected concept or mask")
+        if cfg.get("level", "concept") == "concept":
+            if cfg.get("set") is not None:
+                raise InterventionError("set=... edits one text: pass text='...' too (a split uses ground-truth edits)")
+            policies = policy_names(cfg.policy)
     session = session_from_cfg(cfg)
-    module = session.module
-    require_concepts(module)
+    require_concepts(session.model)
     if cfg.get("text") is not None:
-        text = str(cfg.text)
-        result = intervene(module, text, cfg.get("set"), eps=cfg.logit_eps, max_length=session.max_length)
-        _, n_cut = session.tokenize([text])
-        result.meta.update({"checkpoint": str(cfg.ckpt_path), "max_length": session.max_length,
-                            "truncated": bool(n_cut)})
-        if n_cut:
+        result = intervene(session, str(cfg.text), cfg.get("set"), eps=cfg.logit_eps)
+        result.meta["checkpoint"] = str(cfg.ckpt_path)
+        if result.meta["truncated"]:
             log.warning("the text is longer than max_length=%d tokens: only its first %d tokens were read "
                         "(data.max_length=N to change it)", session.max_length, session.max_length)
-        result.save(out / "intervention.json")
+        path = result.save(out / "intervention.json")
         Console().print(result.table())
+        log.info("intervention written to %s", path)
         return result
 
-    if cfg.get("level", "concept") not in ("concept", "mask"):
-        raise ConfigError(f"level='{cfg.level}' is not valid; expected concept or mask")
     if cfg.get("level", "concept") == "mask":
         return run_mask_level(cfg, session, out)
-    if cfg.get("set") is not None:
-        raise InterventionError("set=... edits one text: pass text='...' too (a split uses ground-truth edits)")
-    policies = policy_names(cfg.policy)
+    from sparsecbm.interpret.curves import intervention_curve
+    from sparsecbm.interpret.strategies import Bottleneck
+
+    model = session.model
     dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
-    outputs, truth, labels = collect(module, dm.loader(cfg.split, batch_size=cfg.batch_size))
-    curve = intervention_curve(Bottleneck.from_model(module.model, outputs, cfg.logit_eps), truth, labels,
-                               module.concept_set, policies, seeds=range(int(cfg.random_seeds)))
-    curve.meta.update({"checkpoint": str(cfg.ckpt_path), "split": cfg.split, "mode": module.mode,
-                       "activation": module.model.activation, "logit_eps": cfg.logit_eps,
-                       "title": f"{module.mode} CBM ({module.model.activation}), {cfg.split}, n={curve.n_examples}"})
+    split = session.collect(dm.loader(cfg.split, batch_size=cfg.batch_size))
+    curve = intervention_curve(Bottleneck.from_model(model, split.outputs, cfg.logit_eps), split.truth, split.labels,
+                               model.concepts, policies, seeds=range(int(cfg.random_seeds)))
+    curve.meta.update({"checkpoint": str(cfg.ckpt_path), "split": cfg.split, "mode": model.mode,
+                       "activation": model.activation, "logit_eps": cfg.logit_eps,
+                       "title": f"{model.mode} CBM ({model.activation}), {cfg.split}, n={curve.n_examples}"})
     curve.save(out / "intervention.json")
     if cfg.plot:
         curve.plot(out / "intervention_curve.png")
@@ -92,26 +91,26 @@ def run_mask_level(cfg: DictConfig, session, out: Path) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from sparsecbm.results import write_json
+    from sparsecbm.jsonio import write_json
     from sparsecbm.sparsity.intervention import evaluate_mask_interventions
 
-    module = session.module
-    if not hasattr(module.model.backbone, "masked_layers"):
+    model = session.model
+    if not model.sparse:
         raise CheckpointError(f"level=mask edits per-concept subnetworks, but {cfg.ckpt_path} was trained without "
                               "sparsity=...; use level=concept or a checkpoint of a sparse run")
     dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
     loader = dm.loader(cfg.split, batch_size=1)
     n, n_hold = int(cfg.mask.examples), int(cfg.mask.holdout)
-    batches = [b for _, b in zip(range(n + n_hold), loader)]
+    batches = [{k: v.to(session.device) for k, v in b.items()} for _, b in zip(range(n + n_hold), loader)]
     results = {}
     for mode in cfg.mask.modes:
         if mode not in ("restore", "online"):
             raise InterventionError(f"mask.modes: '{mode}' is not valid; expected restore and/or online")
-        results[mode] = evaluate_mask_interventions(module.model, batches[:n], batches[n:], float(cfg.mask.portion),
+        results[mode] = evaluate_mask_interventions(model, batches[:n], batches[n:], float(cfg.mask_portion),
                                                     restore=mode == "restore")
     payload = {"kind": "mask_intervention", "checkpoint": str(cfg.ckpt_path), "split": cfg.split, "results": results}
-    write_json(out / "mask_intervention.json", payload)
-    table = Table(title=f"mask-level intervention ({cfg.split}, portion {cfg.mask.portion})")
+    path = write_json(out / "mask_intervention.json", payload)
+    table = Table(title=f"mask-level intervention ({cfg.split}, portion {cfg.mask_portion})")
     for col in ("mode", "intervened", "rectified %", "breakage %", "task acc before", "after", "ms / concept"):
         table.add_column(col)
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
@@ -120,6 +119,7 @@ def run_mask_level(cfg: DictConfig, session, out: Path) -> dict[str, Any]:
         table.add_row(mode, str(r["intervened_concepts"]), pct(r["rectification_rate"]), pct(r["breakage_rate"]),
                       pct(r["task_acc_before"]), pct(r["task_acc_after"]), "-" if ms is None else f"{ms:.1f}")
     Console().print(table)
+    log.info("mask-level intervention results written to %s", path)
     return payload
 
 

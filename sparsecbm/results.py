@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,7 +70,7 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
 
     ``true_concept_logreg``: logistic regression from one-hot *true* concepts (train -> test);
     ``true_concept_lookup``: the majority train label of each combination of true concept values
-    (see :class:`~sparsecbm.interpret.leakage.ConceptCeiling`);
+    (see :class:`~sparsecbm.ceiling.ConceptCeiling`);
     ``majority_class``: always predict the most frequent training label.
     ``ceiling``: that ceiling already fitted on these training concepts (a run fits it once); else fitted here.
     """
@@ -83,7 +85,7 @@ def reference_baselines(train_concepts, train_labels, test_concepts, test_labels
     out["majority_class"] = scores(np.full(len(test_labels), majority))
     if cardinalities:
         if ceiling is None:
-            from sparsecbm.interpret.leakage import ConceptCeiling
+            from sparsecbm.ceiling import ConceptCeiling
 
             ceiling = ConceptCeiling.fit(train_concepts, train_labels, cardinalities, n_labels)
         out["true_concept_logreg"] = scores(ceiling.predict(test_concepts, "logreg"))
@@ -135,3 +137,18 @@ def summary_table(results: Mapping[str, Any], title: str):
                      f"test acc with the residual at its mean {fmt(residual['without']['acc'])}")
     table.caption = "\n".join(lines)
     return table
+
+
+def fmt_mean_std(values: list[float]) -> str:
+    """Mean ± std in % (just the mean for one value, `-` for none)."""
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def write_markdown(md: str, path: str | Path | None) -> None:
+    """Write ``md`` to ``path`` (parents created) when a path is given."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(md)

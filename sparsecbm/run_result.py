@@ -61,25 +61,24 @@ class RunResult(Mapping):
 
     # --- building -------------------------------------------------------------------------------------
     @classmethod
-    def collect(cls, *, stages: Mapping[str, dict[str, Any]], module, datamodule, ceiling, run: dict[str, Any],
-                config: dict[str, Any], model: dict[str, Any], evaluate_config: dict[str, Any] | None = None,
+    def collect(cls, *, stages: Mapping[str, dict[str, Any]], model, datamodule, ceiling, run: dict[str, Any],
+                config: dict[str, Any], facts: dict[str, Any], evaluate_config: dict[str, Any] | None = None,
                 subnetworks: dict[str, Any] | None = None) -> RunResult:
         """The one place a run's result is put together (``train`` and ``evaluate``).
 
         Args:
             stages: ``{"val": ..., "test": ...}`` from :func:`stage_result`.
-            module: The LightningModule (its mode and bottleneck activation).
+            model: The :class:`~sparsecbm.models.cbm.ConceptBottleneckModel` (its mode and bottleneck activation).
             datamodule: The set-up data module (``describe()`` and the raw splits for the reference).
-            ceiling: The fitted :class:`~sparsecbm.interpret.leakage.ConceptCeiling` (fitted once per run).
+            ceiling: The fitted :class:`~sparsecbm.ceiling.ConceptCeiling` (fitted once per run).
             run: The ``run`` block (what differs between train and evaluate).
             config: The trained run's resolved config.
-            model: ``label_head``, ``backbone`` and any further model facts, after ``mode`` / ``activation``.
+            facts: ``label_head``, ``backbone`` and any further model facts, after ``mode`` / ``activation``.
         """
         raw, cs = datamodule.raw, datamodule.concept_set
-        has_concepts = module.model.has_concepts
         return cls(
             run=dict(run),
-            model={"mode": module.mode, "activation": module.model.activation if has_concepts else None, **model},
+            model={"mode": model.mode, "activation": model.activation if model.has_concepts else None, **facts},
             config=config,
             val=stages.get("val"),
             test=stages.get("test"),
@@ -182,20 +181,12 @@ class RunResult(Mapping):
         return len(self.to_dict())
 
 
-def stage_result(metrics: Mapping[str, float], stage: str, concept_names: list[str], module=None, loader=None,
-                 ceiling=None, train_loader=None, datamodule=None, split: str | None = None) -> dict[str, Any]:
-    """One split's block: the logged metrics (:func:`~sparsecbm.results.split_metrics`) and, given a
-    ``loader``, the bottleneck report on it (interventions, ceiling, leakage); given the ``datamodule`` and
-    the data ``split`` (``dev``/``test``) holding counterfactual pairs, the ``icace`` block (counterfactual
-    faithfulness, :func:`~sparsecbm.interpret.causal_explainers.icace_block`)."""
+def stage_result(metrics: Mapping[str, float], stage: str, concept_names: list[str],
+                 report: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One split's block: the logged metrics (:func:`~sparsecbm.results.split_metrics`) and the bottleneck
+    report on it when one was computed (interventions, ceiling, leakage:
+    :func:`sparsecbm.interpret.leakage.split_report`)."""
     out = split_metrics(metrics, stage, concept_names)
-    if loader is not None:
-        from sparsecbm.interpret.leakage import bottleneck_report
-
-        out.update(bottleneck_report(module, loader, ceiling, train_loader=train_loader))
-    if datamodule is not None and split is not None and module is not None:
-        from sparsecbm.interpret.causal_explainers import icace_block
-
-        if (block := icace_block(module, datamodule, split)) is not None:
-            out["icace"] = block
+    if report:
+        out.update(report)
     return out

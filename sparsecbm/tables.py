@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsecbm.errors import DataError, entry_point
+from sparsecbm.results import fmt_mean_std, write_markdown
 from sparsecbm.run_result import RunResult
 
 
@@ -75,14 +76,6 @@ def config_key(r: RunResult) -> str:
     if cbm.get("label_sparsity") not in (None, "none"):
         extras.append(f"label {cbm['label_sparsity']}")
     return name + (f" [{', '.join(extras)}]" if extras else "")
-
-
-def fmt_mean_std(values: list[float]) -> str:
-    """Mean ± std in % (just the mean for one value, `-` for none)."""
-    if not values:
-        return "-"
-    mean = 100 * statistics.mean(values)
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
 def subnetwork_stats(r: RunResult) -> tuple[float, float] | None:
@@ -208,13 +201,6 @@ def bottleneck_table(runs: list[RunResult]) -> str:
                   "hold); *residual share*: a hybrid bottleneck's share "
                   "of the decision.", "", "Runs: " + _paths(runs)]
     return "\n".join(lines) + "\n"
-
-
-def write_markdown(md: str, path: str | Path | None) -> None:
-    """Write ``md`` to ``path`` (parents created) when a path is given."""
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(md)
 
 
 @entry_point

@@ -127,7 +127,7 @@ def time_interventions(model, examples: list[dict], n: int = 5, portion: float =
     model.eval()
     concept_s, mask_s, cold_s = [], [], []
     editor = None
-    if hasattr(model.backbone, "masked_layers") and not model.backbone.shared:
+    if model.sparse and not model.backbone.shared:
         from sparsecbm.sparsity.intervention import MaskEditor
 
         editor = MaskEditor(model, portion)

@@ -72,8 +72,8 @@ def build(cfg: DictConfig):
     """Instantiate datamodule (set up), LightningModule, callbacks, loggers and trainer from a config."""
     import lightning as L
 
-    from sparsecbm.callbacks import AtomicCheckpointIO
-    from sparsecbm.checkpoint import CheckpointMetadata, read_checkpoint
+    from sparsecbm.callbacks import AtomicCheckpointIO, CheckpointMetadata
+    from sparsecbm.checkpoint import model_state, read_checkpoint
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -85,8 +85,8 @@ def build(cfg: DictConfig):
     module = instantiate(cfg.model)(backbone=backbone, concepts=datamodule.concept_set)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("init_from"):  # start from a trained model's weights; new modules (e.g. token gates) stay fresh
-        state = read_checkpoint(cfg.init_from)["state_dict"]
-        missing, unexpected = module.load_state_dict(state, strict=False)
+        state = model_state(read_checkpoint(cfg.init_from))
+        missing, unexpected = module.model.load_state_dict(state, strict=False)
         log.info("init_from %s: new parameters %s, ignored %s", cfg.init_from, missing, unexpected)
     # a group entry set to null (callbacks.progress_bar=null) is switched off
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -124,8 +124,11 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     metric = check_optimized_metric(cfg.get("optimized_metric") or "val/label/f1")
     preflight(cfg.data)  # no data source (offline hub, missing folder): fail before loading any model
     from sparsecbm.callbacks import Throughput
-    from sparsecbm.interpret.leakage import ConceptCeiling
+    from sparsecbm.ceiling import ConceptCeiling
+    from sparsecbm.interpret.causal_explainers import icace_block
+    from sparsecbm.interpret.leakage import split_report
     from sparsecbm.run_result import RunResult, stage_result
+    from sparsecbm.session import InferenceSession
 
     resolve_device(cfg.get("accelerator", "auto"))  # accelerator=gpu without CUDA: a message, not Lightning's
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
@@ -143,16 +146,20 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     if cfg.get("test", True):
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
         # interventions, the concept set's ceiling and leakage (best checkpoint, loaded by trainer.test)
-        stages["test"] = stage_result(test, "test", names, module, datamodule.loader("test"), ceiling,
-                                      train_loader=datamodule.loader("train"), datamodule=datamodule, split="test")
+        report = split_report(module.model, datamodule.loader("test"), ceiling, datamodule.loader("train"))
+        # counterfactual faithfulness on the test split's human counterfactual pairs, when the data has them
+        session = InferenceSession.for_model(module.model, module.cbm, {"max_length": datamodule.max_length})
+        if (block := icace_block(session, datamodule, "test")) is not None:
+            report["icace"] = block
+        stages["test"] = stage_result(test, "test", names, report)
 
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     subnetworks = None
-    if hasattr(module.model.backbone, "masked_layers"):
+    if module.model.sparse:
         subnetworks = subnetwork_outputs(module, output_dir, write=trainer.is_global_zero,
                                          loader=datamodule.loader("test") if cfg.get("test", True) else None)
     result = RunResult.collect(
-        stages=stages, module=module, datamodule=datamodule, ceiling=ceiling,
+        stages=stages, model=module.model, datamodule=datamodule, ceiling=ceiling,
         run={
             "task_name": cfg.task_name,
             "output_dir": str(output_dir),
@@ -168,7 +175,7 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
             if throughput else None,
             "world_size": int(trainer.world_size),
         },
-        model={"label_head": cfg.cbm.label_head, "backbone": cfg.backbone.name_or_path,
+        facts={"label_head": cfg.cbm.label_head, "backbone": cfg.backbone.name_or_path,
                "pooling": cfg.backbone.pooling, "n_params": count_params(module.model)},
         config=OmegaConf.to_container(cfg, resolve=True),
         subnetworks=subnetworks,

@@ -262,8 +262,8 @@ CKPT_CASES = {
     "explain split name": ("explain", lambda c, d: c["cbm"], ["split=val"], ["split='val' is not valid"]),
     "intervene split name": ("intervene", lambda c, d: c["cbm"], ["split=holdout"], ["split='holdout' is not valid"]),
     "missing ckpt_path": ("evaluate", None, [], ["missing a required option: pass ckpt_path=..."]),
-    "data.root and data_root disagree": ("evaluate", lambda c, d: c["cbm"], [f"data.root={TINY_DATA}", "data_root=/elsewhere"],
-                                         ["both data.root=", "pass only data.root=DIR"]),
+    "the removed data_root option": ("evaluate", lambda c, d: c["cbm"], ["data_root=/elsewhere"],
+                                     ["Could not override 'data_root'"]),
     "data with other concepts": ("evaluate", lambda c, d: c["cbm"], ["data=imdb_c", f"data.root={TINY_DATA}"],
                                  ["data 'imdb_c' has concepts", "but the checkpoint was trained on concepts"]),
     "unknown set concept": ("intervene", lambda c, d: c["cbm"], ["text=hi", "set={taste: Positive}"], ["unknown concept 'taste'; valid concepts"]),
@@ -293,17 +293,6 @@ def test_bad_checkpoint_or_request(case, ckpts, tmp_path, monkeypatch, capsys):
         assert part in err, (part, err)
 
 
-def test_deprecated_data_root_still_works(ckpts, tmp_path, monkeypatch):
-    from sparsecbm.evaluate import main
-
-    monkeypatch.setattr(sys, "argv", ["prog", f"ckpt_path={ckpts['cbm']}", f"data_root={TINY_DATA}",
-                                      f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path / 'c'}", "splits=[dev]"])
-    with pytest.warns(FutureWarning, match="data_root=DIR is deprecated"):
-        main()
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["data"]["sources"]["dev"].endswith("cebab_tiny/dev.csv")
-
-
 def test_tables_and_aggregate_on_a_missing_folder(tmp_path, monkeypatch, capsys):
     from sparsecbm import aggregate, tables
 
@@ -316,16 +305,13 @@ def test_tables_and_aggregate_on_a_missing_folder(tmp_path, monkeypatch, capsys)
     assert "not a readable results.json" in call(tables.main, [str(tmp_path / "r")], monkeypatch, capsys)
 
 
-def test_label_refit_legacy_options(tmp_path, monkeypatch, capsys):
-    from sparsecbm.interpret.label_refit import legacy_argv, main
+def test_label_refit_takes_the_options_every_command_takes(tmp_path, monkeypatch, capsys):
+    from sparsecbm.label_refit import main
 
-    with pytest.warns(FutureWarning):
-        assert legacy_argv(["a.ckpt", "--data-root", "D", "--topk", "1", "2", "--l1"]) == [
-            "ckpt_path=a.ckpt", "data.root=D", "topk=[1,2]", "l1=[]"]
-    assert legacy_argv(["ckpt_path=a.ckpt", "topk=[1]"]) == ["ckpt_path=a.ckpt", "topk=[1]"]
-    with pytest.warns(FutureWarning):
-        err = call(main, ["a.ckpt", "--fast"], monkeypatch, capsys)
-    assert "unknown option --fast" in err
+    err = call(main, ["a.ckpt"], monkeypatch, capsys)  # the old positional spelling is gone
+    assert "could not parse the command-line override 'a.ckpt'" in err
+    err = call(main, ["ckpt_path=none.ckpt", f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
+    assert "checkpoint not found: none.ckpt" in err
 
 
 # ----------------------------------------------------------------------------------------- offline hub

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY_BERT
 
-from sparsecbm.checkpoint import load_checkpoint, read_checkpoint
+from sparsecbm.checkpoint import load_model, read_checkpoint
 from sparsecbm.errors import CheckpointError
 from sparsecbm.sparsity import load_masks
 from sparsecbm.train import train
@@ -75,7 +75,7 @@ AtomicCheckpointIO().save_checkpoint(ckpt, {str(target)!r})
                           timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert target.read_bytes() == before  # untouched: the write went to last.ckpt.tmp
-    assert load_checkpoint(target).concept_set.names == ["food", "ambiance", "service", "noise"]
+    assert load_model(target)[1].concepts.names == ["food", "ambiance", "service", "noise"]
     partial = Path(str(target) + ".tmp")
     assert partial.is_file() and 0 < partial.stat().st_size < len(before)
     try:

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import TINY_BERT, TINY_DATA, compose_cfg
 
-from sparsecbm.checkpoint import InferenceSession
+from sparsecbm.session import InferenceSession
 
 LONG = "The pasta was cold and the room was loud. " * 1100  # about 10,000 tokens
 
@@ -84,7 +84,7 @@ def test_intervene_and_explain_take_data_root(ckpt, tmp_path, monkeypatch):
 
 
 def test_label_refit_is_a_hydra_entry_point(ckpt, tmp_path, monkeypatch):
-    from sparsecbm.interpret.label_refit import main
+    from sparsecbm.label_refit import main
 
     path, results, _ = ckpt
     monkeypatch.setattr(sys, "argv", ["prog", f"ckpt_path={path}", f"data.root={TINY_DATA}", "topk=[1]", "l1=[]",
@@ -104,5 +104,50 @@ def test_inference_session_api(ckpt):
     assert session.device == "cpu" and session.max_length == 16
     dm = session.datamodule()
     assert dm.raw["dev"].source.endswith("cebab_tiny/dev.csv") and session.datamodule() is dm
-    batch, n_cut = session.tokenize(["short", LONG])
-    assert batch["input_ids"].shape == (2, 16) and n_cut == 1
+    batch, truncated = session.tokenize(["short", LONG])
+    assert batch["input_ids"].shape == (2, 16) and truncated == [False, True]
+
+
+def test_one_tokenisation_for_intervene_explorer_and_explain(ckpt, tmp_path, monkeypatch):
+    """The same text through the intervene command, the explorer and the explain command: identical tokens
+    and truncation (all three read it through InferenceSession.tokenize)."""
+    from sparsecbm.serve.explorer import Explorer
+
+    path, _, _ = ckpt
+    text = "The limoncello was excellent but the room was far too loud for a quiet dinner with friends."
+    session = InferenceSession.load(path)
+    enc = session.encode([text])
+    assert enc.truncated == [True] and len(enc.tokens[0]) == 16
+    run_main("intervene", [f"ckpt_path={path}", f"text={text}", f"hydra.run.dir={tmp_path / 'i'}"], monkeypatch)
+    run_main("explain", [f"ckpt_path={path}", f"text={text}", "method=gradxinput", "report=false",
+                         f"hydra.run.dir={tmp_path / 'e'}"], monkeypatch)
+    view = Explorer(session).predict(text)
+    explained = json.loads((tmp_path / "e" / "explanations.json").read_text())["explanations"][0]
+    intervened = json.loads((tmp_path / "i" / "intervention.json").read_text())
+    assert view["tokens"] == explained["tokens"] == enc.tokens[0]
+    assert view["truncated"] is True and intervened["meta"]["truncated"] is True
+    assert view["label_probs"] == pytest.approx(list(intervened["before"]["label_probs"].values()), abs=1e-6)
+
+
+def test_loading_for_inference_never_imports_the_training_side(ckpt):
+    """A fresh interpreter loads the checkpoint and predicts (with an intervention) without ever importing
+    sparsecbm.lit, Lightning's Trainer or an entry point."""
+    import subprocess
+
+    from conftest import ROOT
+
+    path, _, _ = ckpt
+    script = (
+        "import sys, sparsecbm\n"
+        f"s = sparsecbm.load({str(path)!r})\n"
+        "r = sparsecbm.intervene(s, 'The pasta was cold.', {'food': 'Positive'})\n"
+        "assert r.after.concepts['food'] == 'Positive'\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('sparsecbm.lit', 'sparsecbm.train', 'sparsecbm.evaluate',"
+        " 'lightning.pytorch.trainer')))\n"
+        "print('imported:', bad)\n"
+        "assert not bad, bad\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "imported: []" in proc.stdout

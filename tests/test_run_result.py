@@ -103,7 +103,7 @@ def test_the_reference_reuses_the_run_s_fitted_ceiling(monkeypatch):
     """ConceptCeiling is fitted once per run: given the fitted one, the reference baselines fit nothing."""
     import numpy as np
 
-    from sparsecbm.interpret.leakage import ConceptCeiling
+    from sparsecbm.ceiling import ConceptCeiling
     from sparsecbm.results import reference_baselines
 
     rng = np.random.default_rng(0)

@@ -160,9 +160,8 @@ def test_evaluate_round_trip(cfg_factory, tmp_path):
 )
 def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overrides):
     """cem / hybrid train end to end; results.json has the ceiling/leakage block; reload, intervene, explain."""
-    from sparsecbm import load_checkpoint
+    import sparsecbm
     from sparsecbm.interpret.explainer import concept_contributions, label_layer_summary
-    from sparsecbm.intervention import intervene
 
     results, objs = train(cfg_factory(["experiment=smoke", *TINY_BERT, *overrides]))
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -185,18 +184,19 @@ def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overri
     assert b["ceiling"]["acc"] == pytest.approx(saved["reference"]["true_concept_logreg"]["test_acc"])
     assert saved["test"]["intervention"]["all_ground_truth"] == b["all_ground_truth"]
     assert ("residual" in b) == ("cbm=hybrid" in overrides)
-    module = load_checkpoint(results["run"]["best_checkpoint"])
-    result = intervene(module, "The food was cold.", {"food": "Positive"})
+    session = sparsecbm.load(results["run"]["best_checkpoint"])
+    result = sparsecbm.intervene(session, "The food was cold.", {"food": "Positive"})
     assert result.after.concepts["food"] == "Positive"
+    model = session.model
     batch = next(iter(objs["datamodule"].loader("test")))
     with torch.no_grad():
-        out = module(batch["input_ids"], batch["attention_mask"])
+        out = model(batch["input_ids"], batch["attention_mask"])
         pred = out.label_logits.argmax(-1)
-        contrib = concept_contributions(module, out, pred)
+        contrib = concept_contributions(model, out, pred)
     logit = out.label_logits.gather(1, pred[:, None]).squeeze(1)
-    torch.testing.assert_close(contrib.sum(-1) + module.model.label_head.bias[pred], logit)
+    torch.testing.assert_close(contrib.sum(-1) + model.label_head.bias[pred], logit)
     assert contrib.shape[1] == 4 + ("cbm=hybrid" in overrides)
-    assert all(len(used) >= 1 for used in label_layer_summary(module).values())
+    assert all(len(used) >= 1 for used in label_layer_summary(model).values())
 
 
 def test_checkpoint_selection_on_task_and_concepts(cfg_factory, tmp_path):

@@ -179,7 +179,7 @@ def _recode(values: np.ndarray, n_values: int) -> np.ndarray:
 
 def _ceiling(train_c: np.ndarray, train_y: np.ndarray, split_c: np.ndarray, split_y: np.ndarray,
              cards: list[int], n_labels: int) -> dict[str, float]:
-    from sparsecbm.interpret.leakage import ConceptCeiling, metrics
+    from sparsecbm.ceiling import ConceptCeiling, metrics
 
     if not cards:  # no concept: the majority training label
         majority = np.bincount(train_y, minlength=n_labels).argmax()

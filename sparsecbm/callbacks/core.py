@@ -64,3 +64,16 @@ class Throughput(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.examples, self.seconds = state_dict["examples"], state_dict["seconds"]
+
+
+class CheckpointMetadata(L.Callback):
+    """Writes the :class:`CheckpointMeta` of the module being trained into every checkpoint the trainer saves
+    (``train`` adds it; add it to a ``Trainer`` you build yourself so that
+    :func:`~sparsecbm.checkpoint.load_model` reads its files).
+    The module needs ``model``, ``cbm``, ``run_config`` and ``head_lr`` (:class:`~sparsecbm.lit.CBMLitModule`)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        from sparsecbm.checkpoint import CHECKPOINT_KEY, CheckpointMeta
+
+        meta = CheckpointMeta.of(pl_module.model, pl_module.cbm, pl_module.run_config, pl_module.head_lr)
+        checkpoint[CHECKPOINT_KEY] = meta.to_dict()

@@ -1,6 +1,6 @@
 """Per-concept token attributions: one verb, one contract, every method backed by captum.
 
-Every method answers ``method.attribute(module, batch, concept) -> [B, T]`` token scores for the
+Every method answers ``method.attribute(model, batch, concept) -> [B, T]`` token scores for the
 probability of concept ``concept``'s *predicted* value (higher = more important). Special tokens
 and padding get score 0 and are never perturbed.
 
@@ -46,10 +46,6 @@ class Tokens:
         return attention_mask.bool() & ~special
 
 
-def _model(module) -> ConceptBottleneckModel:
-    return module.model if hasattr(module, "model") else module
-
-
 def concept_prob_fn(model: ConceptBottleneckModel, concept: int) -> Callable[..., torch.Tensor]:
     """``f(input_ids, attention_mask) -> [B, card]`` probabilities of one concept."""
     return lambda input_ids, attention_mask: model.concept_logits(input_ids, attention_mask)[concept].softmax(
@@ -72,9 +68,9 @@ class TokenAttribution:
     def __init__(self, tokens: Tokens, **options):
         self.tokens, self.options = tokens, options
 
-    def attribute(self, module, batch: dict, concept: int) -> torch.Tensor:
+    def attribute(self, model: ConceptBottleneckModel, batch: dict, concept: int) -> torch.Tensor:
         """Token scores ``[B, T]`` for ``concept``'s predicted value; 0 on special and pad tokens."""
-        model = _model(module).eval()
+        model.eval()
         ids, mask = batch["input_ids"], batch["attention_mask"]
         target = predicted_values(model, batch, concept)
         cand = self.tokens.candidates(ids, mask)
@@ -251,23 +247,23 @@ _CLASSES = {
 }
 
 
-def get_method(name: str, tokens: Tokens, module=None, **options) -> TokenAttribution:
-    """The attribution method called ``name``; ``ours`` resolves to ``gates`` or ``lig`` for ``module``.
+def get_method(name: str, tokens: Tokens, model: ConceptBottleneckModel | None = None, **options) -> TokenAttribution:
+    """The attribution method called ``name``; ``ours`` resolves to ``gates`` or ``lig`` for ``model``.
 
     Example:
-        >>> method = get_method("lig", Tokens.from_tokenizer(dm.tokenizer), n_steps=16)
-        >>> scores = method.attribute(module, batch, concept=0)  # [B, T]
+        >>> method = get_method("lig", Tokens.from_tokenizer(session.tokenizer), n_steps=16)
+        >>> scores = method.attribute(session.model, batch, concept=0)  # [B, T]
     """
     if name == "ours":
         # token gates are the model's own input selection; attention weights are not a faithful substitute
         # for LIG (CEBaB, docs/explanations.md: comprehensiveness@20% 0.27 vs 0.49), so they stay opt-in
-        gates = module is not None and pooler_method(_model(module)) == "gates"
+        gates = model is not None and pooler_method(model) == "gates"
         name = "gates" if gates else "lig"
     if name not in _CLASSES:
         raise ConfigError(f"unknown attribution method '{name}'; expected one of {METHODS}")
     return _CLASSES[name](tokens, **options)
 
 
-def resolve_name(name: str, module) -> str:
+def resolve_name(name: str, model: ConceptBottleneckModel) -> str:
     """``ours`` -> ``gates`` or ``lig`` for this model; other names unchanged."""
-    return get_method(name, Tokens(0, ()), module).name if name == "ours" else name
+    return get_method(name, Tokens(0, ()), model).name if name == "ours" else name

@@ -238,17 +238,19 @@ def evaluate_icace(model: CausalModel, pairs: CounterfactualPairs, train: Traini
                              "mask_portion": mask_portion})
 
 
-def icace_block(module, datamodule, split: str = "test", seed: int = 0) -> dict | None:
-    """``results.json``'s ``icace`` block for a trained module: the cheap explainers (:data:`CHEAP`, those that
-    apply) on ``split``'s counterfactual pairs, summarised (:meth:`ICaCEReport.summary`); ``None`` when the
-    data has no pairs for ``split``."""
-    from sparsecbm.checkpoint import InferenceSession
+def icace_block(session, datamodule, split: str = "test", seed: int = 0) -> dict | None:
+    """``results.json``'s ``icace`` block: the cheap explainers (:data:`CHEAP`, those that apply) on ``split``'s
+    counterfactual pairs, summarised (:meth:`ICaCEReport.summary`); ``None`` when the data has no pairs there.
 
+    Args:
+        session: The model's :class:`~sparsecbm.session.InferenceSession` (after training:
+            :meth:`~sparsecbm.session.InferenceSession.for_model`).
+        datamodule: The set-up data module (its pairs and its training split).
+    """
     pairs = datamodule.counterfactual_pairs(split) if hasattr(datamodule, "counterfactual_pairs") else None
     if pairs is None or len(pairs) == 0:
         return None
-    session = InferenceSession(module, device=str(module.device))
-    model = CausalModel(module, session.tokenize, batch_size=datamodule.eval_batch_size)
+    model = CausalModel(session, batch_size=datamodule.eval_batch_size)
     train = datamodule.raw["train"]
     names = [n for n in CHEAP if model.has_concepts or n not in ("hard", "soft")]
     report = evaluate_icace(model, pairs, TrainingReference.of(model, train.texts, train.concepts), names, seed=seed)

@@ -1,8 +1,8 @@
 """The one place the causal evaluation touches a trained model: predict label probabilities for texts,
 set a concept and re-predict, and (SparseCBM) edit a concept's mask. Everything in
 :mod:`sparsecbm.interpret.icace` and :mod:`sparsecbm.interpret.causal_explainers` goes through
-:class:`CausalModel`, so a change of the inference API (checkpoint loading, the session's ``encode``) is
-re-pointed here alone.
+:class:`CausalModel`, built on an :class:`~sparsecbm.session.InferenceSession` (its tokenisation, its nn
+model), so a change of the inference API is re-pointed here alone.
 
 Example:
     >>> model = CausalModel.load("runs/cem/checkpoints/best.ckpt")
@@ -26,39 +26,32 @@ class CausalModel:
     """A trained model seen as ``texts -> label probabilities``, with concept interventions.
 
     Args:
-        module: A loaded :class:`~sparsecbm.lit.CBMLitModule` (its ``.model`` is the nn model).
-        tokenize: ``texts -> (batch, n_truncated)`` tokenising like the training data (the session's).
+        session: An :class:`~sparsecbm.session.InferenceSession` (its ``model``, ``meta`` and ``tokenize``).
         batch_size: Texts per forward pass.
         eps: See :func:`~sparsecbm.interpret.strategies.target_activation` (``logits`` models).
-        name: How reports name the model (the checkpoint path).
     """
 
-    def __init__(self, module, tokenize, batch_size: int = 64, eps: float = LOGIT_EPS, name: str = ""):
-        self.module, self.tokenize, self.batch_size, self.eps, self.name = module, tokenize, int(batch_size), eps, name
+    def __init__(self, session, batch_size: int = 64, eps: float = LOGIT_EPS):
+        self.session, self.batch_size, self.eps = session, int(batch_size), eps
+        self.name = str(session.ckpt_path or "")
 
     @classmethod
     def load(cls, ckpt_path: str | Path, accelerator: str = "auto", data_cfg=None, batch_size: int = 64,
              eps: float = LOGIT_EPS) -> CausalModel:
-        """A checkpoint through :class:`~sparsecbm.checkpoint.InferenceSession` (its data is ``self.session``)."""
-        from sparsecbm.checkpoint import InferenceSession
+        """A checkpoint, through :meth:`~sparsecbm.session.InferenceSession.from_checkpoint`."""
+        from sparsecbm.session import InferenceSession
 
-        session = InferenceSession.from_checkpoint(ckpt_path, data_cfg, accelerator=accelerator)
-        return cls.from_session(session, batch_size, eps)
-
-    @classmethod
-    def from_session(cls, session, batch_size: int = 64, eps: float = LOGIT_EPS) -> CausalModel:
-        out = cls(session.module, session.tokenize, batch_size, eps, str(session.ckpt_path or ""))
-        out.session = session
-        return out
+        return cls(InferenceSession.from_checkpoint(ckpt_path, data_cfg, accelerator), batch_size, eps)
 
     # ------------------------------------------------------------------ facts
     @property
     def model(self):
-        return self.module.model
+        """The :class:`~sparsecbm.models.cbm.ConceptBottleneckModel`."""
+        return self.session.model
 
     @property
     def concept_set(self) -> ConceptSet:
-        return self.module.concept_set
+        return self.session.concept_set
 
     @property
     def has_concepts(self) -> bool:
@@ -66,7 +59,7 @@ class CausalModel:
 
     @property
     def mode(self) -> str:
-        return self.module.mode
+        return self.session.mode
 
     @property
     def label_values(self) -> list[str]:
@@ -75,12 +68,14 @@ class CausalModel:
     @property
     def has_masks(self) -> bool:
         """Per-concept subnetworks that a mask-level edit can change (SparseCBM, not ``sparsity.shared``)."""
-        bb = self.model.backbone
-        return hasattr(bb, "masked_layers") and not getattr(bb, "shared", False)
+        return bool(self.model.sparse) and not getattr(self.model.backbone, "shared", False)
 
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": self.name, "mode": self.mode,
                 "activation": self.model.activation if self.has_concepts else None, "sparse": self.has_masks}
+
+    def tokenize(self, texts: Sequence[str]):
+        return self.session.tokenize(texts)
 
     # ------------------------------------------------------------- predicting
     def _batches(self, texts: Sequence[str]):
@@ -90,7 +85,7 @@ class CausalModel:
     @torch.no_grad()
     def label_probs(self, texts: Sequence[str]) -> torch.Tensor:
         """``[N, L]`` the model's label distribution for each text (CPU, float)."""
-        self.module.eval()
+        self.model.eval()
         if self.has_concepts:
             return self.bottleneck(texts).label_probs()
         out = [self.model(b["input_ids"], b["attention_mask"]).label_logits.float().softmax(-1).cpu()
@@ -102,7 +97,7 @@ class CausalModel:
         """The concept outputs of ``texts`` and the label head (every intervention then re-runs the head only)."""
         from sparsecbm.models.cbm import ConceptOutputs
 
-        self.module.eval()
+        self.model.eval()
         parts = [self.model.concept_outputs(b["input_ids"], b["attention_mask"]).apply(lambda t: t.float().cpu())
                  for b in self._batches(texts)]
         return Bottleneck.from_model(self.model, ConceptOutputs.cat(parts), self.eps)

@@ -1,8 +1,8 @@
 """Intervention curves over a data split: task accuracy and macro-F1 vs. the number of concepts
 set to their true values, per policy.
 
-The backbone runs once per example (:func:`collect`); every policy and budget then only re-runs
-the label head on edited concept activations.
+The backbone runs once per example (:func:`sparsecbm.session.collect`); every policy and budget then only
+re-runs the label head on edited concept activations.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import torch
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.interpret.policies import POLICIES, budget_masks, get_policy
-from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
-from sparsecbm.models.cbm import ConceptOutputs
+from sparsecbm.interpret.strategies import Bottleneck, ground_truth_targets
 
 
 @dataclass
@@ -116,24 +115,6 @@ class InterventionCurve:
         return path
 
 
-@torch.no_grad()
-def collect(module, loader) -> tuple[ConceptOutputs, torch.Tensor, torch.Tensor]:
-    """Run the backbone once: ``(concept outputs [N, ...], true concepts [N, K], labels [N])``.
-
-    The outputs' ``logits`` are per concept ``[N, C_k]``; value embeddings and the residual channel
-    come along when the model has them.
-    """
-    module.eval()
-    device = next(module.parameters()).device
-    outputs, truth, labels = [], [], []
-    for batch in loader:
-        out = module.model.concept_outputs(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        outputs.append(out.apply(lambda t: t.float().cpu()))
-        truth.append(batch["concepts"])
-        labels.append(batch["label"])
-    return ConceptOutputs.cat(outputs), torch.cat(truth), torch.cat(labels)
-
-
 def task_metrics(label_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """(accuracy, macro-F1): :func:`~sparsecbm.metrics.classification_scores`, training's definitions."""
     from sparsecbm.metrics import classification_scores
@@ -176,17 +157,3 @@ def intervention_curve(
                         for k in range(t.shape[1])]
     return InterventionCurve(curves=curves, concepts=names, n_examples=int(labels.shape[0]),
                              seeds=list(seeds) if "random" in policies else [])
-
-
-def ground_truth_effect(module, loader, eps: float = LOGIT_EPS) -> dict[str, Any] | None:
-    """Task accuracy / macro-F1 with no concept and with every concept set to its true value.
-
-    The number ``results.json`` reports for every trained model (``None`` without concepts).
-    """
-    if not module.model.has_concepts:
-        return None
-    outputs, truth, labels = collect(module, loader)
-    curve = intervention_curve(Bottleneck.from_model(module.model, outputs, eps), truth, labels,
-                               module.concept_set, policies=["oracle"])
-    return {"none": {"acc": curve.no_intervention.acc, "f1": curve.no_intervention.f1},
-            "all_ground_truth": {"acc": curve.all_ground_truth.acc, "f1": curve.all_ground_truth.f1}, "n_examples": curve.n_examples}

@@ -1,11 +1,12 @@
-"""Build :class:`~sparsecbm.interpret.explanation.Explanation` objects from a model and a batch."""
+"""Build :class:`~sparsecbm.interpret.explanation.Explanation` objects (and the :class:`ExplanationSet` the
+explain command and the explorer write) from a model and a batch."""
 
 from __future__ import annotations
 
 import torch
 
-from sparsecbm.interpret.attribution import Tokens, _model, get_method
-from sparsecbm.interpret.explanation import ConceptExplanation, Explanation, LabelConcept
+from sparsecbm.interpret.attribution import Tokens, get_method, resolve_name
+from sparsecbm.interpret.explanation import ConceptExplanation, Explanation, ExplanationSet, LabelConcept
 from sparsecbm.models.cbm import ConceptOutputs, as_outputs, concept_activations
 from sparsecbm.models.label_sparsity import label_weight
 
@@ -13,13 +14,12 @@ from sparsecbm.models.label_sparsity import label_weight
 RESIDUAL = "(residual)"
 
 
-def label_layer_summary(module, eps: float = 0.0) -> dict[str, list[LabelConcept]] | None:
+def label_layer_summary(model, eps: float = 0.0) -> dict[str, list[LabelConcept]] | None:
     """Per label, the concepts it reads (weight-block norm > ``eps``), largest first; ``None`` for an MLP head.
 
     The weights are keyed by concept value, or by embedding dimension (``d0``, ``d1``, ...) for
     ``activation=embedding``; a hybrid bottleneck's residual channel is listed as ``(residual)``.
     """
-    model = _model(module)
     w = label_weight(model.label_head) if model.has_concepts else None
     if w is None:
         return None
@@ -41,7 +41,7 @@ def label_layer_summary(module, eps: float = 0.0) -> dict[str, list[LabelConcept
 
 
 def concept_contributions(
-    module, concepts: list[torch.Tensor] | ConceptOutputs, label: torch.Tensor
+    model, concepts: list[torch.Tensor] | ConceptOutputs, label: torch.Tensor
 ) -> torch.Tensor | None:
     """``[B, K]`` (``[B, K + 1]`` with a residual channel, last): each concept's contribution to the logit
     of ``label`` (weight x activation summed over the concept's block: its values, or its embedding).
@@ -49,11 +49,10 @@ def concept_contributions(
     With the bias, the contributions sum exactly to that logit. ``None`` for an MLP label head.
 
     Args:
-        module: The module or model.
+        model: The :class:`~sparsecbm.models.cbm.ConceptBottleneckModel`.
         concepts: Concept outputs (or, for logits/probs/hard without residual, the concept logits alone).
         label: ``[B]`` the label whose logit is explained.
     """
-    model = _model(module)
     w = label_weight(model.label_head)
     if w is None:
         return None
@@ -66,12 +65,6 @@ def concept_contributions(
     return torch.stack([per_col[:, s].sum(-1) for s in blocks], dim=-1)
 
 
-def token_strings(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[str]]:
-    return [
-        tokenizer.convert_ids_to_tokens(ids[m.bool()].tolist()) for ids, m in zip(input_ids, attention_mask)
-    ]
-
-
 @torch.no_grad()
 def _forward(model, batch):
     outputs = model.concept_outputs(batch["input_ids"], batch["attention_mask"])
@@ -81,33 +74,32 @@ def _forward(model, batch):
 
 
 def explain_batch(
-    module, batch: dict, tokenizer, method: str = "ours", texts: list[str] | None = None, **options
+    session, batch: dict, method: str = "ours", texts: list[str] | None = None, **options
 ) -> list[Explanation]:
     """Explanations of every example of ``batch`` (``input_ids``, ``attention_mask``, optional ``label``/``concepts``).
 
     Args:
-        module: A :class:`~sparsecbm.lit.CBMLitModule` (or its model) with concepts.
-        batch: A collated batch.
-        tokenizer: The checkpoint's tokenizer.
+        session: An :class:`~sparsecbm.session.InferenceSession` (its model with concepts, its tokenizer).
+        batch: A collated batch on the session's device.
         method: Token attribution method (see :mod:`sparsecbm.interpret.attribution`).
         texts: The raw texts (decoded from the ids when ``None``).
         **options: Method options (``n_steps``, ``n_samples``, ...).
     """
-    model = _model(module).eval()
+    model, tokenizer = session.model.eval(), session.tokenizer
     if not model.has_concepts:
         raise ValueError("explanations need a concept-bottleneck model (cbm.mode=standard has no concepts)")
     tokens = Tokens.from_tokenizer(tokenizer)
-    attributor = get_method(method, tokens, module, **options)
+    attributor = get_method(method, tokens, model, **options)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     outputs, extras, label_logits = _forward(model, batch)
     logits = outputs.logits
-    scores = [attributor.attribute(module, batch, k) for k in range(len(logits))]
+    scores = [attributor.attribute(model, batch, k) for k in range(len(logits))]
     pred = label_logits.argmax(-1)
-    contrib = concept_contributions(module, outputs, pred)
+    contrib = concept_contributions(model, outputs, pred)
     contrib_names = [*model.concepts.names, *([RESIDUAL] if model.residual_dim else [])]
     bias = model.label_head.bias.detach()[pred] if contrib is not None else None
     cs = model.concepts
-    toks = token_strings(tokenizer, ids, mask)
+    toks = session.tokens(batch)
     from sparsecbm.sparsity.attribution import example_subnetworks, subnetwork_summary
 
     summary = subnetwork_summary(model)
@@ -149,3 +141,19 @@ def explain_batch(
             )
         )
     return out
+
+
+def explanation_set(session, explanations: list[Explanation], method: str, results_path=None,
+                    meta: dict | None = None) -> ExplanationSet:
+    """The :class:`ExplanationSet` of ``explanations`` with the model-level summaries (label layer, label
+    sparsity, subnetworks with the training run's cross-mask matrix when ``results_path`` is its
+    ``results.json``): what ``explain`` writes and the explorer exports."""
+    from sparsecbm.sparsity.attribution import subnetwork_summary
+
+    model = session.model
+    return ExplanationSet(
+        explanations, method=resolve_name(method, model),
+        checkpoint=str(session.ckpt_path) if session.ckpt_path else None,
+        label_layer=label_layer_summary(model), label_sparsity=session.meta.cbm.get("label_sparsity", "none"),
+        subnetwork=subnetwork_summary(model, results_path), meta=dict(meta or {}))
+

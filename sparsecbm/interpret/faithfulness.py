@@ -13,13 +13,18 @@ methods perturb with.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from sparsecbm.interpret.attribution import Tokens, _model, concept_prob_fn
+from sparsecbm.errors import ConfigError
+from sparsecbm.interpret.attribution import Tokens, concept_prob_fn
+
+log = logging.getLogger(__name__)
 
 FRACTIONS = (0.05, 0.10, 0.20)
 
@@ -65,7 +70,7 @@ def _label(q: float) -> str:
 
 @torch.no_grad()
 def faithfulness(
-    module,
+    model,
     batch: dict,
     concept: int,
     scores: torch.Tensor,
@@ -76,10 +81,10 @@ def faithfulness(
     """Comprehensiveness, sufficiency (at each of ``fractions``) and deletion AUC of ``scores`` ``[B, T]``.
 
     Example:
-        >>> s = get_method("lig", tokens).attribute(module, batch, 0)
-        >>> faithfulness(module, batch, 0, s, tokens).summary()["comp@10%"]
+        >>> s = get_method("lig", tokens).attribute(model, batch, 0)
+        >>> faithfulness(model, batch, 0, s, tokens).summary()["comp@10%"]
     """
-    model = _model(module).eval()
+    model.eval()
     fn = concept_prob_fn(model, concept)
     ids_all, mask_all = batch["input_ids"], batch["attention_mask"]
     cand_all = tokens.candidates(ids_all, mask_all)
@@ -108,3 +113,69 @@ def faithfulness(
         curve = [full, *p[1 + 2 * len(fractions) :]]
         out.deletion_auc.append(float(np.trapezoid(curve, steps)))
     return out
+
+
+def compare_faithfulness(
+    session,
+    batches,
+    methods: list[str],
+    options: dict,
+    fractions,
+    steps: int,
+    concepts: str = "all",
+    on_method=None,
+) -> dict[str, dict[str, float]]:
+    """Faithfulness summary and attribution seconds per (example, concept) pair of every method.
+
+    ``concepts=all`` scores every concept of every example; ``round_robin`` scores example ``i`` on
+    concept ``i mod K`` only (K times cheaper, every concept equally often).
+    """
+    if concepts not in ("all", "round_robin"):
+        raise ConfigError(f"concepts='{concepts}' is not valid; expected all | round_robin")
+    from sparsecbm.interpret.attribution import get_method
+
+    model = session.model
+    tokens = Tokens.from_tokenizer(session.tokenizer)
+    n_concepts = len(model.concepts.names)
+    jobs, seen = [], 0  # (sub-batch, concept)
+    for batch, _ in batches:
+        size = len(batch["input_ids"])
+        for k in range(n_concepts):
+            rows = (
+                torch.arange(size)
+                if concepts == "all"
+                else torch.nonzero((torch.arange(size) + seen) % n_concepts == k).flatten()
+            )
+            if len(rows):
+                jobs.append(({key: v[rows] for key, v in batch.items()}, k))
+        seen += size
+    table = {}
+    for name in methods:
+        method, scores, seconds = get_method(name, tokens, model, **options), FaithfulnessScores(), 0.0
+        for batch, k in jobs:
+            start = time.perf_counter()
+            s = method.attribute(model, batch, k)
+            seconds += time.perf_counter() - start
+            scores.extend(faithfulness(model, batch, k, s, tokens, tuple(fractions), steps))
+        key = f"ours ({method.name})" if name == "ours" else name
+        summary = scores.summary()
+        table[key] = {**summary, "seconds_per_pair": seconds / max(summary["n"], 1), "examples": seen}
+        log.info("faithfulness %s: %s", key, table[key])
+        if on_method is not None:
+            on_method(table)
+    return table
+
+
+def markdown_table(table: dict[str, dict[str, float]], fractions) -> str:
+    keys = [f"comp@{round(q * 100):g}%" for q in fractions] + [f"suff@{round(q * 100):g}%" for q in fractions]
+    head = "| method | " + " | ".join(keys) + " | deletion AUC | s / (example, concept) |"
+    lines = [head, "|" + "---|" * (len(keys) + 3)]
+    for name, row in table.items():
+        cells = " | ".join(f"{row[k]:.3f}" for k in keys)
+        lines.append(f"| {name} | {cells} | {row['deletion_auc']:.3f} | {row['seconds_per_pair']:.3f} |")
+    lines.append("")
+    lines.append(
+        "comprehensiveness: higher is better; sufficiency and deletion AUC: lower is better. "
+        f"{next(iter(table.values()))['n']} (example, concept) pairs per method."
+    )
+    return "\n".join(lines)

@@ -1,10 +1,9 @@
 """Concept interventions on a trained model: predict with a full explanation, edit, re-predict.
 
 Example:
-    >>> from sparsecbm import load_checkpoint
-    >>> from sparsecbm.intervention import intervene
-    >>> module = load_checkpoint("outputs/train/runs/.../checkpoints/best.ckpt")
-    >>> result = intervene(module, "The pasta was cold.", {"food": "Positive", "noise": "unknown"})
+    >>> import sparsecbm
+    >>> session = sparsecbm.load("outputs/train/runs/.../checkpoints/best.ckpt")
+    >>> result = sparsecbm.intervene(session, "The pasta was cold.", {"food": "Positive", "noise": "unknown"})
     >>> result.after.label, result.changed()
     ('4', {'concepts': ['food', 'noise'], 'label': {'before': '2', 'after': '4'}})
     >>> result.save("intervention.json")
@@ -191,12 +190,12 @@ def ground_truth_edits(truth: Mapping[str, Any], concepts: ConceptSet) -> list[E
 
 
 # --------------------------------------------------------------------------- model side
-def require_concepts(module) -> None:
+def require_concepts(model) -> None:
     """Raise a clear error for a model without a concept bottleneck (``standard`` mode)."""
-    if not module.model.has_concepts:
+    if not model.has_concepts:
         raise InterventionError(
-            f"this checkpoint is a '{module.mode}' model without concepts, so there is nothing to intervene "
-            "on; interventions need cbm=joint, sequential or independent"
+            f"this checkpoint is a '{model.mode}' model without concepts, so there is nothing to intervene "
+            "on; interventions need cbm=cem, joint, sequential, independent, strict or hybrid"
         )
 
 
@@ -220,65 +219,54 @@ def _prediction(concepts: ConceptSet, concept_probs: list[torch.Tensor], label_p
     )
 
 
-@torch.no_grad()
-def encode_texts(module, texts: Sequence[str], max_length: int | None = None):
-    """Concept outputs (:class:`~sparsecbm.models.cbm.ConceptOutputs`: logits ``[N, C_k]``, and value
-    embeddings / residual when the model has them) for raw texts, tokenised like the training data."""
-    from sparsecbm.models.backbone import load_tokenizer
-
-    if max_length is None:
-        max_length = int(((module.run_config or {}).get("data") or {}).get("max_length", 128))
-    tokenizer = load_tokenizer(module.model.backbone.tokenizer_name)
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    module.eval()
-    device = next(module.parameters()).device
-    return module.model.concept_outputs(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-
-
-def intervene(module, texts: str | Sequence[str], set: Any = None, eps: float = LOGIT_EPS,
-              max_length: int | None = None) -> InterventionResult | list[InterventionResult]:
+def intervene(session, texts: str | Sequence[str], set: Any = None,
+              eps: float = LOGIT_EPS) -> InterventionResult | list[InterventionResult]:
     """Predict, apply the edits in ``set`` (see :func:`parse_set`) to every text, re-predict.
 
     Args:
-        module: A loaded :class:`~sparsecbm.lit.CBMLitModule` (see :func:`sparsecbm.load_checkpoint`).
+        session: An :class:`~sparsecbm.session.InferenceSession` (``sparsecbm.load(ckpt_path)``): its model,
+            tokenised like its training data.
         texts: One text or a list.
         set: ``{concept: value | [probs] | {value: prob}}`` or its YAML string; ``None`` only predicts.
         eps: Uniform mass mixed into a set distribution for ``logits`` models (see strategies).
-        max_length: Tokeniser truncation (default: the checkpoint's data config).
 
     Returns:
-        One :class:`InterventionResult` per text (a single one for a single text).
+        One :class:`InterventionResult` per text (a single one for a single text); ``meta["truncated"]``
+        says whether the text was longer than the model reads.
     """
-    require_concepts(module)
+    require_concepts(session.model)
     single = isinstance(texts, str)
     texts = [texts] if single else list(texts)
-    edits = parse_set(set, module.concept_set)
-    results = intervene_outputs(module, texts, encode_texts(module, texts, max_length), edits, eps)
+    edits = parse_set(set, session.model.concepts)
+    enc = session.encode(texts)
+    results = intervene_outputs(session.model, texts, enc.outputs, edits, eps)
+    for r, cut in zip(results, enc.truncated):
+        r.meta.update({"max_length": session.max_length, "truncated": bool(cut)})
     return results[0] if single else results
 
 
-def intervene_outputs(module, texts: Sequence[str], outputs, edits: Sequence[Edit],
+def intervene_outputs(model, texts: Sequence[str], outputs, edits: Sequence[Edit],
                       eps: float = LOGIT_EPS) -> list[InterventionResult]:
     """:func:`intervene` on concept outputs already computed for ``texts`` (the backbone does not run).
 
     Args:
+        model: The :class:`~sparsecbm.models.cbm.ConceptBottleneckModel` (its label head and concepts).
         outputs: :class:`~sparsecbm.models.cbm.ConceptOutputs` of ``texts`` (e.g. cached by a server).
         edits: From :func:`parse_set`.
     """
-    concepts = module.concept_set
-    bottleneck = Bottleneck.from_model(module.model, outputs, eps)
+    require_concepts(model)
+    concepts = model.concepts
+    bottleneck = Bottleneck.from_model(model, outputs, eps)
     before_c = bottleneck.concept_probs()
     targets = edit_targets(edits, concepts, len(texts))
     after_c = [p if t is None else t for p, t in zip(before_c, targets)]
     before_y, after_y = bottleneck.label_probs(), bottleneck.label_probs(targets)
-    meta = {"mode": module.mode, "activation": module.model.activation, "logit_eps": eps}
     results = [
         InterventionResult(
-            text=t, edits=list(edits), meta=meta,
+            text=t, edits=list(edits), meta={"mode": model.mode, "activation": model.activation, "logit_eps": eps},
             before=_prediction(concepts, [p[i] for p in before_c], before_y[i]),
             after=_prediction(concepts, [p[i] for p in after_c], after_y[i]),
         )
         for i, t in enumerate(texts)
     ]
     return results
-

@@ -32,108 +32,17 @@ concept values.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-import numpy as np
 import torch
 
+from sparsecbm.ceiling import ConceptCeiling, metrics
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, ground_truth_targets
-
-
-def metrics(
-    preds: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, n_labels: int
-) -> dict[str, float]:
-    """``{"acc", "f1"}`` (micro accuracy, macro-F1) of :func:`~sparsecbm.metrics.classification_scores`."""
-    from sparsecbm.metrics import classification_scores
-
-    scores = classification_scores(preds, labels, n_labels)
-    return {"acc": scores["acc"], "f1": scores["f1"]}
-
-
-class ConceptCeiling:
-    """Label heads fitted on the true concepts of the training split.
-
-    Args:
-        cardinalities: Values per concept.
-        n_labels: Number of labels.
-
-    Example:
-        >>> ceiling = ConceptCeiling.fit(train_concepts, train_labels, [3, 3, 3, 3], 5)
-        >>> ceiling.evaluate(test_concepts, test_labels)["logreg"]["acc"]
-    """
-
-    def __init__(self, cardinalities: list[int], n_labels: int):
-        self.cardinalities, self.n_labels = list(cardinalities), int(n_labels)
-        self.logreg = None
-        self.constant: int | None = None  # the one training label, when there is only one
-        self.table: dict[tuple[int, ...], int] = {}
-
-    def one_hot(self, concepts) -> np.ndarray:
-        c = np.asarray(concepts)
-        return np.concatenate([np.eye(k)[c[:, i]] for i, k in enumerate(self.cardinalities)], axis=1)
-
-    @classmethod
-    def fit(cls, concepts, labels, cardinalities: list[int], n_labels: int) -> ConceptCeiling:
-        """Fit both heads on ``[N, K]`` true concept values and ``[N]`` labels."""
-        from sklearn.linear_model import LogisticRegression
-
-        self = cls(cardinalities, n_labels)
-        concepts, labels = np.asarray(concepts), np.asarray(labels)
-        if len(np.unique(labels)) < 2:
-            self.constant = int(labels[0])
-        else:
-            self.logreg = LogisticRegression(max_iter=2000).fit(self.one_hot(concepts), labels)
-        groups: dict[tuple[int, ...], Counter] = {}
-        for row, y in zip(map(tuple, concepts.tolist()), labels.tolist()):
-            groups.setdefault(row, Counter())[int(y)] += 1
-        # majority label per combination; ties go to the smallest label
-        self.table = {row: min(c, key=lambda y, c=c: (-c[y], y)) for row, c in groups.items()}
-        return self
-
-    @classmethod
-    def from_datamodule(cls, datamodule) -> ConceptCeiling:
-        """Fitted on the datamodule's raw training split."""
-        train, cs = datamodule.raw["train"], datamodule.concept_set
-        return cls.fit(train.concepts, train.labels, cs.cardinalities, cs.label.num_classes)
-
-    def predict(self, concepts, kind: str = "logreg") -> np.ndarray:
-        """Labels for ``[N, K]`` concept values; ``kind`` is ``logreg`` or ``lookup``."""
-        concepts = np.asarray(concepts)
-        if self.constant is not None:
-            base = np.full(len(concepts), self.constant)
-        else:
-            base = self.logreg.predict(self.one_hot(concepts))
-        if kind == "logreg":
-            return base
-        if kind == "lookup":
-            return np.array([self.table.get(row, b) for row, b in zip(map(tuple, concepts.tolist()), base)])
-        raise ValueError(f"unknown ceiling head '{kind}'; expected logreg or lookup")
-
-    def evaluate(self, concepts, labels) -> dict[str, dict[str, float]]:
-        """``{"logreg": {acc, f1}, "lookup": {acc, f1}}`` on the given concept values."""
-        return {
-            kind: metrics(self.predict(concepts, kind), labels, self.n_labels)
-            for kind in ("logreg", "lookup")
-        }
+from sparsecbm.models.cbm import Collected
 
 
 def _diff(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {k: a[k] - b[k] for k in ("acc", "f1")}
-
-
-@torch.no_grad()
-def _label_predictions(module, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A model without concepts: (predicted labels, true concepts, labels)."""
-    module.eval()
-    device = next(module.parameters()).device
-    preds, truth, labels = [], [], []
-    for batch in loader:
-        out = module.model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        preds.append(out.label_logits.argmax(-1).cpu())
-        truth.append(batch["concepts"])
-        labels.append(batch["label"])
-    return torch.cat(preds), torch.cat(truth), torch.cat(labels)
 
 
 def prototype_table(embeddings: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
@@ -156,26 +65,24 @@ def value_prototypes(embeddings: torch.Tensor, predicted: torch.Tensor, table: t
     return table.unsqueeze(0).expand_as(embeddings)
 
 
-def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGIT_EPS,
-                      train_loader=None) -> dict[str, Any]:
+def bottleneck_report(model, split: Collected, ceiling: ConceptCeiling, eps: float = LOGIT_EPS,
+                      train: Collected | None = None) -> dict[str, Any]:
     """The ``intervention`` (concept models) and ``bottleneck`` blocks of ``results.json`` for a split.
 
-    The backbone runs once; every variant only re-runs the label head.
+    Reads the model's outputs on the split (collected once, :func:`sparsecbm.session.collect`); every
+    variant only re-runs the label head.
 
     Args:
-        module: A :class:`~sparsecbm.lit.CBMLitModule` (any mode).
-        loader: The split's dataloader (with true concepts and labels).
+        model: The :class:`~sparsecbm.models.cbm.ConceptBottleneckModel` (any mode).
+        split: Its outputs on the split, with the true concepts and labels.
         ceiling: Heads fitted on the training split's true concepts (:meth:`ConceptCeiling.from_datamodule`).
         eps: See :func:`~sparsecbm.interpret.strategies.target_activation`.
-        train_loader: The training split; concept-embedding models take their value prototypes from it
-            (without it, from the evaluated split itself, which lets that split's reviews shape them).
+        train: Its outputs on the training split; concept-embedding models take their value prototypes from
+            it (without it, from the evaluated split itself, which lets that split's reviews shape them).
     """
-    from sparsecbm.interpret.curves import collect
-
-    n = ceiling.n_labels
-    if not module.model.has_concepts:
-        preds, truth, labels = _label_predictions(module, loader)
-        soft = metrics(preds, labels, n)
+    n, truth, labels = ceiling.n_labels, split.truth, split.labels
+    if not model.has_concepts:
+        soft = metrics(split.label_logits.argmax(-1), labels, n)
         ceil = ceiling.evaluate(truth, labels)
         return {
             "bottleneck": {
@@ -187,8 +94,7 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
             }
         }
 
-    outputs, truth, labels = collect(module, loader)
-    b = Bottleneck.from_model(module.model, outputs, eps)
+    b = Bottleneck.from_model(model, split.outputs, eps)
     predicted = torch.stack([lg.argmax(-1) for lg in b.concept_logits], dim=-1)  # [N, K]
     cards = b.cardinalities
 
@@ -213,10 +119,10 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
     if b.embeddings is not None:
         # context-free: each value's prototype, the same for every example
         tables = [None] * len(b.embeddings)
-        if train_loader is not None:
-            tb = Bottleneck.from_model(module.model, collect(module, train_loader)[0], eps)
+        if train is not None:
+            tb = Bottleneck.from_model(model, train.outputs, eps)
             tables = [prototype_table(e, lg.argmax(-1)) for e, lg in zip(tb.embeddings, tb.concept_logits)]
-        report["prototypes_from"] = "train" if train_loader is not None else "evaluated split"
+        report["prototypes_from"] = "train" if train is not None else "evaluated split"
         protos = [value_prototypes(e, predicted[:, k], tables[k]) for k, e in enumerate(b.embeddings)]
         value_only = Bottleneck(b.concept_logits, b.label_head, b.activation, b.eps, b.device, protos, b.residual)
 
@@ -234,3 +140,13 @@ def bottleneck_report(module, loader, ceiling: ConceptCeiling, eps: float = LOGI
         report["residual"] = {**share, "without": run(residual=mean), "dim": int(b.residual.shape[-1])}
     intervention = {"none": soft, "all_ground_truth": gt, "n_examples": int(labels.shape[0])}
     return {"intervention": intervention, "bottleneck": report}
+
+
+def split_report(model, loader, ceiling: ConceptCeiling, train_loader=None, eps: float = LOGIT_EPS) -> dict[str, Any]:
+    """:func:`bottleneck_report` of ``model`` on a data loader (the model runs once over it, and once over
+    ``train_loader`` for a concept-embedding model's value prototypes)."""
+    from sparsecbm.session import collect
+
+    train = collect(model, train_loader) if train_loader is not None and model.has_concepts and \
+        model.activation == "embedding" else None
+    return bottleneck_report(model, collect(model, loader), ceiling, eps, train)

@@ -135,20 +135,23 @@ class CounterfactualTerms:
 @torch.no_grad()
 def teacher_probs(path: str, module, datamodule) -> torch.Tensor:
     """``[N, L]`` the teacher checkpoint's label distribution on every training text (by training index)."""
-    from sparsecbm.checkpoint import load_checkpoint
+    from sparsecbm.checkpoint import load_model
     from sparsecbm.errors import CheckpointError
 
     with torch.random.fork_rng(devices=[]):  # building the teacher draws initial weights: not from the run's RNG
-        teacher = load_checkpoint(path, map_location=str(module.device))
-    if list(teacher.concept_set.label.values) != list(module.concept_set.label.values):
-        raise CheckpointError(f"cbm.teacher={path} predicts labels {list(teacher.concept_set.label.values)}, this "
-                              f"model {list(module.concept_set.label.values)}; imitate a model of the same task")
-    if teacher.model.backbone.tokenizer_name != datamodule.tokenizer_name:
-        raise CheckpointError(f"cbm.teacher={path} reads text with tokenizer '{teacher.model.backbone.tokenizer_name}', "
-                              f"this run with '{datamodule.tokenizer_name}'; use a teacher with the same backbone")
-    out = torch.zeros(len(datamodule.raw["train"]), teacher.concept_set.label.num_classes)
+        teacher, meta = load_model(path, module.device)
+    labels, ours = list(meta.concepts.label.values), list(module.concept_set.label.values)
+    if labels != ours:
+        raise CheckpointError(f"cbm.teacher={path} predicts labels {labels}, this model {ours}; imitate a model of "
+                              "the same task")
+    if meta.tokenizer_name != datamodule.tokenizer_name:
+        raise CheckpointError(f"cbm.teacher={path} reads text with tokenizer '{meta.tokenizer_name}', this run with "
+                              f"'{datamodule.tokenizer_name}'; use a teacher with the same backbone")
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    out = torch.zeros(len(datamodule.raw["train"]), len(labels))
     for batch in datamodule.loader("train"):
-        logits = teacher.model(batch["input_ids"].to(teacher.device), batch["attention_mask"].to(teacher.device))
-        out[batch["index"]] = logits.label_logits.float().softmax(-1).cpu()
+        logits = teacher(batch["input_ids"].to(device), batch["attention_mask"].to(device)).label_logits
+        out[batch["index"]] = logits.float().softmax(-1).cpu()
     del teacher
     return out

@@ -8,17 +8,16 @@ fit hooks. :class:`~sparsecbm.lit.CBMLitModule` calls them from its Lightning ho
 - ``independent``: C->Y fitted to convergence on the one-hot TRUE training concepts at fit start (L-BFGS)
   and frozen; X->C trains on the concept loss alone.
 
-A new mode is a subclass of :class:`TrainingMode` added to :data:`MODES`.
+A new mode is a subclass of :class:`TrainingMode` added to :data:`MODE_CLASSES` (and its name to
+:data:`sparsecbm.models.cbm.MODES`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from sparsecbm.models.cbm import one_hot_concepts
+from sparsecbm.models.cbm import MODES, CBMOutput, one_hot_concepts
 from sparsecbm.models.cbm_config import CBMConfig
 
 PHASE_GROUPS = ("backbone", "concept_heads", "label_head", "residual")  # optimizer parameter groups
@@ -50,8 +49,8 @@ class TrainingMode:
         """Per optimizer parameter group the ``[start, end)`` step ranges it trains in."""
         return {name: [(0, total_steps)] for name in PHASE_GROUPS}
 
-    def losses(self, module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
-        """(total loss, its parts, the outputs the training metrics read)."""
+    def losses(self, module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], CBMOutput]:
+        """(total loss, its parts, the :class:`~sparsecbm.models.cbm.CBMOutput` the training metrics read)."""
         raise NotImplementedError
 
 
@@ -136,7 +135,8 @@ class Sequential(TrainingMode):
         parts = module.residual_penalties(outputs)
         label_logits = module.label_logits_for_training(outputs, batch["concepts"])
         task = module.task_loss(label_logits, batch["label"], batch.get("index"))
-        return task + sum(parts.values()), {"task": task, **parts}, (label_logits, outputs.logits, outputs.pooler)
+        out = CBMOutput(label_logits, outputs.logits, pooler=outputs.pooler)
+        return task + sum(parts.values()), {"task": task, **parts}, out
 
 
 class Independent(TrainingMode):
@@ -180,11 +180,13 @@ class Independent(TrainingMode):
         return closs, {"concept": closs}, out
 
 
-MODES: dict[str, type[TrainingMode]] = {m.name: m for m in (Standard, Joint, Sequential, Independent)}
+#: The training object of each mode in :data:`sparsecbm.models.cbm.MODES` (the one list of mode names).
+MODE_CLASSES: dict[str, type[TrainingMode]] = {m.name: m for m in (Standard, Joint, Sequential, Independent)}
+assert tuple(MODE_CLASSES) == MODES, "a mode class for every name in sparsecbm.models.cbm.MODES"
 
 
 def training_mode(cfg: CBMConfig) -> TrainingMode:
     """The mode object ``cfg.mode`` names."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"cbm.mode='{cfg.mode}' is not valid; expected one of {tuple(MODES)}")
-    return MODES[cfg.mode](cfg)
+    if cfg.mode not in MODE_CLASSES:
+        raise ValueError(f"cbm.mode='{cfg.mode}' is not valid; expected one of {MODES}")
+    return MODE_CLASSES[cfg.mode](cfg)

@@ -58,7 +58,24 @@ class CBMLitModule(L.LightningModule):
         warmup_ratio: Fraction of each phase's steps spent warming up.
         select: What picks the best checkpoint (``val/select``): ``label`` (val task macro-F1) or
             ``label+concept`` (the mean of val task and concept macro-F1: a bottleneck is judged on both).
+        model: An already built (e.g. loaded) model to wrap instead of building one from ``backbone``.
     """
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, meta) -> CBMLitModule:
+        """Wrap a loaded model and its :class:`~sparsecbm.checkpoint.CheckpointMeta` (e.g. an
+        :class:`~sparsecbm.session.InferenceSession`'s) to validate or test it with a Lightning ``Trainer``."""
+        module = cls(None, meta.concepts, cbm=meta.cbm, head_lr=meta.head_lr, model=model)
+        module.run_config = meta.run_config
+        return module.to(next(model.parameters()).device).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "cpu") -> CBMLitModule:
+        """The training module of a checkpoint (for ``Trainer.validate`` / ``test``; inference needs only
+        :func:`~sparsecbm.checkpoint.load_model`)."""
+        from sparsecbm.checkpoint import load_model
+
+        return cls.from_model(*load_model(path, device))
 
     def __init__(
         self,
@@ -70,6 +87,7 @@ class CBMLitModule(L.LightningModule):
         label_lr: float | None = None,
         warmup_ratio: float = 0.1,
         select: str = "label",
+        model: torch.nn.Module | None = None,
     ):
         super().__init__()
         if select not in SELECT:
@@ -77,7 +95,7 @@ class CBMLitModule(L.LightningModule):
         self.select = select
         self.cbm = CBMConfig.coerce(cbm)
         self.concept_set = concepts
-        self.model = self.cbm.build(backbone, concepts)
+        self.model = model if model is not None else self.cbm.build(backbone, concepts)
         self.training_mode = training_mode(self.cbm)
         # per concept [C_k] cross-entropy weights (cbm.concept_class_weight=balanced), set from train at fit start
         self.concept_weights: list[torch.Tensor | None] = [None] * len(concepts.names)
@@ -100,11 +118,6 @@ class CBMLitModule(L.LightningModule):
     @property
     def mode(self) -> str:
         return self.training_mode.name
-
-    @property
-    def cbm_cfg(self) -> dict[str, Any]:
-        """The ``cbm`` options as a flat plain dict."""
-        return self.cbm.to_dict()
 
     @property
     def train_intervention_prob(self) -> float:
@@ -218,8 +231,7 @@ class CBMLitModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, parts, out = self.training_losses(batch)
-        label_logits, concept_logits, extras = out if isinstance(out, tuple) else (
-            out.label_logits, out.concept_logits, out.pooler)
+        label_logits, concept_logits, extras = out.label_logits, out.concept_logits, out.pooler
         for name, penalty in self.sparsity_penalties(batch, extras).items():
             loss, parts[name] = loss + penalty, penalty
         self.metrics["train_metrics"].update(label_logits.detach(), batch["label"],
@@ -267,7 +279,7 @@ class CBMLitModule(L.LightningModule):
         # checkpoint selection: task macro-F1, but never an epoch whose label head is untrained
         # nor a subnetwork checkpoint before the masks reach their final sparsity
         untrained_head = not self.training_mode.label_head_trained(self)
-        not_pruned = not getattr(self.model.backbone, "at_final_sparsity", lambda: True)()
+        not_pruned = self.model.sparse and not self.model.backbone.at_final_sparsity()
         score = values["val/label/f1"]
         if self.select == "label+concept" and "val/concept/f1" in values:
             score = (score + values["val/concept/f1"]) / 2

@@ -103,7 +103,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
 
 
 class Backbone(nn.Module):
-    """A ``transformers`` AutoModel plus pooling.
+    """A ``transformers`` AutoModel plus pooling (dense: ``sparse`` is False; see
+    :class:`~sparsecbm.sparsity.SubnetworkBackbone` for per-concept subnetworks).
 
     Args:
         name_or_path: Hub name or local folder (``minilm`` = the bundled all-MiniLM-L6-v2).
@@ -119,6 +120,8 @@ class Backbone(nn.Module):
         gradient_checkpointing: Recompute each block's activations in the backward pass (less memory,
             about a third more compute).
     """
+
+    sparse = False  # per-concept subnetworks (SubnetworkBackbone); the model asks this, nothing else
 
     def __init__(
         self,

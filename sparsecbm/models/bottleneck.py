@@ -12,8 +12,8 @@ concept head's logits (``cbm.activation``):
 ``read`` gives the activation the model produces; ``write`` gives the activation for a concept whose
 distribution is *set* to a target (an intervention), in the same space, so training (random
 interventions, ``cbm.train_intervention_prob``) and inference (:mod:`sparsecbm.interpret`) share one
-definition. An intervention *strategy* says which target is written: :class:`HardValue` (one value),
-:class:`SoftValue` (a distribution) or :class:`GroundTruth` (the dataset's true value).
+definition. An intervention *strategy* (:data:`STRATEGIES`) says which target is written: one value
+(``hard``), a distribution (``soft``) or the dataset's true value (``ground_truth``).
 
 How ``logits`` are written: a logit vector has a free offset that softmax ignores but a linear label
 head does not, so the written vector is ``log q'`` re-centred on the mean of the model's own logits for
@@ -22,8 +22,6 @@ exactly ``q'``; its offset is the one the head saw for this example.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -177,36 +175,5 @@ def random_concept_mask(
 # --- intervention strategies: which target distribution is written -------------------------------
 
 
-@dataclass(frozen=True)
-class HardValue:
-    """Set the concept to one value (index ``value``)."""
-
-    value: int
-    name = "hard"
-
-    def target(self, batch: int, cardinality: int) -> torch.Tensor:
-        return F.one_hot(torch.full((batch,), int(self.value)), cardinality).float()
-
-
-@dataclass(frozen=True)
-class SoftValue:
-    """Set the concept to a probability vector ``probs``."""
-
-    probs: tuple[float, ...]
-    name = "soft"
-
-    def target(self, batch: int, cardinality: int) -> torch.Tensor:
-        return torch.tensor(self.probs, dtype=torch.float32).expand(batch, cardinality).clone()
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """Set every concept to the dataset's true value: ``targets(values)`` for a ``[B, K]`` index tensor."""
-
-    name = "ground_truth"
-
-    def targets(self, values: torch.Tensor, cardinalities: list[int]) -> list[torch.Tensor]:
-        return ground_truth_targets(values, cardinalities)
-
-
+#: What an intervention writes: one value (``hard``), a distribution (``soft``) or the true value.
 STRATEGIES = ("hard", "soft", "ground_truth")

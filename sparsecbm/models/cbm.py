@@ -59,6 +59,23 @@ class ConceptOutputs:
 
 
 @dataclass
+class Collected:
+    """A model's outputs over a data split (:func:`sparsecbm.session.collect`), float32 on the CPU.
+
+    Args:
+        outputs: Concept outputs ``[N, ...]`` (``None`` for a model without concepts).
+        truth: ``[N, K]`` true concept values (``None`` when the data has no concepts).
+        labels: ``[N]`` true labels.
+        label_logits: ``[N, L]`` the model's label logits.
+    """
+
+    outputs: ConceptOutputs | None
+    truth: torch.Tensor | None
+    labels: torch.Tensor
+    label_logits: torch.Tensor
+
+
+@dataclass
 class CBMOutput:
     """Model outputs. ``concept_logits`` holds one ``[B, card_k]`` tensor per concept (empty for standard)."""
 
@@ -239,6 +256,11 @@ class ConceptBottleneckModel(nn.Module):
     @property
     def has_concepts(self) -> bool:
         return self.concept_heads is not None
+
+    @property
+    def sparse(self) -> bool:
+        """Every concept has its own masked subnetwork of the backbone (``sparsity=...``)."""
+        return bool(getattr(self.backbone, "sparse", False))
 
     def concept_blocks(self) -> list[slice]:
         """Column slice of each concept in the label head's input."""

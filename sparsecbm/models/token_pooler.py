@@ -1,6 +1,7 @@
 """Token poolers: how each concept reads the token states (``cbm.tokens``: none | gates | attention).
 
-:class:`TokenPooler` is the base every pooler shares; :func:`~sparsecbm.models.poolers.build_token_pooler` builds the one a config names.
+:class:`TokenPooler` is the base every pooler shares; :meth:`~sparsecbm.models.cbm_config.CBMConfig.token_pooler`
+builds the one a config names.
 The concrete poolers live in :mod:`~sparsecbm.models.token_gates` and :mod:`~sparsecbm.models.token_attention`.
 """
 

@@ -4,9 +4,9 @@
 :func:`create_app` puts the JSON API and the static page on top of it.
 """
 
-from sparsecbm.serve.explorer import Encoded, Explorer, ExplorerError, Limits
+from sparsecbm.serve.explorer import Explorer, ExplorerError, Limits
 
-__all__ = ["Encoded", "Explorer", "ExplorerError", "Limits", "create_app"]
+__all__ = ["Explorer", "ExplorerError", "Limits", "create_app"]
 
 
 def create_app(explorer, compare=None):

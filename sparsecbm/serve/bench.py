@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     client = TestClient(create_app(explorer))
 
     def forward(text):
-        batch = session.encode([text])
+        batch, _ = session.tokenize([text])
         with torch.no_grad():
             return _timed(lambda: model(batch["input_ids"], batch["attention_mask"]))
 
@@ -84,7 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     fwd, tok, new_server, new_http = [], [], [], []
     for t in texts:  # interleaved, so that load from elsewhere on the machine hits both alike
         fwd.append(forward(t))
-        tok.append(_timed(lambda t=t: session.encode([t])))
+        tok.append(_timed(lambda t=t: session.tokenize([t])))
         rtt, ms = post(client, "/api/predict", {"text": t})
         new_http.append(rtt)
         new_server.append(ms["server"])
@@ -99,10 +99,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {
         "kind": "serve_bench",
         "checkpoint": str(cfg.ckpt_path),
-        "model": {"backbone": explorer.info()["backbone"], "mode": explorer.module.mode,
+        "model": {"backbone": explorer.info()["backbone"], "mode": explorer.session.mode,
                   "activation": model.activation, "sparse": explorer.sparse, "concepts": len(explorer.concepts)},
         "texts": len(texts), "edits_per_text": int(b.edits), "split": cfg.split, "max_length": session.max_length,
-        "mean_tokens": statistics.fmean(len(session.encode([t])["input_ids"][0]) for t in texts),
+        "mean_tokens": statistics.fmean(len(session.tokenize([t])[0]["input_ids"][0]) for t in texts),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine()},
         "ms": {"forward": summary(fwd), "tokenize": summary(tok), "new_text_server": summary(new_server),

@@ -11,15 +11,10 @@ import socket
 import sys
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from sparsecbm.checkpoint import InferenceSession
-from sparsecbm.config import (
-    check_split,
-    hydra_entry_point,
-    resolve_device,
-)
+from sparsecbm.config import check_split, hydra_entry_point
 from sparsecbm.errors import ConfigError, DataError
 from sparsecbm.serve.explorer import Explorer, Limits
 
@@ -32,35 +27,24 @@ class ServeError(ConfigError):
     """A user error at start-up (exit code 2)."""
 
 
-def _data_cfg(cfg: DictConfig, session: InferenceSession) -> tuple[DictConfig | None, str | None, bool]:
-    """(data config or None for the checkpoint's own, data root, whether the user asked for data explicitly)."""
-    data = cfg.get("data") or {}
-    root = data.get("root")
-    if "_target_" not in data:
-        return None, root, root is not None
-    with open_dict(cfg):  # data configs read the tokenizer from the backbone group
-        cfg.backbone = {"tokenizer": session.module.model.backbone.tokenizer_name}
-    return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True)), root, True
-
-
 def build(cfg: DictConfig) -> tuple[Explorer, Explorer | None]:
     """The explorer of ``ckpt_path`` (with its data) and of ``compare_ckpt_path`` (or ``None``)."""
+    from sparsecbm.session import InferenceSession, session_from_cfg
+
     try:
-        ckpt_path = cfg.ckpt_path
+        cfg.ckpt_path  # noqa: B018  (a missing ??? value raises here, with the message below)
     except MissingMandatoryValue:
         raise ServeError("ckpt_path=... is required: the checkpoint to explore, e.g. "
                          "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt") from None
     check_split(cfg.split)
     limits = Limits(**OmegaConf.to_container(cfg.limits, resolve=True))
-    device = resolve_device(cfg.accelerator)
-    session = InferenceSession.load(ckpt_path, map_location=device)
-    data_cfg, root, explicit = _data_cfg(cfg, session)
-    session.data_cfg = data_cfg if data_cfg is not None else ({"root": root} if root else None)
+    session = session_from_cfg(cfg)
     dm = None
     try:
         dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
     except (DataError, ValueError, OSError) as e:
-        if explicit:
+        if session.data_explicit:
+            root = (cfg.get("data") or {}).get("root")
             raise ServeError(f"data{'.root=' + str(root) if root else ''}: {e}") from None
         log.warning("no data views (examples, dataset, curves): the checkpoint's data could not be loaded (%s); "
                     "pass data.root=DIR", e)
@@ -69,7 +53,7 @@ def build(cfg: DictConfig) -> tuple[Explorer, Explorer | None]:
     explorer = Explorer(session, dm, **options)
     compare = None
     if cfg.get("compare_ckpt_path"):
-        other = InferenceSession.load(cfg.compare_ckpt_path, map_location=device)
+        other = InferenceSession.load(cfg.compare_ckpt_path, session.device)
         compare = Explorer(other, None, **options)
     return explorer, compare
 

@@ -1,7 +1,7 @@
 """The explorer's explanations: token attributions per concept for one text, and their export as the
 explain command writes them (``explanations.json`` / ``report.html``).
 
-Mixed into :class:`~sparsecbm.serve.explorer.Explorer` (it reads the explorer's module, session and lock).
+Mixed into :class:`~sparsecbm.serve.explorer.Explorer` (it reads the explorer's session and lock).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class Explanations:
             enc = self.encode(text)
             start = time.perf_counter()
             try:
-                e = explain_batch(self.module, dict(enc.batch), self.session.tokenizer, method, [text], **(options or {}))[0]
-                name = resolve_name(method, self.module)
+                e = explain_batch(self.session, dict(enc.batch), method, [text], **(options or {}))[0]
+                name = resolve_name(method, self.model)
             except (ValueError, KeyError) as err:
                 raise ExplorerError(f"method {method!r} does not apply to this model: {err}") from None
             seconds = time.perf_counter() - start
@@ -44,19 +44,14 @@ class Explanations:
         """The current text as the explain command writes it: ``explanations.json`` or ``report.html``."""
         import json
 
-        from sparsecbm.interpret.explainer import label_layer_summary
-        from sparsecbm.interpret.explanation import Explanation, ExplanationSet
+        from sparsecbm.interpret.explainer import explanation_set
+        from sparsecbm.interpret.explanation import Explanation
         from sparsecbm.interpret.report import render_html
-        from sparsecbm.sparsity.attribution import subnetwork_summary
 
         if fmt not in ("json", "html"):
             raise ExplorerError(f"unknown export format {fmt!r}; expected 'json' or 'html'")
         res = self.explain(method, text, example)
         with self.lock:
-            es = ExplanationSet([Explanation.from_dict(res["explanation"])], method=res["method"],
-                                checkpoint=str(self.session.ckpt_path) if self.session.ckpt_path else None,
-                                label_layer=label_layer_summary(self.module),
-                                label_sparsity=self.module.cbm.label_sparsity,
-                                subnetwork=subnetwork_summary(self.model),
-                                meta={"source": "sparsecbm.serve", "seconds": res["seconds"]})
+            es = explanation_set(self.session, [Explanation.from_dict(res["explanation"])], res["method"],
+                                 meta={"source": "sparsecbm.serve", "seconds": res["seconds"]})
         return json.dumps(es.to_dict(), indent=1) if fmt == "json" else render_html(es)

@@ -1,10 +1,10 @@
 """The explorer's engine (no web framework here): one checkpoint, a cache of encoded texts, predictions,
 concept- and mask-level edits, explanations, and the data split's summary.
 
-Speed: the backbone runs once per text (:meth:`Explorer.encode` caches its concept outputs, LRU); a
-concept edit only re-runs the label head on the cached outputs, through the same code as
-:func:`sparsecbm.intervention.intervene` (:func:`~sparsecbm.interpret.intervention.intervene_outputs`),
-so both give the same numbers.
+Speed: the backbone runs once per text (:meth:`Explorer.encode`, through the session's
+:meth:`~sparsecbm.session.InferenceSession.encode`, caches its concept outputs, LRU); a concept edit only
+re-runs the label head on the cached outputs, through the same code as :func:`sparsecbm.intervene`
+(:func:`~sparsecbm.interpret.intervention.intervene_outputs`), so both give the same numbers.
 
 The engine is split by what it serves: this module holds the checkpoint, the text cache, predictions and
 concept edits; :mod:`~sparsecbm.serve.mask_edits` the mask-level edit, :mod:`~sparsecbm.serve.explanations`
@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from sparsecbm.checkpoint import InferenceSession
 from sparsecbm.interpret.intervention import (
     Edit,
     InterventionError,
@@ -35,19 +34,20 @@ from sparsecbm.interpret.intervention import (
     require_concepts,
 )
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck
-from sparsecbm.serve.core import Encoded, ExplorerError, Limits
+from sparsecbm.serve.core import ExplorerError, Limits
 from sparsecbm.serve.explanations import Explanations
 from sparsecbm.serve.mask_edits import MaskEdits
 from sparsecbm.serve.split_views import SplitViews
+from sparsecbm.session import Encoded, InferenceSession
 
-__all__ = ["Encoded", "Explorer", "ExplorerError", "Limits"]
+__all__ = ["Explorer", "ExplorerError", "Limits"]
 
 
 class Explorer(MaskEdits, Explanations, SplitViews):
     """Everything the web app shows about one checkpoint.
 
     Args:
-        session: The loaded checkpoint.
+        session: The loaded checkpoint (:class:`~sparsecbm.session.InferenceSession`).
         datamodule: Its data (set up), for examples, metrics and curves; ``None`` disables those views.
         split: The split the data views read.
         limits: Request limits.
@@ -58,8 +58,8 @@ class Explorer(MaskEdits, Explanations, SplitViews):
 
     def __init__(self, session: InferenceSession, datamodule=None, split: str = "test", limits: Limits | None = None,
                  eps: float = LOGIT_EPS, mask_portion: float = 0.05, random_seeds: int = 3):
-        require_concepts(session.module)
-        self.session, self.module, self.model = session, session.module, session.module.model
+        require_concepts(session.model)
+        self.session, self.model = session, session.model
         self.concepts = session.concept_set
         self.dm, self.split = datamodule, split
         self.limits = limits or Limits()
@@ -78,9 +78,7 @@ class Explorer(MaskEdits, Explanations, SplitViews):
 
     @property
     def sparse(self) -> bool:
-        from sparsecbm.sparsity.backbone import SubnetworkBackbone
-
-        return isinstance(self.model.backbone, SubnetworkBackbone)
+        return self.model.sparse
 
     @property
     def mask_level(self) -> bool:
@@ -93,7 +91,7 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         return {
             "checkpoint": self.session.ckpt_path.name if self.session.ckpt_path else None,
             "run": self.session.run_dir.name if self.session.run_dir else None,
-            "mode": self.module.mode,
+            "mode": self.session.mode,
             "activation": self.model.activation,
             "label_head": "linear" if label_weight(self.model.label_head) is not None else "mlp",
             "backbone": self.model.backbone.name_or_path if hasattr(self.model.backbone, "name_or_path") else None,
@@ -142,28 +140,15 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         return self.check_text(text), None
 
     def encode(self, text: str) -> Encoded:
-        """Run the backbone on ``text`` once; later calls with the same text read the cache."""
+        """Run the backbone on ``text`` once (the session's :meth:`~sparsecbm.session.InferenceSession.encode`);
+        later calls with the same text read the cache."""
         with self.lock:
             hit = self._cache.get(text)
             if hit is not None:
                 self._cache.move_to_end(text)
                 return hit
-            start = time.perf_counter()
-            batch = self.session.encode([text])
-            with torch.no_grad():
-                outputs = self.model.concept_outputs(batch["input_ids"], batch["attention_mask"])
-                weights = None
-                if self.model.token_pooler is not None and outputs.pooler is not None:
-                    weights = self.model.token_pooler.token_weights(outputs.pooler)[:, 0].float().cpu()
-            ms = 1000 * (time.perf_counter() - start)
+            enc = self.session.encode([text])
             self.backbone_runs += 1
-            ids = batch["input_ids"][0].tolist()
-            limit = self.session.max_length
-            full = len(self.session.tokenizer(text, truncation=True, max_length=limit + 1)["input_ids"])
-            enc = Encoded(text=text, batch={k: v.cpu() for k, v in batch.items()},
-                          tokens=self.session.tokenizer.convert_ids_to_tokens(ids),
-                          outputs=outputs.apply(lambda t: t.detach().float().cpu()), token_weights=weights,
-                          truncated=full > len(ids), ms=ms)
             self._cache[text] = enc
             while len(self._cache) > self.limits.cache_size:
                 self._cache.popitem(last=False)
@@ -200,7 +185,7 @@ class Explorer(MaskEdits, Explanations, SplitViews):
                 "contribution": None if contrib is None else contrib[k],
                 "edited": spec.name in edited,
                 "true": (truth or {}).get("concepts", {}).get(spec.name),
-                "token_weights": None if enc.token_weights is None else enc.token_weights[k].tolist(),
+                "token_weights": None if enc.token_weights is None else enc.token_weights[k, 0].tolist(),
             })
         return {
             "label": str(prediction.label), "label_values": label_values,
@@ -209,17 +194,17 @@ class Explorer(MaskEdits, Explanations, SplitViews):
             "concepts": concepts,
             "contributions_of": str(prediction.label), "bias": bias,
             "residual_contribution": contrib[-1] if contrib is not None and self.model.residual_dim else None,
-            "tokens": enc.tokens, "token_weights_kind": self.token_weights_kind, "truncated": enc.truncated,
+            "tokens": enc.tokens[0], "token_weights_kind": self.token_weights_kind, "truncated": enc.truncated[0],
         }
 
     def _edit(self, enc: Encoded, edits: list[Edit], truth) -> dict[str, Any]:
-        result = intervene_outputs(self.module, [enc.text], enc.outputs, edits, self.eps)[0]
+        result = intervene_outputs(self.model, enc.texts, enc.outputs, edits, self.eps)[0]
         bottleneck = Bottleneck.from_model(self.model, enc.outputs, self.eps)
         from sparsecbm.interpret.intervention import edit_targets
 
         targets = edit_targets(edits, self.concepts, 1)
         return {
-            "text": enc.text,
+            "text": enc.texts[0],
             "edits": [asdict(e) for e in edits],
             "before": self._view(enc, result.before, bottleneck, None, [], truth),
             "after": self._view(enc, result.after, bottleneck, targets, edits, truth),

@@ -6,12 +6,12 @@ Mixed into :class:`~sparsecbm.serve.explorer.Explorer` (it reads the explorer's 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 
-from sparsecbm.serve.core import Encoded, ExplorerError
+from sparsecbm.serve.core import ExplorerError
 
 
 class MaskEdits:
@@ -54,13 +54,12 @@ class MaskEdits:
                     edit = editor.intervene(k, enc.batch["input_ids"], enc.batch["attention_mask"],
                                             spec.values.index(value), restore=False)
                     edited = self.model.concept_outputs(enc.batch["input_ids"], enc.batch["attention_mask"])
-                    weights = (self.model.token_pooler.token_weights(edited.pooler)[:, 0].float().cpu()
+                    weights = (self.model.token_pooler.token_weights(edited.pooler).float().cpu()
                                if self.model.token_pooler is not None else None)
             finally:
                 editor.load(saved, k)
                 editor.portion = self.mask_portion
-            after_enc = Encoded(enc.text, enc.batch, enc.tokens, edited.apply(lambda t: t.detach().float().cpu()),
-                                weights, enc.truncated, enc.ms)
+            after_enc = replace(enc, outputs=edited.apply(lambda t: t.detach().float().cpu()), token_weights=weights)
             before = self._edit(enc, [], truth)["before"]
             after = self._edit(after_enc, [], truth)["before"]
         changed = [c["name"] for c, d in zip(before["concepts"], after["concepts"]) if c["predicted"] != d["predicted"]]

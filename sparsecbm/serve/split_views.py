@@ -1,7 +1,7 @@
 """The explorer's data-split views: one cached pass over the split (predictions, metrics, intervention
 curves), the example browser with its filters, the split's metrics, and the concept subnetworks.
 
-Mixed into :class:`~sparsecbm.serve.explorer.Explorer` (it reads the explorer's module, data and lock).
+Mixed into :class:`~sparsecbm.serve.explorer.Explorer` (it reads the explorer's session, data and lock).
 Metrics are :mod:`sparsecbm.metrics`' definitions; the run's own numbers come from its
 ``results.json`` (:class:`~sparsecbm.run_result.RunResult`).
 """
@@ -39,23 +39,10 @@ class SplitViews:
         return {"available": True, **stats, "overlap_matrix": {"concepts": names, "mean_jaccard": overlap},
                 "cross_mask": self._run_cross_mask()}
 
-    def _run_result(self):
-        """The checkpoint's training run's :class:`~sparsecbm.run_result.RunResult` (its ``results.json``, when
-        the checkpoint sits in its run folder), else ``None``."""
-        from sparsecbm.run_result import FILENAME, RunResult
-
-        run_dir = self.session.run_dir
-        if run_dir is None or not (run_dir / FILENAME).is_file():
-            return None
-        try:
-            return RunResult.load(run_dir)
-        except (OSError, ValueError):
-            return None
-
     def _run_cross_mask(self) -> dict[str, Any] | None:
         """The training run's cross-mask matrix (``results.json: subnetworks.cross_mask``: concept i's test
         macro-F1 with its head reading the backbone under mask j) and specificity, when the run has them."""
-        result = self._run_result()
+        result = self.session.run_result()
         if result is None:
             return None
         sub = result.subnetworks or {}
@@ -73,15 +60,16 @@ class SplitViews:
 
     def _split_pass(self) -> dict[str, Any]:
         """One backbone pass over the split (once, cached): predictions for the filters, metrics, curves."""
-        from sparsecbm.interpret.curves import collect, intervention_curve, task_metrics
+        from sparsecbm.interpret.curves import intervention_curve, task_metrics
 
         self._raw()
         with self.lock:
             if self._split_cache is not None:
                 return self._split_cache
             start = time.perf_counter()
-            outputs, truth, labels = collect(self.module, self.dm.loader(self.split))
-            bottleneck = Bottleneck.from_model(self.model, outputs, self.eps)
+            split = self.session.collect(self.dm.loader(self.split))
+            truth, labels = split.truth, split.labels
+            bottleneck = Bottleneck.from_model(self.model, split.outputs, self.eps)
             label_probs = bottleneck.label_probs()
             concept_pred = torch.stack([p.argmax(-1) for p in bottleneck.concept_probs()], 1)
             curve = intervention_curve(bottleneck, truth, labels, self.concepts.names,
@@ -162,7 +150,7 @@ class SplitViews:
                 "confusion": multiclass_confusion_matrix(pred, true, spec.cardinality).tolist(),  # rows: true
             }
         labels = [str(v) for v in self.concepts.label.values]
-        result = self._run_result()
+        result = self.session.run_result()
         run = None if result is None else {key: getattr(result, key)
                                            for key in ("val", "test", "reference", "model", "data", "run")}
         return {

@@ -80,6 +80,8 @@ class SubnetworkBackbone(nn.Module):
         schedule: A :class:`~sparsecbm.sparsity.schedule.Schedule` or its settings.
     """
 
+    sparse = True  # what ConceptBottleneckModel.sparse reads
+
     def __init__(
         self,
         backbone: Backbone,

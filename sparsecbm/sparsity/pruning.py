@@ -14,9 +14,7 @@ from sparsecbm.sparsity.scorers import ScoreContext, Scorer, make_scorer
 if TYPE_CHECKING:
     from sparsecbm.sparsity.backbone import SubnetworkBackbone
 
-__all__ = ["DEFAULT_SCHEDULE", "Pruner", "concept_losses_of", "schedule_steps", "scheduled_sparsity"]
-
-DEFAULT_SCHEDULE = Schedule().to_dict()
+__all__ = ["Pruner", "concept_losses_of", "schedule_steps", "scheduled_sparsity"]
 
 
 def _keep_topk(scores: torch.Tensor, n_keep: int) -> torch.Tensor:

@@ -138,9 +138,9 @@ def test_explain_sparse_model_has_subnetwork_level(tmp_path):
 def test_ours_is_the_gates_of_a_gated_model_and_lig_otherwise(gated_ckpt):
     from types import SimpleNamespace
 
-    from sparsecbm.checkpoint import load_checkpoint
+    from sparsecbm.checkpoint import load_model
     from sparsecbm.interpret.attribution import resolve_name
 
-    assert resolve_name("ours", load_checkpoint(gated_ckpt)) == "gates"
+    assert resolve_name("ours", load_model(gated_ckpt)[0]) == "gates"
     assert resolve_name("ours", SimpleNamespace(token_pooler=None)) == "lig"  # most faithful gradient method
     assert resolve_name("ablation", SimpleNamespace(token_pooler=None)) == "ablation"

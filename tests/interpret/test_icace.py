@@ -66,9 +66,9 @@ class LookupModel(CausalModel):
     """A concept model whose concept logits are looked up per text and whose label reads the hard values."""
 
     def __init__(self, logits: dict[str, list[list[float]]], head: torch.nn.Module):
-        module = SimpleNamespace(concept_set=CS, mode="joint",
-                                 model=SimpleNamespace(has_concepts=True, activation="hard", backbone=None))
-        super().__init__(module, tokenize=None)
+        session = SimpleNamespace(concept_set=CS, mode="joint", ckpt_path=None,
+                                  model=SimpleNamespace(has_concepts=True, activation="hard", sparse=False))
+        super().__init__(session)
         self.logits, self.head = logits, head
 
     def bottleneck(self, texts):

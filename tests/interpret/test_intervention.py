@@ -20,6 +20,7 @@ from sparsecbm.interpret.policies import budget_masks, get_policy
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, edited_inputs, target_activation
 from sparsecbm.lit.module import CBMLitModule
 from sparsecbm.models.backbone import Backbone
+from sparsecbm.session import InferenceSession
 
 CS = ConceptSet.from_config(
     [{"name": n} for n in ("food", "ambiance", "service", "noise")],
@@ -51,6 +52,12 @@ def hand_module(activation: str = "probs", mode: str = "joint") -> CBMLitModule:
             module.model.label_head.weight.copy_(label_weights())
             module.model.label_head.bias.zero_()
     return module.eval()
+
+
+def hand_session(activation: str = "probs", mode: str = "joint") -> InferenceSession:
+    """:func:`hand_module`'s model in an inference session (the tokenizer reads any text)."""
+    module = hand_module(activation, mode)
+    return InferenceSession.for_model(module.model, module.cbm)
 
 
 def expected_label_probs(food_input: torch.Tensor, other_inputs: torch.Tensor) -> torch.Tensor:
@@ -86,10 +93,9 @@ def other_activations(activation: str) -> torch.Tensor:
     ],
 )
 def test_edit_changes_exactly_the_edited_concept(activation, spec, q, strategy):
-    module = hand_module(activation)
     edits = ground_truth_edits({"food": 2}, CS) if spec == "gt" else parse_set(spec, CS)
     assert [(e.target, e.strategy) for e in edits] == [("food", strategy)]
-    result = intervene(module, "any text at all", {e.target: e.probs for e in edits})
+    result = intervene(hand_session(activation), "any text at all", {e.target: e.probs for e in edits})
     before_food = written(torch.tensor(FOOD_LOGITS).softmax(-1).tolist(), "probs")
     if activation == "logits":
         before_in = torch.tensor(FOOD_LOGITS)
@@ -126,9 +132,9 @@ def test_edited_inputs_masks_per_example():
 
 
 def test_predict_only_and_result_round_trip(tmp_path):
-    result = intervene(hand_module("probs"), ["a", "b"], None)
+    result = intervene(hand_session("probs"), ["a", "b"], None)
     assert len(result) == 2 and result[0].before == result[0].after and result[0].changed()["label"] is None
-    result = intervene(hand_module("probs"), "good food", "{food: Positive, noise: unknown}")
+    result = intervene(hand_session("probs"), "good food", "{food: Positive, noise: unknown}")
     assert result.changed() == {"concepts": ["food"], "label": {"before": "1", "after": "5"}}
     path = result.save(tmp_path / "r.json")
     assert InterventionResult.load(path) == result
@@ -167,8 +173,8 @@ def test_set_from_hydra_dictconfig():
 
 
 def test_standard_model_has_nothing_to_intervene_on():
-    with pytest.raises(InterventionError, match="without concepts.*cbm=joint, sequential or independent"):
-        intervene(hand_module(mode="standard"), "text", {"food": "Positive"})
+    with pytest.raises(InterventionError, match="without concepts.*cbm=cem, joint, sequential, independent"):
+        intervene(hand_session(mode="standard"), "text", {"food": "Positive"})
 
 
 def test_unknown_policy():

@@ -7,7 +7,8 @@ import pytest
 import torch
 from test_intervention import CS, hand_module
 
-from sparsecbm.interpret.leakage import ConceptCeiling, bottleneck_report
+from sparsecbm.ceiling import ConceptCeiling
+from sparsecbm.interpret.leakage import split_report
 from sparsecbm.results import reference_baselines
 
 
@@ -82,7 +83,7 @@ def train_ceiling() -> ConceptCeiling:
 
 def test_report_measures_leakage_on_a_hand_built_model():
     torch.manual_seed(0)
-    report = bottleneck_report(leaky_module(), loader(), train_ceiling())
+    report = split_report(leaky_module().model, loader(), train_ceiling())
     b = report["bottleneck"]
     assert b["soft"]["acc"] == 1.0 and b["hard"]["acc"] == 0.0 and b["all_ground_truth"]["acc"] == 1.0
     assert b["ceiling"]["acc"] == 1.0 and b["ceiling_lookup"]["acc"] == 1.0
@@ -96,7 +97,7 @@ def test_report_measures_leakage_on_a_hand_built_model():
 
 
 def test_report_for_a_model_without_concepts():
-    report = bottleneck_report(hand_module(mode="standard"), loader(), train_ceiling())
+    report = split_report(hand_module(mode="standard").model, loader(), train_ceiling())
     assert set(report) == {"bottleneck"}
     b = report["bottleneck"]
     assert set(b) == {"n_examples", "ceiling", "ceiling_lookup", "soft", "above_ceiling"}

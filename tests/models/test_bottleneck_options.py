@@ -11,7 +11,7 @@ from test_bench_tables import fake_run
 from test_embeddings_hybrid import module
 from test_leakage import loader, train_ceiling
 
-from sparsecbm.interpret.leakage import bottleneck_report
+from sparsecbm.interpret.leakage import split_report
 from sparsecbm.lit.module import balanced_class_weights
 from sparsecbm.tables import bottleneck_table, load_runs
 
@@ -60,17 +60,17 @@ def test_residual_drop_rate_and_eval():
 
 def test_value_only_leakage_for_concept_embeddings():
     m = module("embedding").eval()
-    b = bottleneck_report(m, loader(8), train_ceiling())["bottleneck"]
+    b = split_report(m.model, loader(8), train_ceiling())["bottleneck"]
     assert {"hard_value_only", "all_ground_truth_value_only", "leakage_value_only"} <= set(b)
     assert b["leakage_value_only"]["acc"] == pytest.approx(b["soft"]["acc"] - b["hard_value_only"]["acc"])
     # context-free embeddings (the embedders ignore the review): the prototypes are the embeddings themselves
     with torch.no_grad():
         for e in m.model.concept_heads.embedders:
             e.weight.zero_()
-    b = bottleneck_report(m, loader(8), train_ceiling())["bottleneck"]
+    b = split_report(m.model, loader(8), train_ceiling())["bottleneck"]
     assert b["hard_value_only"] == b["hard"] and b["all_ground_truth_value_only"] == b["all_ground_truth"]
     # models without embeddings have no value-only figures
-    assert "hard_value_only" not in bottleneck_report(module("probs").eval(), loader(8), train_ceiling())["bottleneck"]
+    assert "hard_value_only" not in split_report(module("probs").eval().model, loader(8), train_ceiling())["bottleneck"]
 
 
 def test_bottleneck_table(tmp_path):

@@ -82,7 +82,7 @@ def test_decoder_lora_masks_one_step(cfg_factory, family):
 
 
 def test_lora_checkpoint_round_trip(cfg_factory, tmp_path):
-    from sparsecbm import load_checkpoint
+    from sparsecbm.checkpoint import load_model
 
     cfg = decoder_cfg(cfg_factory, "qwen2")
     with open_dict(cfg):
@@ -90,12 +90,12 @@ def test_lora_checkpoint_round_trip(cfg_factory, tmp_path):
         cfg.callbacks.last_checkpoint.dirpath = str(tmp_path / "ckpt")
     dm, module, trainer = build(cfg)
     trainer.fit(module, datamodule=dm)
-    again = load_checkpoint(tmp_path / "ckpt" / "last.ckpt")
-    assert again.model.backbone.lora == module.model.backbone.lora
+    again, _ = load_model(tmp_path / "ckpt" / "last.ckpt")
+    assert again.backbone.lora == module.model.backbone.lora
     batch = next(iter(dm.loader("test")))
     with torch.no_grad():
         a = module.eval().model(batch["input_ids"], batch["attention_mask"])
-        b = again.model(batch["input_ids"], batch["attention_mask"])
+        b = again(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(a.label_logits, b.label_logits)
 
 

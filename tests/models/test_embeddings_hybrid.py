@@ -7,7 +7,7 @@ import torch
 from test_intervention import CS, TINY
 from test_model import FixedBackbone
 
-from sparsecbm.interpret.leakage import bottleneck_report
+from sparsecbm.interpret.leakage import split_report
 from sparsecbm.interpret.strategies import Bottleneck, edited_inputs
 from sparsecbm.lit.module import CBMLitModule
 from sparsecbm.models.backbone import Backbone
@@ -225,6 +225,6 @@ def test_hybrid_penalty_in_loss_and_report():
     assert parts["residual"] > 0
     loss.backward()
     assert m.model.residual_head.proj.weight.grad.abs().sum() > 0
-    report = bottleneck_report(m.eval(), loader(8), train_ceiling())["bottleneck"]
+    report = split_report(m.eval().model, loader(8), train_ceiling())["bottleneck"]
     assert report["residual"]["dim"] == 3 and 0 <= report["residual"]["share"] <= 1
     assert set(report["residual"]["without"]) == {"acc", "f1"}

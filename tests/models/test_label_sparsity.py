@@ -34,26 +34,26 @@ def test_bad_configs():
 
 
 def test_topk_holds_after_training_and_contributions_sum_to_logit(cfg_factory, tmp_path):
-    from sparsecbm import load_checkpoint
+    from sparsecbm.checkpoint import load_model
     from sparsecbm.train import train
 
     _, objs = train(
         cfg_factory(["experiment=smoke", "cbm.label_sparsity=topk", "cbm.label_topk=1", *TINY_BERT])
     )
-    module = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
-    assert isinstance(module.model.label_head, TopKConceptLinear)
-    summary = label_layer_summary(module)
+    model, _ = load_model(tmp_path / "checkpoints" / "best.ckpt")
+    assert isinstance(model.label_head, TopKConceptLinear)
+    summary = label_layer_summary(model)
     assert set(summary) == {"1", "2", "3", "4", "5"}
     assert all(len(used) == 1 for used in summary.values())  # each label reads exactly one concept
     batch = next(iter(objs["datamodule"].loader("test")))
     with torch.no_grad():
-        out = module(batch["input_ids"], batch["attention_mask"])
+        out = model(batch["input_ids"], batch["attention_mask"])
         pred = out.label_logits.argmax(-1)
-        contrib = concept_contributions(module, out.outputs, pred)
+        contrib = concept_contributions(model, out.outputs, pred)
     logit = out.label_logits.gather(1, pred[:, None]).squeeze(1)
-    assert torch.allclose(contrib.sum(-1) + module.model.label_head.bias[pred], logit, atol=1e-5)
+    assert torch.allclose(contrib.sum(-1) + model.label_head.bias[pred], logit, atol=1e-5)
     unused = [
-        [c.name not in {u.concept for u in summary[str(int(p) + 1)]} for c in module.concept_set]
+        [c.name not in {u.concept for u in summary[str(int(p) + 1)]} for c in model.concepts]
         for p in pred
     ]
     assert torch.all(contrib[torch.tensor(unused)] == 0)  # concepts a label does not read contribute nothing

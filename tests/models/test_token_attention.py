@@ -93,7 +93,7 @@ def test_config_builds_attention_and_refuses_standard():
 
 
 def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
-    from sparsecbm import load_checkpoint
+    import sparsecbm
     from sparsecbm.interpret.attribution import Tokens, get_method, resolve_name
     from sparsecbm.interpret.explainer import explain_batch
     from sparsecbm.train import train
@@ -102,14 +102,15 @@ def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
     assert "tokens_kept" not in results["test"]  # a gates-only statistic
     trained = objs["module"].model.token_pooler
     assert trained.query.abs().sum() > 0  # the queries trained (they start at zero)
-    module = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt").eval()
-    assert torch.equal(module.model.token_pooler.query, trained.query)
+    session = sparsecbm.load(tmp_path / "checkpoints" / "last.ckpt")
+    module = session.model
+    assert torch.equal(module.token_pooler.query, trained.query)
     batch = next(iter(objs["datamodule"].loader("test")))
     assert resolve_name("ours", module) == "lig"  # attention weights were less faithful than LIG on CEBaB
     tokenizer = objs["datamodule"].tokenizer
     with pytest.raises(ValueError, match="method=gates needs a model trained with cbm.tokens=gates"):
         get_method("gates", Tokens.from_tokenizer(tokenizer)).attribute(module, batch, 0)
-    explanations = explain_batch(module, batch, tokenizer, method="attention")
+    explanations = explain_batch(session, batch, method="attention")
     with torch.no_grad():
         weights = module(batch["input_ids"], batch["attention_mask"]).pooler["attention"]
     first = explanations[0].concepts[1]

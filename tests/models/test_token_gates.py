@@ -58,7 +58,7 @@ def test_config_builds_none_or_gates():
 
 
 def test_train_with_gates_and_reload(cfg_factory, tmp_path):
-    from sparsecbm import load_checkpoint
+    from sparsecbm.checkpoint import load_model
     from sparsecbm.train import train
 
     cfg = cfg_factory(
@@ -66,12 +66,12 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     )
     results, objs = train(cfg)
     # results.json: the fraction of real tokens each concept reads on test, from the best checkpoint's gates
-    best = load_checkpoint(results["run"]["best_checkpoint"]).eval()
+    best, _ = load_model(results["run"]["best_checkpoint"])
     kept = []
     with torch.no_grad():
         for b in objs["datamodule"].loader("test"):
             extras = best(b["input_ids"], b["attention_mask"]).pooler
-            kept.append(best.model.token_pooler.kept_fraction(extras, b["attention_mask"]))
+            kept.append(best.token_pooler.kept_fraction(extras, b["attention_mask"]))
     kept = torch.cat(kept, 1).mean(1)
     reported = results["test"]["tokens_kept"]
     assert list(reported) == ["food", "ambiance", "service", "noise"]
@@ -79,13 +79,13 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     budget = metrics["train/loss_token_budget"].dropna()
     assert len(budget) > 0 and budget.iloc[-1] < budget.iloc[0]  # the penalty is in the loss and decreases
-    module = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    module, _ = load_model(tmp_path / "checkpoints" / "last.ckpt")
     assert (
-        isinstance(module.model.token_pooler, HardConcreteTokenGates)
-        and module.model.token_pooler.budget == 0.3
+        isinstance(module.token_pooler, HardConcreteTokenGates)
+        and module.token_pooler.budget == 0.3
     )
     trained = objs["module"].model.token_pooler
-    assert torch.equal(module.model.token_pooler.weight, trained.weight)
+    assert torch.equal(module.token_pooler.weight, trained.weight)
     batch = next(iter(objs["datamodule"].loader("test")))
     out = module(batch["input_ids"], batch["attention_mask"])
     assert out.pooler["gates"].shape[:2] == (4, batch["input_ids"].shape[0])

@@ -9,10 +9,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from sparsecbm.checkpoint import InferenceSession
-from sparsecbm.intervention import intervene
+from sparsecbm.interpret.intervention import intervene
 from sparsecbm.serve import Explorer, Limits
 from sparsecbm.serve.app import create_app
+from sparsecbm.session import InferenceSession
 
 TEXT = "The pasta was cold but the waiter was lovely."
 
@@ -46,11 +46,11 @@ def api_probs(view):
 
 def test_predict_and_intervene_agree_exactly_with_intervene(dense):
     client, ex = dense
-    module, cs = ex.module, ex.concepts
+    session, cs = ex.session, ex.concepts
     r = client.post("/api/predict", json={"text": TEXT})
     assert r.status_code == 200
     pred = r.json()
-    ref = intervene(module, TEXT)
+    ref = intervene(session, TEXT)
     assert api_probs(pred) == probs(ref.before, cs)  # exact, not approximate
     assert pred["label"] == ref.before.label and [c["predicted"] for c in pred["concepts"]] == list(ref.before.concepts.values())
     # tokens and the model's own token weights (concept attention): one weight per token, rows sum to 1
@@ -61,7 +61,7 @@ def test_predict_and_intervene_agree_exactly_with_intervene(dense):
                  "{food: Negative}"]:
         r = client.post("/api/intervene", json={"text": TEXT, "set": spec})
         assert r.status_code == 200, r.text
-        body, ref = r.json(), intervene(module, TEXT, spec)
+        body, ref = r.json(), intervene(session, TEXT, spec)
         assert api_probs(body["before"]) == probs(ref.before, cs) and api_probs(body["after"]) == probs(ref.after, cs)
         assert body["changed"] == ref.changed() and [e["target"] for e in body["edits"]] == [e.target for e in ref.edits]
 
@@ -249,7 +249,7 @@ def test_explain_export_and_compare(dense):
     cmp = client.post("/api/compare", json={"text": TEXT}).json()
     assert api_probs(cmp["main"]) == api_probs(pred)
     other = app_explorer(client, "compare")
-    assert api_probs(cmp["compare"]) == probs(intervene(other.module, TEXT).before, other.concepts)
+    assert api_probs(cmp["compare"]) == probs(intervene(other.session, TEXT).before, other.concepts)
 
 
 def app_explorer(client, which):

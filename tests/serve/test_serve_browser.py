@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sparsecbm.checkpoint import InferenceSession
 from sparsecbm.serve import Explorer
+from sparsecbm.session import InferenceSession
 
 CHROMIUM = os.environ.get("SPARSECBM_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, TINY_BERT, TINY_DATA, compose_cfg
 
 from sparsecbm.errors import ConfigError
-from sparsecbm.intervention import intervene
+from sparsecbm.interpret.intervention import intervene
 from sparsecbm.serve.cli import ServeError, bind, build, host_warning, url
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -53,9 +53,9 @@ def test_cli_serves_page_predict_and_intervene(serve_ckpts, tmp_path):
         pred = httpx.post(base + "/api/predict", json={"text": text}, timeout=30).json()
         edit = httpx.post(base + "/api/intervene", json={"text": text, "set": {"food": "Positive"}}, timeout=30).json()
         assert [c["name"] for c in pred["concepts"]] == ["food", "ambiance", "service", "noise"]
-        from sparsecbm import load_checkpoint
+        import sparsecbm
 
-        ref = intervene(load_checkpoint(serve_ckpts["dense"]), text, {"food": "Positive"})
+        ref = intervene(sparsecbm.load(serve_ckpts["dense"]), text, {"food": "Positive"})
         labels = list(ref.before.label_probs)
         assert pred["label_probs"] == pytest.approx([ref.before.label_probs[v] for v in labels], abs=1e-6)
         assert edit["after"]["label_probs"] == pytest.approx([ref.after.label_probs[v] for v in labels], abs=1e-6)

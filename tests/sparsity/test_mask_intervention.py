@@ -107,7 +107,7 @@ def test_intervene_cli_mask_level(cfg_factory, tmp_path):
     results, _ = train(cfg_factory(["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT, "sparsity=neuron"],
                                    out=tmp_path / "run"))
     cfg = cfg_factory([f"ckpt_path={results['run']['best_checkpoint']}", "level=mask", "mask.examples=4",
-                       "mask.holdout=4", "mask.portion=0.1"], name="intervene", out=tmp_path / "iv")
+                       "mask.holdout=4", "mask_portion=0.1"], name="intervene", out=tmp_path / "iv")
     run(cfg)
     saved = json.loads((tmp_path / "iv" / "mask_intervention.json").read_text())
     assert set(saved["results"]) == {"restore", "online"}

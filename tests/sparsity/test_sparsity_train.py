@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY_BERT
 
-from sparsecbm import load_checkpoint
+from sparsecbm.checkpoint import load_model
 from sparsecbm.sparsity import load_masks, materialize
 from sparsecbm.train import train
 
@@ -44,14 +44,14 @@ def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     assert (tmp_path / "cross_mask.png").is_file()
     # the best checkpoint is at the final sparsity and reloads offline with identical outputs
     module = objs["module"].eval()
-    again = load_checkpoint(results["run"]["best_checkpoint"])
+    again, _ = load_model(results["run"]["best_checkpoint"])
     batch = next(iter(objs["datamodule"].loader("test")))
     with torch.no_grad():
         a = module.model(batch["input_ids"], batch["attention_mask"])
-        b = again.model(batch["input_ids"], batch["attention_mask"])
+        b = again(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(a.label_logits, b.label_logits)
     masks = load_masks(tmp_path / "masks.safetensors")
-    sb = again.model.backbone
+    sb = again.backbone
     name = sb.layer_names[0]
     assert torch.equal(masks["service"][name], sb.concept_mask(name, 2))
 
