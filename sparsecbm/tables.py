@@ -1,4 +1,4 @@
-"""Accuracy table from run folders: ``python -m sparsecbm.tables RUN_DIR_OR_PARENT ... [--out docs/results.md]``.
+"""Accuracy table from run folders: ``python -m sparsecbm.tables RUN_DIR_OR_PARENT ... [--out docs/results/<date>-<topic>.md]``.
 
 Finds every ``results.json`` below the given folders, groups runs by configuration (mode,
 label-head input, sparsity scorer/granularity/final sparsity) and reports test task accuracy /
@@ -207,7 +207,7 @@ def bottleneck_table(runs: list[RunResult]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", help="run folders, their parents, or results.json files")
-    ap.add_argument("--out", default=None, help="write the markdown table here (e.g. docs/results.md)")
+    ap.add_argument("--out", default=None, help="write the markdown table here (e.g. docs/results/<date>-<topic>.md)")
     ap.add_argument("--title", default="Results")
     ap.add_argument("--kind", choices=("accuracy", "bottleneck"), default="accuracy",
                     help="accuracy: the full table; bottleneck: ceiling / hard / GT / leakage per data set")

@@ -10,7 +10,7 @@ when it has no mask token), keeping the attention mask and the sequence length u
 
 Methods (``explain method=...``): ``ours`` (the model's own token gates when it has them, otherwise
 LayerIntegratedGradients: on CEBaB it was the most faithful per second of the gradient methods, while
-gradient x input was the least faithful of all; see docs/explanations.md), ``gates``, ``attention``, ``gradxinput``, ``lig``, ``saliency``,
+gradient x input was the least faithful of all; see docs/results/2026-12-02-explanations.md), ``gates``, ``attention``, ``gradxinput``, ``lig``, ``saliency``,
 ``ablation``, ``lime``, ``kernelshap``, ``shapley``.
 """
 
@@ -256,7 +256,7 @@ def get_method(name: str, tokens: Tokens, model: ConceptBottleneckModel | None =
     """
     if name == "ours":
         # token gates are the model's own input selection; attention weights are not a faithful substitute
-        # for LIG (CEBaB, docs/explanations.md: comprehensiveness@20% 0.27 vs 0.49), so they stay opt-in
+        # for LIG (CEBaB, docs/results/2026-12-02-explanations.md: comprehensiveness@20% 0.27 vs 0.49), so they stay opt-in
         gates = model is not None and pooler_method(model) == "gates"
         name = "gates" if gates else "lig"
     if name not in _CLASSES:
