@@ -254,4 +254,5 @@ def icace_block(session, datamodule, split: str = "test", seed: int = 0) -> dict
     train = datamodule.raw["train"]
     names = [n for n in CHEAP if model.has_concepts or n not in ("hard", "soft")]
     report = evaluate_icace(model, pairs, TrainingReference.of(model, train.texts, train.concepts), names, seed=seed)
-    return {**report.summary(), "source": pairs.source, "counts": pairs.counts()}
+    per_concept = {c: sum(d.values()) for c, d in pairs.counts().items()}  # per direction: the causal command
+    return {**report.summary(), "source": pairs.source, "pairs_per_concept": per_concept}

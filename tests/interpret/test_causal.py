@@ -41,11 +41,11 @@ def ckpt(runs, name):
 
 def test_results_json_icace_block(runs):
     block = runs["cem"][1]["test"]["icace"]
-    assert block["source"] == "reconstructed" and block["n_pairs"] == sum(
-        n for d in block["counts"].values() for n in d.values()) > 0
+    assert block["source"] == "reconstructed" and block["n_pairs"] == sum(block["pairs_per_concept"].values()) > 0
     assert list(block["explainers"]) == ["hard", "soft", "conexp", "approx", "approx_matched"]
     hard = block["explainers"]["hard"]
-    assert set(hard["per_concept"]) == set(block["counts"]) and hard["n"] == block["n_pairs"]
+    assert set(hard["per_concept"]) == set(block["pairs_per_concept"]) and hard["n"] == block["n_pairs"]
+    assert {c: m["n"] for c, m in hard["per_concept"].items()} == block["pairs_per_concept"]
     assert 0 <= hard["cosine"] <= 2 and hard["l2"] >= 0
     # a black box: only the explainers that do not intervene on its own concepts
     assert list(runs["standard"][1]["test"]["icace"]["explainers"]) == ["conexp", "approx", "approx_matched"]
