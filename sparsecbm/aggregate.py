@@ -1,4 +1,4 @@
-"""Summaries of a Hydra multirun folder: ``python -m sparsecbm.aggregate MULTIRUN_DIR [--metric M] [--out F]``.
+"""Summaries of a Hydra multirun folder: ``python -m sparsecbm.aggregate multirun_dir=DIR [metric=M] [out=F]``.
 
 Every job folder of a multirun (grid or Optuna) holds ``.hydra/overrides.yaml`` (its command-line
 overrides) and, when it finished, ``results.json``. This module turns them into
@@ -14,7 +14,6 @@ the multirun folder when a multirun ends; the Optuna sweeper adds ``optimization
 
 from __future__ import annotations
 
-import argparse
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from sparsecbm.errors import DataError, entry_point
+from sparsecbm.outputs import atomic_write, write_text
 from sparsecbm.results import fmt_mean_std, write_markdown
 from sparsecbm.run_result import RunResult
 
@@ -92,7 +92,7 @@ def best_trial(trials: Sequence[Trial], metric: str) -> Trial | None:
 
 def write_trials_csv(trials: Sequence[Trial], metrics: Sequence[str], path: str | Path) -> Path:
     keys = swept_keys(trials)
-    with Path(path).open("w", newline="") as f:
+    with atomic_write(path) as f:
         w = csv.writer(f)
         w.writerow(["job", *keys, *metrics, "status", "dir"])
         for t in trials:
@@ -127,7 +127,8 @@ def summarize(multirun_dir: str | Path, metric: str = "val/label/f1", metrics: S
     metrics = [metric, *(m for m in metrics if m != metric)]
     trials = load_trials(root, metrics)
     if not trials:
-        raise FileNotFoundError(f"no Hydra job folders (.hydra/overrides.yaml) under {root}")
+        raise DataError(f"no Hydra job folders (.hydra/overrides.yaml) under {root}; expected a multirun folder "
+                        "(outputs/train/multiruns/<date_time>)")
     write_trials_csv(trials, metrics, root / "trials.csv")
     best = best_trial(trials, metric)
     md = [f"# Sweep {root}", "", f"{len(trials)} jobs, {sum(t.ok for t in trials)} finished; metric `{metric}`.", ""]
@@ -136,7 +137,7 @@ def summarize(multirun_dir: str | Path, metric: str = "val/label/f1", metrics: S
         md += [f"Best: job {best.job} ({params}): {metric} = {best.metrics[metric]:.4f}", ""]
     md += ["Mean ± std over seeds (%), grouped by the swept parameters:", "", aggregate_table(trials, metrics)]
     text = "\n".join(md)
-    (root / "summary.md").write_text(text)
+    write_text(root / "summary.md", text)
     return text
 
 
@@ -149,18 +150,27 @@ class SweepSummary(Callback):
             summarize(root, config.get("optimized_metric") or "val/label/f1")
 
 
+USAGE = """usage: python -m sparsecbm.aggregate multirun_dir=DIR [metric=val/label/f1] [out=FILE.md]
+  (or bash run.sh aggregate ...)  Writes trials.csv and summary.md into the multirun folder and prints the summary.
+  multirun_dir  a Hydra multirun folder (outputs/train/multiruns/<date_time>)
+  metric        the metric that ranks jobs (first column)
+  out           also copy summary.md to this file (not a folder)
+"""
+
+
 @entry_point
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("multirun_dir")
-    ap.add_argument("--metric", default="val/label/f1", help="the metric that ranks jobs (first column)")
-    ap.add_argument("--out", default=None, help="also copy summary.md here")
-    args = ap.parse_args()
-    if not Path(args.multirun_dir).is_dir():
-        raise DataError(f"{args.multirun_dir}: not a folder; expected a multirun folder "
+    import sys
+
+    from sparsecbm.keyvalue import compose_options, legacy_argv
+
+    argv = legacy_argv(sys.argv[1:], "multirun_dir", {"--metric": "metric", "--out": "out"}, many=False)
+    cfg = compose_options("aggregate", argv, USAGE)
+    if not Path(str(cfg.multirun_dir)).is_dir():
+        raise DataError(f"{cfg.multirun_dir}: not a folder; expected a multirun folder "
                         "(outputs/train/multiruns/<date_time>)")
-    md = summarize(args.multirun_dir, args.metric)
-    write_markdown(md, args.out)
+    md = summarize(str(cfg.multirun_dir), str(cfg.metric))
+    write_markdown(md, cfg.out)
     print(md)
 
 

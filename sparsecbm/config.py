@@ -25,9 +25,13 @@ def register_resolvers() -> None:
 
 
 def quiet_libraries() -> None:
-    """Hide tokenizers' fork warning and HF progress bars in our runs."""
+    """Hide tokenizers' fork warning and HF progress bars in our runs; print each Lightning line once, without
+    its advertising (:func:`sparsecbm.logs.route_library_logs`)."""
+    from sparsecbm.logs import route_library_logs
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    route_library_logs()
 
 
 #: Split names every entry point accepts (``split=``, ``splits=``).
@@ -66,8 +70,10 @@ def hydra_entry_point(config_name: str, config_path: str | None = None) -> Calla
 
     Decorating registers the ``sc.*`` resolvers (:func:`register_resolvers`, at import time, so a test that
     composes the config and calls the entry point's function resolves them too); each call quiets the
-    libraries (:func:`quiet_libraries`) before the task runs. Both are idempotent, so an entry point that
-    still calls them itself works the same.
+    libraries (:func:`quiet_libraries`), then runs the task inside its run folder
+    (:func:`sparsecbm.runs.run_folder`: checked writable, rolled back if the command fails before it starts,
+    a resume command on SIGTERM/SIGINT) after checking every declared option of ``config_name``
+    (:func:`sparsecbm.options.check_options`: ranges, names, files, folders, ports), before anything heavy.
 
     Example:
         >>> @hydra_entry_point("serve")
@@ -83,8 +89,13 @@ def hydra_entry_point(config_name: str, config_path: str | None = None) -> Calla
 
         @functools.wraps(task)
         def quiet_task(cfg: DictConfig) -> Any:
+            from sparsecbm.options import check_options
+            from sparsecbm.runs import run_folder
+
             quiet_libraries()
-            return task(cfg)
+            with run_folder(cfg, config_name):
+                check_options(config_name, cfg)
+                return task(cfg)
 
         hydra_main = hydra.main(version_base="1.3", config_path=config_path or CONF_DIR,
                                 config_name=config_name)(user_errors(quiet_task))

@@ -27,10 +27,13 @@ Tests call ``main()`` in-process with ``sys.argv`` patched and expect ``SystemEx
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 #: Exit status of a user error (argparse's convention); 1 stays for crashes.
@@ -59,6 +62,78 @@ class InterventionError(SparseCBMError):
     """An intervention request names something the model does not have, or is malformed."""
 
 
+class OutputError(SparseCBMError):
+    """An output cannot be written: a read-only folder, no space left, a path under a file (see
+    :mod:`sparsecbm.outputs`)."""
+
+
+#: errno values that mean "this location cannot take the output" (the user can fix them), with the fix.
+_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a file of that name is in the way",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.EFBIG: "the file is too large for the file system",
+}
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the file system holding ``path`` (or its nearest existing parent); None if unknown."""
+    p = Path(path).resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def output_error(exc: BaseException, path: str | Path | None = None, option: str | None = None,
+                 verb: str = "write", context: bool = False) -> OutputError | None:
+    """The :class:`OutputError` for an ``OSError`` raised while writing (``None`` if it is not one a user can fix).
+
+    Args:
+        exc: The error (an ``OSError``, or one whose ``__cause__`` chain holds one, e.g. Hydra's "Unable to
+            configure handler 'file'"; torch's ``RuntimeError: ... file write failed`` counts as a failed write).
+        path: The file or folder being written (default: the error's own ``filename``).
+        option: The option that chose the location (named in the fix), e.g. ``hydra.run.dir``.
+        verb: How the message names the access (``write``; ``use`` where it may have been a read).
+        context: Also follow ``__context__`` (an error raised while cleaning up after the failed write, e.g.
+            torch's zip writer after ``ENOSPC``); only where ``exc`` certainly came from writing ``path``.
+    """
+    seen, os_error = set(), None
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _REASONS:
+            os_error = cur
+            break
+        cur = cur.__cause__ or (cur.__context__ if context else None)
+    if os_error is not None:
+        reason = _REASONS[os_error.errno]
+        path = path or os_error.filename
+    elif isinstance(exc, RuntimeError) and "write failed" in str(exc).lower() and path is not None:
+        free = free_bytes(path)
+        reason = "the write failed" + (" (no space left on the device)" if free is not None and free < 1e6 else "")
+    else:
+        return None
+    free = free_bytes(path) if path is not None else None
+    where = f" ({_mb(free)} free there)" if free is not None and os_error is not None and os_error.errno in (
+        errno.ENOSPC, errno.EDQUOT) else ""
+    fix = (f"choose another folder with {option}=DIR" if option else
+           "write somewhere else (hydra.run.dir=DIR for a run folder, out=... where a command takes it)")
+    return OutputError(f"cannot {verb} {path}: {reason}{where}; {fix}, or make room/permission there. "
+                       "Nothing was written in its place.")
+
+
 #: Set while :func:`entry_point` has set ``HYDRA_FULL_ERROR`` itself (so it is not the user's request).
 _FULL_ERROR_SET_BY_US = False
 
@@ -75,6 +150,11 @@ def user_message(exc: BaseException) -> str | None:
     """The short message for a user error, or ``None`` when ``exc`` is not one (a bug: keep the traceback)."""
     if isinstance(exc, SparseCBMError):
         return str(exc)
+    # a file system refusal the user can fix (read-only, full disk, a file in the way, no permission), also
+    # when a library wrapped it (Hydra: "Unable to configure handler 'file'" from a PermissionError)
+    err = output_error(exc, verb="use")
+    if err is not None:
+        return str(err)
     if isinstance(exc.__cause__, SparseCBMError) and type(exc).__name__ == "InstantiationException":
         return str(exc.__cause__)  # raised while Hydra built a `_target_` (e.g. a cbm option out of range)
     try:

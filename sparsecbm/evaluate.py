@@ -32,7 +32,7 @@ def evaluate(cfg: DictConfig):
     from sparsecbm.interpret.causal_explainers import icace_block
     from sparsecbm.interpret.leakage import split_report
     from sparsecbm.lit import CBMLitModule
-    from sparsecbm.results import summary_table
+    from sparsecbm.results import cbm_title, print_outputs, summary_table
     from sparsecbm.run_result import RunResult, stage_result
     from sparsecbm.session import session_from_cfg
 
@@ -74,8 +74,8 @@ def evaluate(cfg: DictConfig):
     path = result.save(cfg.paths.output_dir)
     from rich.console import Console
 
-    Console().print(summary_table(result, f"evaluate: {cfg.ckpt_path}"))
-    log.info("results written to %s", path)
+    Console().print(summary_table(result, f"evaluate: {cbm_title(meta.cbm)} ({cfg.ckpt_path})"))
+    print_outputs({"results": path})
     return result
 
 

@@ -31,19 +31,16 @@ def _text_batches(cfg: DictConfig, session) -> list[tuple[dict, list[str]]]:
 
 
 def _data_batches(cfg: DictConfig, session) -> list[tuple[dict, list[str]]]:
+    """The first ``n`` examples of the split in batches of similar length: a batch is as long as its longest
+    text and the attribution's cost follows it (the explanations are put back in the split's order)."""
     split = check_split(cfg.split)
     dm = session.datamodule(cfg.paths.cache_dir + "/tokenized")
-    raw, out, seen = dm.raw[split], [], 0
-    for batch in dm.loader(split, batch_size=int(cfg.batch_size)):
-        take = min(len(batch["label"]), int(cfg.n) - seen)
-        batch = {k: v[:take] for k, v in batch.items()}
-        width = int(batch["attention_mask"].sum(-1).max())  # right padding: drop all-pad columns
-        batch = {k: (v[:, :width] if k in ("input_ids", "attention_mask") else v).to(session.device)
-                 for k, v in batch.items()}
+    raw, ds, collate = dm.raw[split], dm.splits[split], dm.collator()
+    items = sorted((ds[i] for i in range(min(int(cfg.n), len(ds)))), key=lambda it: len(it["input_ids"]))
+    out = []
+    for start in range(0, len(items), int(cfg.batch_size)):
+        batch = {k: v.to(session.device) for k, v in collate(items[start:start + int(cfg.batch_size)]).items()}
         out.append((batch, [raw.texts[int(i)] for i in batch["index"]]))
-        seen += take
-        if seen >= int(cfg.n):
-            break
     return out
 
 
@@ -71,8 +68,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results_json = session.run_dir / "results.json" if session.run_dir is not None else None
     es = explanation_set(session, [], cfg.method, results_json, meta={"attribution": options})
     kept = []
+    order = []
     for batch, texts in batches if cfg.get("explanations", True) else []:
-        es.explanations += explain_batch(session, batch, cfg.method, texts, **options)
+        es.explanations += explain_batch(session, batch, cfg.method, texts, units=bool(cfg.units), **options)
+        order += batch["index"].tolist() if "index" in batch else range(len(order), len(order) + len(texts))
         if hasattr(model.token_pooler, "kept_fraction"):  # token gates
             with torch.no_grad():
                 extras = model.concept_outputs(batch["input_ids"], batch["attention_mask"]).pooler
@@ -82,6 +81,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "budget": model.token_pooler.budget,
             "kept_fraction": float(torch.cat(kept, 1).mean()),
         }
+    es.explanations = [e for _, e in sorted(zip(order, es.explanations), key=lambda pair: pair[0])]
     result: dict[str, Any] = {"explanations": str(es.save(out_dir / "explanations.json"))}
     md = None
     if cfg.faithfulness:
@@ -119,17 +119,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.report:
         result["report"] = str(write_report(es, out_dir / "report.html", md))
         result["pngs"] = [str(p) for p in write_pngs(es, out_dir, int(cfg.pngs))]
-    log.info("explanations written to %s", out_dir)
     return result
 
 
 @hydra_entry_point("explain")
 def main(cfg: DictConfig) -> None:
+    from sparsecbm.results import print_outputs
+
     result = run(cfg)
-    print(
-        f"explanations: {result['explanations']}"
-        + (f"\nreport: {result['report']}" if "report" in result else "")
-    )
+    print_outputs({"explanations": result["explanations"], "report": result.get("report"),
+                   "faithfulness": str(Path(cfg.paths.output_dir) / "faithfulness.md") if cfg.faithfulness else None})
 
 
 if __name__ == "__main__":

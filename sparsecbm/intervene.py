@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from sparsecbm.config import check_split, hydra_entry_point
 from sparsecbm.errors import CheckpointError, ConfigError, InterventionError
+from sparsecbm.results import cbm_title, print_outputs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def run(cfg: DictConfig):
                         "(data.max_length=N to change it)", session.max_length, session.max_length)
         path = result.save(out / "intervention.json")
         Console().print(result.table())
-        log.info("intervention written to %s", path)
+        print_outputs({"intervention": path})
         return result
 
     if cfg.get("level", "concept") == "mask":
@@ -77,12 +78,11 @@ def run(cfg: DictConfig):
                                model.concepts, policies, seeds=range(int(cfg.random_seeds)))
     curve.meta.update({"checkpoint": str(cfg.ckpt_path), "split": cfg.split, "mode": model.mode,
                        "activation": model.activation, "logit_eps": cfg.logit_eps,
-                       "title": f"{model.mode} CBM ({model.activation}), {cfg.split}, n={curve.n_examples}"})
-    curve.save(out / "intervention.json")
-    if cfg.plot:
-        curve.plot(out / "intervention_curve.png")
+                       "title": f"{cbm_title(session.meta.cbm)}, {cfg.split}, n={curve.n_examples}"})
+    path = curve.save(out / "intervention.json")
+    plot = curve.plot(out / "intervention_curve.png") if cfg.plot else None
     Console().print(curve.table(f"{curve.meta['title']}: task acc / macro-F1 (%) vs k"))
-    log.info("intervention results written to %s", out / "intervention.json")
+    print_outputs({"intervention": path, "curve": plot})
     return curve
 
 
@@ -119,7 +119,7 @@ def run_mask_level(cfg: DictConfig, session, out: Path) -> dict[str, Any]:
         table.add_row(mode, str(r["intervened_concepts"]), pct(r["rectification_rate"]), pct(r["breakage_rate"]),
                       pct(r["task_acc_before"]), pct(r["task_acc_after"]), "-" if ms is None else f"{ms:.1f}")
     Console().print(table)
-    log.info("mask-level intervention results written to %s", path)
+    print_outputs({"mask intervention": path})
     return payload
 
 

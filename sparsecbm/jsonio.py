@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sparsecbm.outputs import write_text
+
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Atomic JSON write (tmp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
-    return path
+    """Atomic JSON write (tmp file + fsync + rename); a failed write is an
+    :class:`~sparsecbm.errors.OutputError` and leaves ``path`` as it was (:func:`sparsecbm.outputs.atomic_write`)."""
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str))

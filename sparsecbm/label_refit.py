@@ -72,6 +72,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     from rich.table import Table
 
     from sparsecbm.jsonio import write_json
+    from sparsecbm.results import print_outputs
 
     path = write_json(Path(cfg.paths.output_dir) / "label_refit.json", results)
     if cfg.get("out"):
@@ -83,7 +84,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         table.add_row(name, f"{100 * r[f'{split}_acc']:.1f}", f"{100 * r[f'{split}_f1']:.1f}",
                       f"{100 * r[f'{split}_f1_papers']:.1f}", " ".join(map(str, r["concepts_per_label"])))
     Console().print(table)
-    print(f"written to {path}" + (f" and {cfg.out}" if cfg.get("out") else ""))
+    print_outputs({"label refits": path, "copy": cfg.get("out")})
     return results
 
 

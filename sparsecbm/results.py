@@ -107,6 +107,24 @@ SUMMARY_COLUMNS = {
 }
 
 
+_ACTIVATIONS = {"logits": "concept logits", "probs": "concept probabilities", "hard": "hard concepts",
+                "embedding": "concept embeddings"}
+
+
+def cbm_title(cbm: Mapping[str, Any]) -> str:
+    """The model's ``conf/cbm`` preset and what it is, from its ``cbm`` options, for headers: e.g.
+    ``cem (joint, concept embeddings)``, ``strict (independent, hard concepts)``, ``standard (no concepts)``."""
+    mode, activation = cbm.get("mode", "joint"), cbm.get("activation", "logits")
+    if mode == "standard":
+        return "standard (no concepts)"
+    residual = int(cbm.get("residual_dim") or 0)
+    name = ("cem" if activation == "embedding" else "hybrid" if residual else
+            "strict" if (mode, activation) == ("independent", "hard") else mode)
+    parts = ([mode] if name != mode else []) + [_ACTIVATIONS.get(activation, activation)]
+    parts += [f"{residual}-dim residual"] if residual else []
+    return f"{name} ({', '.join(parts)})"
+
+
 def summary_table(results: Mapping[str, Any], title: str):
     """A rich table of task and concept metrics per split, with the ceiling / leakage figures, in %.
 
@@ -131,12 +149,24 @@ def summary_table(results: Mapping[str, Any], title: str):
                       fmt((b.get("ceiling") or {}).get("acc")), "-" if leak is None else f"{100 * leak:+.1f}")
     legend = "; ".join(f"{k}: {v}" for k, v in SUMMARY_COLUMNS.items() if k != "split")
     lines = [legend]
+    val = results.get("val") or {}
+    if val and not val.get("bottleneck") and (results.get("test") or {}).get("bottleneck"):
+        lines.append("-: not measured on val by training (its interventions cost another pass); "
+                     "python -m sparsecbm.evaluate ckpt_path=<run>/checkpoints/best.ckpt fills them for dev")
     residual = ((results.get("test") or {}).get("bottleneck") or {}).get("residual")
     if residual:
         lines.append(f"hybrid bottleneck: residual share of the decision {100 * residual['share']:.0f}%, "
                      f"test acc with the residual at its mean {fmt(residual['without']['acc'])}")
     table.caption = "\n".join(lines)
     return table
+
+
+def print_outputs(outputs: Mapping[str, Any]) -> None:
+    """The files a command wrote, one ``what: path`` line each, last on stdout (every inference command ends
+    this way, so a user always sees where to look)."""
+    for what, path in outputs.items():
+        if path:
+            print(f"{what}: {path}", flush=True)
 
 
 def fmt_mean_std(values: list[float]) -> str:
@@ -150,5 +180,6 @@ def fmt_mean_std(values: list[float]) -> str:
 def write_markdown(md: str, path: str | Path | None) -> None:
     """Write ``md`` to ``path`` (parents created) when a path is given."""
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(md)
+        from sparsecbm.outputs import write_text
+
+        write_text(path, md)

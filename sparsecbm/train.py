@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from sparsecbm.config import hydra_entry_point, resolve_device
 from sparsecbm.data.loading import preflight
 from sparsecbm.errors import CheckpointError
-from sparsecbm.results import check_optimized_metric, summary_table
+from sparsecbm.outputs import check_free_space
+from sparsecbm.results import cbm_title, check_optimized_metric, summary_table
 
 if TYPE_CHECKING:
     from sparsecbm.run_result import RunResult
@@ -30,6 +31,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         hint = " (ckpt_path=last looks in the run folder: pass hydra.run.dir=<the interrupted run>)" if ckpt_path == "last" else ""
+        if ckpt_path == "last" and (Path(output_dir) / "results.json").is_file():
+            hint = (" (the run in this folder finished: results.json is there, and a finished run removes last.ckpt; "
+                    "train with keep_last_checkpoint=true to keep it for training on)")
         raise CheckpointError(f"cannot resume: checkpoint {path} does not exist{hint}")
     from sparsecbm.checkpoint import read_checkpoint
 
@@ -61,6 +65,31 @@ def subnetwork_outputs(module, output_dir: Path, write: bool = True, loader=None
     return stats
 
 
+def checkpoint_bytes(module) -> int:
+    """Disk a run's checkpoints need at most: best.ckpt (weights) plus last.ckpt (weights and AdamW's two
+    moment estimates of the trainable ones), each briefly twice while its new version is written."""
+    weights = sum(p.numel() * p.element_size() for p in module.parameters())
+    moments = sum(2 * p.numel() * 4 for p in module.parameters() if p.requires_grad)
+    return 2 * weights + 2 * (weights + moments)
+
+
+#: what the label head reads, in words (cbm.activation)
+def describe_model(cfg: DictConfig, choices: dict[str, str] | None = None) -> str:
+    """The trained model in words for the summary header: :func:`~sparsecbm.results.cbm_title` and the
+    sparsity config (its name among Hydra's ``choices``), e.g. ``cem (joint, concept embeddings) + structured
+    sparsity 0.7``."""
+    text = cbm_title(cfg.get("cbm") or {})
+    if cfg.get("sparsity") and "_target_" in cfg.sparsity:
+        if choices is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+        choice = choices.get("sparsity")
+        final = (cfg.sparsity.get("schedule") or {}).get("final_sparsity")
+        text += f" + {choice or 'per-concept'} sparsity" + (f" {final}" if final is not None else "")
+    return text
+
+
 def count_params(module) -> dict[str, int]:
     return {
         "total": sum(p.numel() for p in module.parameters()),
@@ -71,8 +100,11 @@ def count_params(module) -> dict[str, int]:
 def build(cfg: DictConfig):
     """Instantiate datamodule (set up), LightningModule, callbacks, loggers and trainer from a config."""
     import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar
 
     from sparsecbm.callbacks import AtomicCheckpointIO, CheckpointMetadata
+    from sparsecbm.callbacks.checkpoints import CommitRun
+    from sparsecbm.callbacks.progress import interactive
     from sparsecbm.checkpoint import model_state, read_checkpoint
 
     L.seed_everything(cfg.seed, workers=True)
@@ -91,12 +123,18 @@ def build(cfg: DictConfig):
     # a group entry set to null (callbacks.progress_bar=null) is switched off
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(CheckpointMetadata())  # the checkpoint format (sparsecbm.checkpoint), never switched off
+    callbacks.append(CommitRun())  # training started: the run folder is kept whatever happens next
+    # a progress bar draws on a terminal only; redirected to a file, ProgressLog's lines are the progress
+    bar = interactive()
+    if not bar:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if sparse:
         from sparsecbm.callbacks.pruning import PruningCallback
 
         callbacks.append(PruningCallback(seed=cfg.seed))
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                          **({} if bar else {"enable_progress_bar": False}))
     for lg in trainer.loggers:  # the resolved config, flattened (wandb config, CSV hparams.yaml)
         lg.log_hyperparams(flat_config(module.run_config))
     return datamodule, module, trainer
@@ -124,6 +162,7 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     metric = check_optimized_metric(cfg.get("optimized_metric") or "val/label/f1")
     preflight(cfg.data)  # no data source (offline hub, missing folder): fail before loading any model
     from sparsecbm.callbacks import Throughput
+    from sparsecbm.callbacks.checkpoints import remove_last
     from sparsecbm.ceiling import ConceptCeiling
     from sparsecbm.interpret.causal_explainers import icace_block
     from sparsecbm.interpret.leakage import split_report
@@ -135,6 +174,8 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     datamodule, module, trainer = build(cfg)
     if module.model.has_concepts:
         check_optimized_metric(metric, datamodule.concept_set.names)
+    if trainer.is_global_zero:  # the checkpoints must fit: fail now, not after the first epoch
+        check_free_space(output_dir, checkpoint_bytes(module), "training (best.ckpt and last.ckpt, written atomically)")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     ckpt_cb = trainer.checkpoint_callback
@@ -182,12 +223,16 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     )
     if trainer.is_global_zero:  # data parallel: every rank holds the same results; one writes them
         result.save(output_dir)
+        if not cfg.get("keep_last_checkpoint", False):  # last.ckpt only serves to resume; the run is finished
+            freed = remove_last(output_dir / "checkpoints" / "last.ckpt", best)
+            if freed:
+                log.info("removed checkpoints/last.ckpt (%.0f MB; keep_last_checkpoint=true keeps it)", freed / 1e6)
         from rich.console import Console
 
         from sparsecbm.tracking import log_run_outputs
 
         log_run_outputs(trainer.loggers, result, output_dir)
-        Console().print(summary_table(result, f"{cfg.task_name}: {module.mode} CBM ({output_dir})"))
+        Console().print(summary_table(result, f"{cfg.task_name}: {describe_model(cfg)} ({output_dir})"))
         log.info("results written to %s", output_dir / "results.json")
     return result, {"datamodule": datamodule, "module": module, "trainer": trainer}
 

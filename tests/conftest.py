@@ -102,3 +102,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+class SignalAt(L.Callback):
+    """Sends signal ``sig`` (SIGTERM by default) to its own process at ``batch`` of ``epoch`` (as a user's kill or
+    Ctrl+C would)."""
+
+    def __init__(self, epoch: int = 1, batch: int = 1, sig: int = 15):
+        self.epoch, self.batch, self.sig = epoch, batch, sig
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.sig)

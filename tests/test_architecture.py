@@ -12,7 +12,10 @@ import sparsecbm
 PKG = Path(sparsecbm.__file__).parent
 #: Records and helpers that run no model: they import only each other.
 RECORDS = ("sparsecbm.errors", "sparsecbm.metrics", "sparsecbm.jsonio", "sparsecbm.lazy", "sparsecbm.concepts",
-           "sparsecbm.config", "sparsecbm.ceiling", "sparsecbm.results", "sparsecbm.run_result")
+           "sparsecbm.config", "sparsecbm.ceiling", "sparsecbm.results", "sparsecbm.run_result",
+           # the option schema, the run folder, writing outputs, log routing: run no model, checked before one loads
+           "sparsecbm.options", "sparsecbm.option_checks", "sparsecbm.backbone_facts", "sparsecbm.runs",
+           "sparsecbm.outputs", "sparsecbm.logs", "sparsecbm.keyvalue")
 #: The commands (``python -m ...``): nothing imports them and they import no other command.
 ENTRY_POINTS = ("sparsecbm.train", "sparsecbm.evaluate", "sparsecbm.intervene", "sparsecbm.explain",
                 "sparsecbm.label_refit", "sparsecbm.bench", "sparsecbm.tables", "sparsecbm.aggregate",

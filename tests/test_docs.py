@@ -285,6 +285,12 @@ def _entry_config(module: str) -> str | None:
     return m.group(1) if m else None
 
 
+#: ``bash run.sh <command>`` -> the config it composes (None: no Hydra config to compose, e.g. the test suite)
+RUN_SH_COMMANDS = {"train": "train", "evaluate": "evaluate", "intervene": "intervene", "explain": "explain",
+                   "serve": "serve", "serve-bench": "serve", "annotate": "annotate", "bench": "bench",
+                   "label-refit": "label_refit", "tables": "tables", "aggregate": "aggregate", "test": None, "help": None}
+
+
 def documented_commands() -> list[tuple[Path, str, list[str]]]:
     """``(page, config name, overrides)`` of every ``bash run.sh`` / ``python -m sparsecbm.*`` line in a bash
     block of the README and the guides (a comma list in a multirun is read as its first value)."""
@@ -300,6 +306,12 @@ def documented_commands() -> list[tuple[Path, str, list[str]]]:
                 if not m:
                     continue
                 name = "train" if m.group(1) == "bash run.sh" else _entry_config(m.group(2))
+                if m.group(1) == "bash run.sh" and m.group(3):  # bash run.sh <command> ...: that command's config
+                    first, _, rest = m.group(3).partition(" ")
+                    if first in RUN_SH_COMMANDS:
+                        name = RUN_SH_COMMANDS[first]
+                        line = f"{m.group(1)} {rest}"
+                        m = re.match(r"^(bash run\.sh)()(?:\s+(.*))?$", line.strip())
                 if name is None:
                     continue
                 args = [a for a in shlex.split(m.group(3) or "") if a != "-m"]

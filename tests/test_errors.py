@@ -97,7 +97,25 @@ DATA_CASES = {
     "missing_concept value": (lambda d: write_csv(d, [ROW]), ["data.missing_concept=sometimes"],
                               ["data.missing_concept='sometimes' is not valid; expected one of ['error', 'unknown']"]),
     "bad delimiter option": (lambda d: write_csv(d, [ROW]), ["data.delimiter=::"], ["data.delimiter='::': expected one character or one of ['comma', 'semicolon', 'tab', 'pipe']"]),
+    "gzip file": (lambda d: _raw(d, __import__("gzip").compress(HEAD + b"ok,4,Positive,unknown,unknown,Negative\n")),
+                  [], ["train.csv is gzip-compressed, not a text file", "gunzip train.csv", "data.encoding does not apply"]),
+    "zip file": (lambda d: _zipped(d), [], ["train.csv is zip-compressed", "unzip train.csv"]),
+    "utf-16 without BOM": (lambda d: _raw(d, (HEAD + b"ok,4,Positive,unknown,unknown,Negative\n").decode().encode("utf-16-le")),
+                           [], ["train.csv: the file looks UTF-16 (little-endian) without a byte order mark",
+                                "pass data.encoding=utf-16-le"]),
+    "tsv named csv": (lambda d: _raw(d, ("\t".join(HEADER) + "\nGood, cheap\t4\tPositive\tunknown\tunknown\tNegative\n").encode()),
+                      [], ["train.csv, line 1: the header is a single column", "looks tab-separated ('\\t'): pass data.delimiter=tab"]),
 }
+
+
+def _zipped(d):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("train.csv", HEAD + b"ok,4,Positive,unknown,unknown,Negative\n")
+    return _raw(d, buf.getvalue())
 
 
 @pytest.mark.parametrize("case", list(DATA_CASES))
@@ -186,9 +204,9 @@ CONFIG_CASES = {
     "unknown key": (["learning_rate=0.1"], ["Could not override 'learning_rate'", "Key 'learning_rate' is not in struct"]),
     "unknown group option": (["cbm=fancy"], ["Could not find 'cbm/fancy'"]),
     "malformed override": (["trainer.max_epochs=[1,"], ["could not parse the command-line override 'trainer.max_epochs=[1,'"]),
-    "accelerator name": (["accelerator=tpu"], ["accelerator='tpu' is not valid; expected one of ['auto', 'cpu', 'gpu']"]),
+    "accelerator name": (["accelerator=tpu"], ["accelerator='tpu' is not valid; expected one of ['auto', 'cpu', 'gpu', 'cuda']"]),
     "resume without checkpoint": (["ckpt_path=last"], ["cannot resume: checkpoint", "pass hydra.run.dir=<the interrupted run>"]),
-    "cbm option out of range": (["cbm.residual_drop_prob=1.5"], ["error: cbm.residual_drop_prob=1.5 must be in [0, 1]"]),
+    "cbm option out of range": (["cbm.residual_drop_prob=1.5"], ["error: cbm.residual_drop_prob=1.5 is not valid; expected a value in [0, 1]"]),
     "cbm option value": (["cbm.label_class_weight=inverse"], ["cbm.label_class_weight='inverse' is not valid"]),
 }
 if not torch.cuda.is_available():
@@ -242,6 +260,18 @@ def _other_format(ckpts, d):
     return d / "v99.ckpt"
 
 
+def _mismatched(ckpts, d):
+    """Weights of another model under this checkpoint's metadata: one key renamed, one tensor reshaped."""
+    ckpt = torch.load(ckpts["cbm"], map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
+    key = next(k for k in state if k.startswith("model.label_head"))
+    state["model.extra_head.weight"] = state.pop(key)
+    shaped = next(k for k in state if k.startswith("model.concept_heads") and k.endswith("weight"))
+    state[shaped] = torch.zeros(7, 3)
+    torch.save(ckpt, d / "mixed.ckpt")
+    return d / "mixed.ckpt"
+
+
 def _foreign(ckpts, d):
     torch.save({"state_dict": {}}, d / "other.ckpt")
     return d / "other.ckpt"
@@ -252,6 +282,10 @@ CKPT_CASES = {
     "truncated": ("evaluate", _truncated, [], ["t.ckpt is truncated", "killed while writing it", "last.ckpt"]),
     "other format version": ("intervene", _other_format, ["text=hi"], ["has checkpoint format 99", "reads format 1"]),
     "not sparsecbm": ("explain", _foreign, ["text=hi"], ["was not written by sparsecbm"]),
+    "weights not matching the metadata": ("evaluate", _mismatched, [],
+                                          ["mixed.ckpt: its weights do not match the model its metadata describes",
+                                           "missing weights (1): label_head.", "weights the model does not have (1): extra_head.weight",
+                                           "weights of another shape (stored vs expected)", "(7, 3)"]),
     "standard model intervene": ("intervene", lambda c, d: c["standard"], ["text=hi", "set={food: Positive}"],
                                  ["'standard' model without concepts", "nothing to intervene"]),
     "standard model explain": ("explain", lambda c, d: c["standard"], ["text=hi"],
@@ -299,7 +333,7 @@ def test_tables_and_aggregate_on_a_missing_folder(tmp_path, monkeypatch, capsys)
     err = call(tables.main, [str(tmp_path / "none")], monkeypatch, capsys)
     assert "none: no such file or folder" in err
     err = call(aggregate.main, [str(tmp_path / "none")], monkeypatch, capsys)
-    assert "none: not a folder; expected a multirun folder" in err
+    assert "none: not found; expected an existing folder (a multirun folder" in err
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.json").write_text('{"test": ')
     assert "not a readable results.json" in call(tables.main, [str(tmp_path / "r")], monkeypatch, capsys)

@@ -18,7 +18,7 @@ from sparsecbm.errors import CheckpointError
 from sparsecbm.sparsity import load_masks
 from sparsecbm.train import train
 
-SPARSE = ["experiment=smoke", *TINY_BERT, "trainer.max_epochs=3", "sparsity=movement",
+SPARSE = ["experiment=smoke", *TINY_BERT, "trainer.max_epochs=3", "keep_last_checkpoint=true", "sparsity=movement",
           "sparsity.schedule.final_sparsity=0.5", "sparsity.schedule.every=2", "sparsity.schedule.end=0.7"]
 
 
@@ -54,7 +54,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(cfg_factory, tmp_pa
 
 
 def test_killed_while_writing_a_checkpoint_leaves_the_previous_one(cfg_factory, tmp_path):
-    train(cfg_factory(["experiment=smoke", *TINY_BERT, "test=false"], out=tmp_path))
+    train(cfg_factory(["experiment=smoke", *TINY_BERT, "test=false", "keep_last_checkpoint=true"], out=tmp_path))
     target = tmp_path / "checkpoints" / "last.ckpt"
     before = target.read_bytes()
     script = f"""

@@ -98,6 +98,40 @@ def test_label_refit_is_a_hydra_entry_point(ckpt, tmp_path, monkeypatch):
     assert saved["checkpoint (no refit)"]["test_f1"] == pytest.approx(results["test"]["label"]["f1"], abs=1e-6)
 
 
+def test_every_command_ends_with_what_it_wrote(ckpt, tmp_path, monkeypatch, capsys):
+    path, _, _ = ckpt
+    common = [f"ckpt_path={path}", f"data.root={TINY_DATA}", f"paths.cache_dir={tmp_path / 'c'}"]
+    runs = {
+        "evaluate": (["splits=[test]"], {"results": "results.json"}),
+        "intervene": (["text=the soup was cold"], {"intervention": "intervention.json"}),
+        "intervene split": (["policy=[oracle]"], {"intervention": "intervention.json", "curve": "intervention_curve.png"}),
+        "label_refit": (["topk=[1]", "l1=[]", "steps=2"], {"label refits": "label_refit.json"}),
+        "explain": (["text=the soup was cold", "method=gradxinput", "pngs=1"],
+                    {"explanations": "explanations.json", "report": "report.html"}),
+    }
+    for name, (extra, files) in runs.items():
+        out = tmp_path / name.replace(" ", "_")
+        capsys.readouterr()
+        run_main(name.split()[0], [*common, *extra, f"hydra.run.dir={out}"], monkeypatch)
+        printed = capsys.readouterr().out.strip().splitlines()
+        assert printed[-len(files):] == [f"{what}: {out / f}" for what, f in files.items()], (name, printed[-4:])
+        assert all((out / f).is_file() for f in files.values())
+        if name == "evaluate":  # the header names the model's preset
+            assert any("evaluate: cem (joint, concept embeddings)" in line for line in printed)
+
+
+@pytest.mark.parametrize("preset,title", [
+    ("cem", "cem (joint, concept embeddings)"), ("joint", "joint (concept logits)"),
+    ("sequential", "sequential (concept logits)"), ("independent", "independent (concept probabilities)"),
+    ("strict", "strict (independent, hard concepts)"),
+    ("hybrid", "hybrid (joint, concept probabilities, 8-dim residual)"), ("standard", "standard (no concepts)"),
+])
+def test_cbm_title_names_the_preset(tmp_path, preset, title):
+    from sparsecbm.results import cbm_title
+
+    assert cbm_title(compose_cfg(tmp_path, [f"cbm={preset}"]).cbm) == title
+
+
 def test_inference_session_api(ckpt):
     path, _, _ = ckpt
     session = InferenceSession.from_checkpoint(path, {"root": str(TINY_DATA)}, accelerator="cpu")
@@ -139,8 +173,9 @@ def test_loading_for_inference_never_imports_the_training_side(ckpt):
     path, _, _ = ckpt
     script = (
         "import sys, sparsecbm\n"
+        "from sparsecbm.interpret import intervene\n"
         f"s = sparsecbm.load({str(path)!r})\n"
-        "r = sparsecbm.intervene(s, 'The pasta was cold.', {'food': 'Positive'})\n"
+        "r = intervene(s, 'The pasta was cold.', {'food': 'Positive'})\n"
         "assert r.after.concepts['food'] == 'Positive'\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('sparsecbm.lit', 'sparsecbm.train', 'sparsecbm.evaluate',"
         " 'lightning.pytorch.trainer')))\n"

@@ -235,3 +235,67 @@ def test_generated_set_strings(text):
         return
     for e in edits:
         assert e.target in ("food", "noise") and len(e.probs) == 3 and abs(sum(e.probs) - 1) < 1e-6
+
+
+# ------------------------------------------------------------------ encodings, compression, delimiters, huge fields
+COMPRESSORS = {
+    "gzip": lambda b: __import__("gzip").compress(b),
+    "bzip2": lambda b: __import__("bz2").compress(b),
+    "xz": lambda b: __import__("lzma").compress(b),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.fixed_dictionaries({"text": TEXT, "label": st.one_of(GOOD_LABEL, LABEL), "food": GOOD_CONCEPT,
+                                            "noise": st.one_of(GOOD_CONCEPT, CONCEPT)}), min_size=0, max_size=3),
+       write_enc=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16", "utf-16-le", "utf-16-be"]),
+       read_enc=st.sampled_from(["same"] * 6 + ["utf-8", "utf-16-le"]),
+       delims=st.sampled_from([(",", None)] * 3 + [("\t", "tab"), ("|", "pipe"), ("\t", None), (";", None)]),
+       compress=st.sampled_from([None] * 8 + ["gzip", "bzip2", "xz"]),
+       huge=st.sampled_from([0, 0, 0, 140_000]))
+def test_generated_files_across_encodings_compression_delimiters_and_huge_fields(rows, write_enc, read_enc, delims,
+                                                                               compress, huge):
+    """Every file is either read exactly as an independent reading says, or refused with the project's error
+    naming what it is: a compressed file as compressed, UTF-16 without a byte order mark as such, another
+    delimiter by name; a quoted field longer than the csv module's default limit is read, not blamed on quoting."""
+    file_delim, read_delim = delims
+    if huge and rows:
+        rows = [dict(rows[0], text="Long, " + "x" * huge), *rows[1:]]
+    if write_enc == "latin-1":
+        rows = [{k: v.replace("€", "e") for k, v in r.items()} for r in rows]
+    if read_enc == "same":
+        read_enc = write_enc.replace("-sig", "")
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=file_delim, lineterminator="\r\n")
+    w.writerow(COLUMNS)
+    w.writerows([[r[c] for c in COLUMNS] for r in rows])
+    data = buf.getvalue().encode(write_enc)
+    if compress:
+        data = COMPRESSORS[compress](data)
+    path = TMP / "train.csv"
+    path.write_bytes(data)
+
+    effective = {None: ",", "tab": "\t", "pipe": "|"}[read_delim]
+    codec = {"utf-16": "utf-16"}.get(write_enc, write_enc.replace("-sig", ""))
+    non_ascii = any(ord(ch) > 127 for r in rows for v in r.values() for ch in v)
+    decodable = codec == read_enc or (codec in ("utf-8", "latin-1") and read_enc == "utf-8" and not non_ascii)
+    want = expected(rows, "error") if (not compress and decodable and effective == file_delim) else None
+    try:
+        got = read(path, read_enc, read_delim, "error")
+    except DataError as e:
+        message = str(e)
+        assert want is None, f"refused a valid file: {message}"
+        if compress:
+            assert f"is {compress}-compressed" in message
+        elif write_enc in ("utf-16-le", "utf-16-be") and read_enc == "utf-8":
+            assert "without a byte order mark" in message and f"data.encoding={write_enc}" in message
+        elif write_enc == "utf-16" and read_enc == "utf-8":
+            assert "UTF-16 byte order mark" in message
+        elif decodable and effective != file_delim and file_delim in ("\t", "|", ";"):
+            assert "data.delimiter=" in message or "fields" in message or "missing column" in message
+        assert "field larger than field limit" not in message
+        event("refused")
+        return
+    assert want is not None, f"accepted a bad file: {got}"
+    assert got == want
+    event("accepted" + (" huge" if huge and rows else ""))

@@ -15,6 +15,7 @@ import yaml
 from conftest import ROOT
 
 from sparsecbm.aggregate import aggregate_table, load_trials, summarize
+from sparsecbm.errors import DataError
 
 FAST = ["backbone=tiny_bert", "callbacks.progress_bar=null"]
 
@@ -62,5 +63,5 @@ def test_grid_multirun_and_aggregation(tmp_path):
     assert [r["seed"] for r in rows] == ["1", "2", "1", "2"]
     # the CLI gives the same table; a folder without jobs is an error
     assert aggregate_table(trials) in summarize(out)
-    with pytest.raises(FileNotFoundError, match="no Hydra job folders"):
+    with pytest.raises(DataError, match="no Hydra job folders"):
         summarize(tmp_path / "cache")

@@ -19,15 +19,15 @@ def load(path):
 
 @pytest.mark.parametrize("mode", ["standard", "joint", "sequential", "independent"])
 def test_modes_on_smoke(cfg_factory, tmp_path, mode):
-    extra = ["trainer.max_epochs=2", "cbm.label_epochs=1"] if mode == "sequential" else []
+    extra = ["trainer.max_epochs=2", "cbm.label_epochs=1", "keep_last_checkpoint=true"] if mode == "sequential" else []
     results, objs = train(cfg_factory(["experiment=smoke", f"cbm={mode}", *extra]))
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["model"]["mode"] == mode and saved["run"]["train_examples_per_s"] > 0
     assert saved["data"]["sizes"] == {"train": 48, "dev": 32, "test": 32}
     assert 0 <= saved["test"]["label"]["acc"] <= 1 and 0 <= saved["test"]["label"]["f1"] <= 1
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (
-        tmp_path / "checkpoints" / "last.ckpt"
-    ).is_file()
+    # a finished run removes last.ckpt (it only serves to resume) unless keep_last_checkpoint=true
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() == (mode == "sequential")
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     assert "true_concept_logreg" in saved["reference"] and saved["model"]["n_params"]["total"] > 22_000_000
     assert saved["test"]["bottleneck"]["ceiling"]["acc"] == pytest.approx(
@@ -74,7 +74,7 @@ def test_sequential_freezes_backbone(cfg_factory, tmp_path):
 
 
 def test_same_seed_same_numbers(cfg_factory, tmp_path):
-    overrides = ["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT]
+    overrides = ["experiment=smoke", "trainer.max_epochs=2", "keep_last_checkpoint=true", *TINY_BERT]
     a, _ = train(cfg_factory(overrides, out=tmp_path / "a"))
     b, _ = train(cfg_factory(overrides, out=tmp_path / "b"))
     assert a["test"] == b["test"] and a["val"] == b["val"]
@@ -86,7 +86,7 @@ def test_same_seed_same_numbers(cfg_factory, tmp_path):
 
 
 def test_resume_after_crash_matches_uninterrupted(cfg_factory, tmp_path):
-    overrides = ["experiment=smoke", "trainer.max_epochs=3", *TINY_BERT]
+    overrides = ["experiment=smoke", "trainer.max_epochs=3", "keep_last_checkpoint=true", *TINY_BERT]
     full, _ = train(cfg_factory(overrides, out=tmp_path / "full"))
     # last.ckpt is the final epoch's state whichever epoch was best (Lightning 2.6's save_last is not)
     last = torch.load(tmp_path / "full/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
@@ -161,6 +161,7 @@ def test_evaluate_round_trip(cfg_factory, tmp_path):
 def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overrides):
     """cem / hybrid train end to end; results.json has the ceiling/leakage block; reload, intervene, explain."""
     import sparsecbm
+    from sparsecbm.interpret import intervene
     from sparsecbm.interpret.explainer import concept_contributions, label_layer_summary
 
     results, objs = train(cfg_factory(["experiment=smoke", *TINY_BERT, *overrides]))
@@ -185,7 +186,7 @@ def test_ceiling_leakage_block_and_new_bottlenecks(cfg_factory, tmp_path, overri
     assert saved["test"]["intervention"]["all_ground_truth"] == b["all_ground_truth"]
     assert ("residual" in b) == ("cbm=hybrid" in overrides)
     session = sparsecbm.load(results["run"]["best_checkpoint"])
-    result = sparsecbm.intervene(session, "The food was cold.", {"food": "Positive"})
+    result = intervene(session, "The food was cold.", {"food": "Positive"})
     assert result.after.concepts["food"] == "Positive"
     model = session.model
     batch = next(iter(objs["datamodule"].loader("test")))

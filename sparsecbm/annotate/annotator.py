@@ -175,7 +175,10 @@ def annotate_folder(
     by_column = {h.column: h for h in human}
     check_human_values(bank, by_column)
     texts = {s: [_cell(r[text_column]) for r in rows] for s, (_, rows) in data.items()}
-    scores = {s: score_texts(texts[s], bank, embedder, language) for s in SPLITS}
+    scores = {}
+    for s in SPLITS:  # the long part (sentence embeddings): the embedder logs its own progress lines
+        log.info("annotate: scoring the %s split (%d texts, %d concepts)", s, len(texts[s]), len(bank.concepts))
+        scores[s] = score_texts(texts[s], bank, embedder, language)
     if scores_out is not None:
         scores_out.update(scores)
 

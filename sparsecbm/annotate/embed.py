@@ -100,6 +100,9 @@ class SentenceEmbedder:
         if todo:
             from rich.progress import Progress
 
+            from sparsecbm.logs import ProgressLines
+
+            lines = ProgressLines(f"{description} ({self.name})", len(todo))  # the log's view of the bar
             with Progress(disable=not self.progress, transient=True) as bar:
                 task = bar.add_task(description, total=len(todo))
                 for i in range(0, len(todo), self.batch_size):
@@ -107,6 +110,7 @@ class SentenceEmbedder:
                     for (k, _), v in zip(chunk, self._forward([t for _, t in chunk])):
                         cache[k] = v
                     bar.advance(task, len(chunk))
+                    lines.advance(len(chunk))
             self._save_cache()
             log.info("embedded %d new texts with %s (%d cached)", len(todo), self.name, len(texts) - len(todo))
         if not keys:

@@ -202,11 +202,20 @@ def annotate_folder_llm(
     scores: dict[str, dict[str, np.ndarray]] = {}
     from rich.progress import Progress
 
+    from sparsecbm.logs import ProgressLines
+
+    total = sum(len(t) for t in texts.values()) * len(bank)
+    lines = ProgressLines(f"asking {scorer.name} (text x concept)", total)  # the log's view of the bar
+
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        lines.advance(n)
+
     with Progress(disable=not progress_bar, transient=True) as bar:
-        task = bar.add_task(f"asking {scorer.name}", total=sum(len(t) for t in texts.values()) * len(bank))
+        task = bar.add_task(f"asking {scorer.name}", total=total)
         for s in SPLITS:
             scores[s] = score_split(scorer, texts[s], bank, prompt, out / PROGRESS_DIR / fingerprint / f"{s}.jsonl",
-                                    on_batch=lambda n: bar.advance(task, n))
+                                    on_batch=advance)
     values = {c.name: {s: scores[s][c.name].argmax(1) for s in SPLITS} for c in bank.concepts}
     polarity = {c.name: {s: _polarity(c, scores[s][c.name]) for s in SPLITS} for c in bank.concepts if c.levels}
     provenance = {"annotator": "llm", "model": scorer.name, "prompt": prompt, "length_norm": scorer.length_norm,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``<name>.tmp``, fsyncs, then renames over the target: a crash never leaves half a checkpoint."""
+    """Writes ``<name>.tmp``, fsyncs, then renames over the target: a crash never leaves half a checkpoint.
+    A full disk or a read-only folder is an :class:`~sparsecbm.errors.OutputError` (exit code 2) and the
+    previous checkpoint stays (:func:`sparsecbm.outputs.atomic_write`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        from sparsecbm.outputs import atomic_write
+
+        with atomic_write(Path(path), "wb") as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
 
 class EpochSeed(L.Callback):

@@ -80,6 +80,11 @@ class CounterfactualConfig:
         out.ids = {**ID_COLUMNS, **dict(out.ids)}
         if not 0.0 <= out.min_similarity <= 1.0:
             raise ConfigError(f"data.counterfactuals.min_similarity={out.min_similarity} must be in [0, 1]")
+        for key, low in (("prefix_chars", 0), ("min_shared_words", 0), ("window", 1)):
+            value = getattr(out, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ConfigError(f"data.counterfactuals.{key}={value} must be an integer >= {low}"
+                                  + (" (or null: compare all rows)" if key == "window" else ""))
         return out
 
 

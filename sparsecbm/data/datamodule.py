@@ -201,17 +201,36 @@ class CBMDataModule(L.LightningDataModule):
         for split in SPLITS:
             enc = self.raw[split]
             cap = self.limit.get(split)
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                raise DataError(f"data.limit.{split}={cap!r} is not valid; expected an integer >= 1 or null (all rows)")
             if cap:
                 enc = EncodedSplit(enc.source, enc.texts[:cap], enc.labels[:cap], enc.concepts[:cap], enc.skipped)
                 self.raw[split] = enc
             if enc.skipped:
                 log.info("data: %s: skipped %d rows with labels %s", enc.source, enc.skipped, list(self.concept_set.label.skip))
+            if split == "train":
+                self._warn_single_values(enc)
             self.splits[split] = TokenizedSplit(self._tokenize_cached(enc))
             n_cut = self.truncated(split)
             if n_cut:
                 log.warning("data: %s: %d of %d texts are longer than data.max_length=%d tokens and were truncated "
                             "to it (results.json: data.truncated); raise data.max_length to read them whole",
                             enc.source, n_cut, len(enc), self.max_length)
+
+    def _warn_single_values(self, enc: EncodedSplit) -> None:
+        """A training split whose labels (or a concept's values) are all one class trains a model that can only
+        predict that class: a warning (not an error: tiny test and smoke splits are legitimate), naming it."""
+        labels = set(enc.labels)
+        if len(labels) == 1:
+            value = self.concept_set.label.values[next(iter(labels))]
+            log.warning("data: %s: every one of the %d training rows has label '%s': the model can only learn to "
+                        "predict that class; check data.label.column and the file (or data.limit.train)",
+                        enc.source, len(enc), value)
+        for i, spec in enumerate(self.concept_set if enc.concepts and enc.concepts[0] else []):
+            values = {row[i] for row in enc.concepts}
+            if len(values) == 1 and len(enc) > 1:
+                log.warning("data: %s: concept '%s' has the single value '%s' in all %d training rows",
+                            enc.source, spec.name, spec.values[next(iter(values))], len(enc))
 
     def truncated(self, split: str) -> int:
         """How many texts of ``split`` were cut to ``max_length`` tokens."""

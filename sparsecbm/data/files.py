@@ -28,8 +28,39 @@ class RawTable:
     lines: list[int | None]
 
 
+#: the first bytes of compressed and archive formats (a text encoding cannot read them)
+_MAGIC = {b"\x1f\x8b": ("gzip", "gunzip FILE"), b"PK\x03\x04": ("zip", "unzip FILE"),
+          b"BZh": ("bzip2", "bunzip2 FILE"), b"\xfd7zXZ\x00": ("xz", "unxz FILE"),
+          b"\x28\xb5\x2f\xfd": ("zstd", "unzstd FILE")}
+
+
+def _compressed(path: Path, data: bytes) -> None:
+    """A compressed file named like a text file: say so (its bytes are not a text in any encoding)."""
+    for magic, (kind, fix) in _MAGIC.items():
+        if data.startswith(magic):
+            raise DataError(f"{path} is {kind}-compressed, not a text file (it starts with the {kind} signature); "
+                            f"decompress it first ({fix.replace('FILE', path.name)}) and point data.root at the "
+                            "decompressed files. data.encoding does not apply to compressed files")
+
+
+def _utf16_without_bom(path: Path, data: bytes, codec: str) -> None:
+    """Text saved as UTF-16 without a byte order mark: every other byte is 0, which UTF-8 and Latin-1 read as
+    NUL characters (a 'short row' or a wrong header); name the encoding to pass instead."""
+    if codec.startswith(("utf-16", "utf-32")) or b"\x00" not in data[:4096] or data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return  # (a byte order mark: _decode names it)
+    sample = data[: min(len(data), 4096) // 2 * 2]
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    half = len(sample) // 2
+    if not half or max(even, odd) < 0.3 * half or min(even, odd) > 0.1 * half:
+        return
+    order, name = ("little-endian", "utf-16-le") if odd > even else ("big-endian", "utf-16-be")
+    raise DataError(f"{path}: the file looks UTF-16 ({order}) without a byte order mark (every other byte is 0); "
+                    f"pass data.encoding={name} (or save it as UTF-8)")
+
+
 def _decode(path: Path, data: bytes, encoding: str | None) -> str:
-    """Bytes -> text; a UTF-8 BOM is dropped; a decode error names the line and byte."""
+    """Bytes -> text; a UTF-8 BOM is dropped; a decode error names the line and byte; compressed files and
+    UTF-16 without a byte order mark are named as such."""
     import codecs
 
     encoding = encoding or "utf-8"
@@ -38,6 +69,8 @@ def _decode(path: Path, data: bytes, encoding: str | None) -> str:
     except LookupError:
         raise DataError(f"data.encoding='{encoding}' is not a known text encoding; expected e.g. utf-8, "
                         "latin-1, cp1252 or utf-16") from None
+    _compressed(path, data)
+    _utf16_without_bom(path, data, codec)
     if codec == "utf-8":
         if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             raise DataError(f"{path}: the file starts with a UTF-16 byte order mark but is read as UTF-8; "
@@ -70,6 +103,9 @@ def _read_csv(path: Path, text: str, delimiter: str) -> RawTable:
     import io
 
     shown = "\\t" if delimiter == "\t" else delimiter
+    # a correctly quoted field may be as long as the file (a long review): the csv module's default limit
+    # (131,072 characters) would report it as bad quoting
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header, header_line, rows, lines = None, 0, [], []
     previous = 0
@@ -80,6 +116,7 @@ def _read_csv(path: Path, text: str, delimiter: str) -> RawTable:
                 continue  # a blank line is not a record
             if header is None:
                 header, header_line = [c.strip() for c in record], start
+                _one_column_header(path, header, header_line, delimiter)  # before a row blames the quoting
                 continue
             if len(record) != len(header):
                 what = ("more" if len(record) > len(header) else "fewer")
@@ -96,15 +133,6 @@ def _read_csv(path: Path, text: str, delimiter: str) -> RawTable:
                         "(a quote inside a quoted field is written twice: \"\")") from None
     if header is None:
         raise DataError(f"{path}: file is empty (no header row)")
-    if len(header) == 1:
-        counts = {d: header[0].count(d) for d in _DELIMITERS if d != delimiter}
-        best = max(counts, key=counts.get)
-        if counts[best]:
-            name = next(k for k, v in DELIMITER_NAMES.items() if v == best)
-            raise DataError(
-                f"{path}, line {header_line}: the header is a single column {header[0][:70]!r} when split on "
-                f"'{shown}'; the file looks {name}-separated ('{best}'): pass data.delimiter={name}"
-            )
     empty = [i + 1 for i, c in enumerate(header) if not c]
     dupes = sorted({c for c in header if c and header.count(c) > 1})
     if empty or dupes:
@@ -114,6 +142,23 @@ def _read_csv(path: Path, text: str, delimiter: str) -> RawTable:
     if not rows:
         raise DataError(f"{path}: split is empty (no data rows)")
     return RawTable(header, rows, lines)
+
+
+def _one_column_header(path: Path, header: list[str], line: int, delimiter: str) -> None:
+    """A header that is one column when split on ``delimiter`` but holds another separator: the file uses that
+    one (a TSV named .csv, a semicolon CSV from a German Excel); name the ``data.delimiter`` to pass."""
+    if len(header) != 1:
+        return
+    shown = "\\t" if delimiter == "\t" else delimiter
+    counts = {d: header[0].count(d) for d in _DELIMITERS if d != delimiter}
+    best = max(counts, key=counts.get)
+    if counts[best]:
+        name = next(k for k, v in DELIMITER_NAMES.items() if v == best)
+        raise DataError(
+            f"{path}, line {line}: the header is a single column {header[0][:70]!r} when split on "
+            f"'{shown}'; the file looks {name}-separated ('{best.encode('unicode_escape').decode()}'): "
+            f"pass data.delimiter={name}"
+        )
 
 
 def _json_record(path: Path, where: str, record: Any) -> dict[str, Any]:
@@ -174,7 +219,14 @@ def read_table(path: str | Path, encoding: str | None = "utf-8", delimiter: str 
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
         raise DataError(f"{path}: unsupported file type '{suffix}'; expected .csv, .tsv, .jsonl or .json")
-    text = _decode(path, path.read_bytes(), encoding)
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise DataError(f"{path}: cannot read the file (permission denied); make it readable "
+                        f"(chmod a+r {path.name}) or point data.root at a readable copy") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    text = _decode(path, data, encoding)
     if suffix in (".csv", ".tsv"):
         return _read_csv(path, text, _delimiter(path, delimiter))
     return _read_json(path, text)

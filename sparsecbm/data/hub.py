@@ -22,10 +22,20 @@ def hub_unreachable_message(name: str, reason: str) -> str:
     """The one paragraph a user without network gets (names the commands that fix it)."""
     return (
         f"cannot load the data set '{name}' from the Hugging Face hub: {reason}. Without network, point the "
-        "command at local files: data.root=DIR (a folder with train.csv, dev.csv and test.csv, e.g. "
-        "data.root=../shared/data/cebab), or run `python data/prepare_cebab.py` once on a machine with "
-        "network and copy its data/cebab folder here (see data/README.md)."
+        "command at local files: data.root=DIR (a folder with train.csv, dev.csv and test.csv). For CEBaB, the "
+        "repository ships its human-annotated columns in data/cebab/: restore the folder with "
+        "`git checkout -- data/cebab`, or run `python data/prepare_cebab.py` once on a machine with network "
+        "and copy its data/cebab folder here (see data/README.md)."
     )
+
+
+def no_source_message(data_cfg: Mapping[str, Any]) -> str:
+    """A data config with no ``root``, no existing ``default_root`` and no hub copy: what to pass."""
+    name, files = data_cfg.get("name") or "this data config", (data_cfg.get("files") or {}).values()
+    default = data_cfg.get("default_root")
+    where = f"its default folder {default} does not exist" if default else "it has no default folder"
+    return (f"no data source for data '{name}': data.root is not set, {where} and it has no Hugging Face hub "
+            f"copy; pass data.root=DIR, a folder with {sorted(files) or 'train/dev/test files'}")
 
 
 def hub_reachable(timeout: float = 3.0) -> str | None:
@@ -71,7 +81,7 @@ def preflight(data_cfg: Mapping[str, Any]) -> None:
     if default_root is not None and Path(str(default_root)).is_dir():
         return
     if not hub or not hub.get("name"):
-        return  # load_splits names the missing source
+        raise DataError(no_source_message(data_cfg))
     if _offline():
         if not _hub_cached(str(hub["name"])):
             raise DataError(hub_unreachable_message(

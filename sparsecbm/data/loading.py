@@ -15,7 +15,14 @@ from typing import Any
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.data.files import DELIMITER_NAMES, RawTable, _read_local, read_table
-from sparsecbm.data.hub import _offline, _read_hub, hub_reachable, hub_unreachable_message, preflight
+from sparsecbm.data.hub import (
+    _offline,
+    _read_hub,
+    hub_reachable,
+    hub_unreachable_message,
+    no_source_message,
+    preflight,
+)
 from sparsecbm.errors import DataError
 
 __all__ = ["DELIMITER_NAMES", "MISSING_CONCEPT", "SPLITS", "DataError", "EncodedSplit", "RawTable", "_offline",
@@ -183,10 +190,7 @@ def load_splits(
                                      lines=table.lines, missing_concept=missing_concept)
         return out
     if not hub or not hub.get("name"):
-        raise DataError(
-            "no data source: data.root is not set, "
-            f"{default_root or 'no default folder'} does not exist and no hub dataset is configured"
-        )
+        raise DataError(no_source_message({"default_root": default_root, "files": files}))
     log.info("data: %s not found locally; loading '%s' from the Hugging Face hub", default_root, hub["name"])
     for split in SPLITS:
         hub_split = hub["splits"][split]

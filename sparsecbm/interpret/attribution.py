@@ -17,6 +17,7 @@ gradient x input was the least faithful of all; see docs/results/2026-12-02-expl
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,13 @@ class TokenAttribution:
                 scores[b, keep] = s[0].float()
         return torch.where(cand, scores.detach().float(), torch.zeros_like(scores, dtype=torch.float32))
 
+    def attribute_all(self, model: ConceptBottleneckModel, batch: dict,
+                      targets: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Token scores ``[B, T]`` of every concept, as :meth:`attribute` gives them one by one. ``targets``:
+        the predicted value of each concept when the caller has it (a method that shares work across
+        concepts overrides this and skips recomputing them)."""
+        return [self.attribute(model, batch, k) for k in range(len(model.concepts))]
+
     def baselines(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``ids`` with every candidate token replaced by the removal id."""
         return torch.where(
@@ -95,6 +103,20 @@ class TokenAttribution:
 
     def _scores(self, model, ids, mask, concept, target) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+@contextmanager
+def gradients_to_inputs_only(model: torch.nn.Module):
+    """Parameters do not require gradients inside (restored after): a pass that needs gradients only with
+    respect to its inputs then records no weight-gradient work (about 20% faster on CPU, same numbers)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _embedding_layer(model: ConceptBottleneckModel) -> torch.nn.Module:
@@ -139,9 +161,47 @@ class Saliency(TokenAttribution):
 
 
 class LayerIG(TokenAttribution):
-    """captum ``LayerIntegratedGradients`` on the word embeddings from the removal baseline."""
+    """captum ``LayerIntegratedGradients`` on the word embeddings from the removal baseline.
+
+    :meth:`attribute_all` computes the same integral (captum's Gauss-Legendre steps and weights) for every
+    concept at once: the interpolated embeddings do not depend on the concept, so each step runs the model
+    forward once for all concepts and back once per concept, where captum's LIG runs both per concept.
+    """
 
     name = "lig"
+
+    def attribute_all(self, model, batch, targets=None):
+        from captum.attr._utils.approximation_methods import approximation_parameters
+
+        model.eval()
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if targets is None:
+            with torch.no_grad():
+                targets = [lg.argmax(-1) for lg in model.concept_logits(ids, mask)]
+        layer, n_steps = _embedding_layer(model), int(self.options.get("n_steps", 16))
+        sizes, alphas = (f(n_steps) for f in approximation_parameters("gausslegendre"))
+        with torch.no_grad():
+            x, x0 = layer(ids), layer(self.baselines(ids, mask))
+        rows = int(self.options.get("internal_batch_size") or n_steps * len(ids))
+        per_chunk = max(1, rows // len(ids))  # steps per forward, as captum's internal batching splits them
+        totals = [torch.zeros_like(x) for _ in targets]
+        for start in range(0, n_steps, per_chunk):
+            a = torch.tensor(alphas[start:start + per_chunk], dtype=x.dtype, device=x.device)
+            w = torch.tensor(sizes[start:start + per_chunk], dtype=x.dtype, device=x.device)
+            steps = len(a)
+            scaled = (x0 + a.view(-1, 1, 1, 1) * (x - x0)).flatten(0, 1).requires_grad_(True)  # step-major rows
+            handle = layer.register_forward_hook(lambda _m, _i, _o, s=scaled: s)
+            try:
+                with torch.enable_grad(), gradients_to_inputs_only(model):
+                    logits = model.concept_logits(ids.repeat(steps, 1), mask.repeat(steps, 1))
+                    for k, target in enumerate(targets):
+                        prob = logits[k].softmax(-1).gather(1, target.repeat(steps).unsqueeze(1)).sum()
+                        (grad,) = torch.autograd.grad(prob, scaled, retain_graph=k < len(targets) - 1)
+                        totals[k] += (grad.view(steps, *x.shape) * w.view(-1, 1, 1, 1)).sum(0)
+            finally:
+                handle.remove()
+        cand = self.tokens.candidates(ids, mask)
+        return [torch.where(cand, ((x - x0) * t).sum(-1).detach().float(), 0.0) for t in totals]
 
     def _scores(self, model, ids, mask, concept, target):
         from captum.attr import LayerIntegratedGradients
@@ -170,6 +230,14 @@ class Gates(TokenAttribution):
         with torch.no_grad():
             extras = model.concept_outputs(ids, mask).pooler
         return model.token_pooler.token_scores(extras)[concept]
+
+    def attribute_all(self, model, batch, targets=None):
+        """Every concept's gate scores from one forward pass."""
+        model.eval()
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        scores = self._scores(model, ids, mask, slice(None), None)  # [K, B, T]
+        cand = self.tokens.candidates(ids, mask)
+        return [torch.where(cand, s.detach().float(), 0.0) for s in scores]
 
 
 class Attention(Gates):

@@ -74,7 +74,7 @@ def _forward(model, batch):
 
 
 def explain_batch(
-    session, batch: dict, method: str = "ours", texts: list[str] | None = None, **options
+    session, batch: dict, method: str = "ours", texts: list[str] | None = None, units: bool = False, **options
 ) -> list[Explanation]:
     """Explanations of every example of ``batch`` (``input_ids``, ``attention_mask``, optional ``label``/``concepts``).
 
@@ -83,6 +83,8 @@ def explain_batch(
         batch: A collated batch on the session's device.
         method: Token attribution method (see :mod:`sparsecbm.interpret.attribution`).
         texts: The raw texts (decoded from the ids when ``None``).
+        units: Sparse models: per example and concept, also the heads and FFN neurons of its subnetwork that
+            mattered most (one more forward and backward per concept and example; off unless asked).
         **options: Method options (``n_steps``, ``n_samples``, ...).
     """
     model, tokenizer = session.model.eval(), session.tokenizer
@@ -93,7 +95,9 @@ def explain_batch(
     ids, mask = batch["input_ids"], batch["attention_mask"]
     outputs, extras, label_logits = _forward(model, batch)
     logits = outputs.logits
-    scores = [attributor.attribute(model, batch, k) for k in range(len(logits))]
+    # every concept at once: a method that can shares the forward passes (LIG), and none recomputes the targets
+    scores = attributor.attribute_all(model, batch, [lg.argmax(-1) for lg in logits])
+    weights = model.token_pooler.token_weights(extras) if extras is not None else None
     pred = label_logits.argmax(-1)
     contrib = concept_contributions(model, outputs, pred)
     contrib_names = [*model.concepts.names, *([RESIDUAL] if model.residual_dim else [])]
@@ -111,7 +115,7 @@ def explain_batch(
         concepts = []
         for k, spec in enumerate(cs.concepts):
             p = logits[k][b].softmax(-1)
-            gates = model.token_pooler.token_weights(extras)[k, b, real].tolist() if extras is not None else None
+            gates = weights[k, b, real].tolist() if weights is not None else None
             true = spec.values[int(batch["concepts"][b, k])] if "concepts" in batch else None
             concepts.append(
                 ConceptExplanation(
@@ -137,7 +141,7 @@ def explain_batch(
                 contributions=dict(zip(contrib_names, contrib[b].tolist())) if contrib is not None else None,
                 label_bias=float(bias[b]) if bias is not None else None,
                 true_label=str(cs.label.values[int(batch["label"][b])]) if "label" in batch else None,
-                subnetwork=example_subnetworks(model, ids[b : b + 1], mask[b : b + 1], summary),
+                subnetwork=example_subnetworks(model, ids[b : b + 1], mask[b : b + 1], summary, units=units),
             )
         )
     return out
@@ -155,5 +159,5 @@ def explanation_set(session, explanations: list[Explanation], method: str, resul
         explanations, method=resolve_name(method, model),
         checkpoint=str(session.ckpt_path) if session.ckpt_path else None,
         label_layer=label_layer_summary(model), label_sparsity=session.meta.cbm.get("label_sparsity", "none"),
-        subnetwork=subnetwork_summary(model, results_path), meta=dict(meta or {}))
+        subnetwork=subnetwork_summary(model, results_path), meta={"activation": model.activation, **(meta or {})})
 

@@ -2,8 +2,9 @@
 
 Example:
     >>> import sparsecbm
+    >>> from sparsecbm.interpret import intervene
     >>> session = sparsecbm.load("outputs/train/runs/.../checkpoints/best.ckpt")
-    >>> result = sparsecbm.intervene(session, "The pasta was cold.", {"food": "Positive", "noise": "unknown"})
+    >>> result = intervene(session, "The pasta was cold.", {"food": "Positive", "noise": "unknown"})
     >>> result.after.label, result.changed()
     ('4', {'concepts': ['food', 'noise'], 'label': {'before': '2', 'after': '4'}})
     >>> result.save("intervention.json")

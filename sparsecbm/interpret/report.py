@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 from sparsecbm.interpret.explanation import Explanation, ExplanationSet
+from sparsecbm.interpret.words import word_scores, words
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}h3{font-size:1em;margin:.8em 0 .3em}
 .tok{padding:1px 2px;margin:1px;border-radius:3px;display:inline-block;font-family:monospace}
-.row{display:flex;align-items:center;gap:.5em;margin:2px 0}.name{width:9em;font-weight:600}
+.row{display:flex;align-items:center;gap:.5em;margin:2px 0}.name{min-width:11em;flex:none;white-space:nowrap;font-weight:600}
 .bar{height:12px;background:#4477aa;display:inline-block}.neg{background:#cc6677}
 .track{width:240px;background:#eee;display:inline-block}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 .muted{color:#888}.example{border:1px solid #ddd;border-radius:6px;padding:1em;margin:1em 0}
 .levels td{width:3em;text-align:center}.levels td.pred{outline:2px solid #222}
+.bars{display:grid;grid-template-columns:max-content 240px max-content;gap:2px .5em;align-items:center}
+.bars .row{display:contents}
 """
 
 
@@ -24,16 +28,24 @@ def _esc(x) -> str:
     return html.escape(str(x))
 
 
+#: Special tokens as tokenizers spell them (``[CLS]``, ``<s>``, ``<|endoftext|>``): words of their own.
+SPECIAL = re.compile(r"\[[A-Z]+\]|<[^<>\s]+>")
+
+
 def token_heatmap(tokens: list[str], scores: list[float], concept: str) -> str:
-    """One concept's tokens coloured by score (blue: supports the predicted value, red: against)."""
-    peak = max((abs(s) for s in scores), default=0.0) or 1.0
+    """One concept's words coloured by score (blue: supports the predicted value, red: against). Word pieces
+    are merged into words and a word's score is the sum of its pieces' (the title lists them)."""
+    special = {t for t in tokens if SPECIAL.fullmatch(t)}
+    units = words(tokens, special=special)
+    totals = word_scores(scores, [w["tokens"] for w in units])
+    peak = max((abs(s) for s in totals), default=0.0) or 1.0
     spans = []
-    for tok, s in zip(tokens, scores):
+    for w, s in zip(units, totals):
         a = min(abs(s) / peak, 1.0)
         rgb = "68,119,170" if s >= 0 else "204,102,119"
-        spans.append(
-            f'<span class="tok" title="{s:.4f}" style="background:rgba({rgb},{a:.2f})">{_esc(tok)}</span>'
-        )
+        pieces = " = " + " + ".join(f"{tokens[i]} {scores[i]:.4f}" for i in w["tokens"]) if len(w["tokens"]) > 1 else ""
+        spans.append(f'<span class="tok" title="{s:.4f}{_esc(pieces)}" style="background:rgba({rgb},{a:.2f})">'
+                     f'{_esc(w["text"])}</span>')
     return f'<div class="heatmap" data-concept="{_esc(concept)}">{"".join(spans)}</div>'
 
 
@@ -44,6 +56,11 @@ def _bar_row(name: str, value: float, scale: float, text: str) -> str:
         f'<div class="row"><span class="name">{_esc(name)}</span><span class="track">'
         f'<span class="{cls}" style="width:{width}px"></span></span><span>{_esc(text)}</span></div>'
     )
+
+
+def _bars(rows: list[tuple[str, float, float, str]]) -> str:
+    """Bar rows in one grid: the name column is as wide as the longest name (names are never cut)."""
+    return '<div class="bars">' + "".join(_bar_row(*row) for row in rows) + "</div>"
 
 
 def subnetwork_heatmap(subnetwork: dict | None) -> str:
@@ -117,29 +134,54 @@ def example_html(i: int, e: Explanation) -> str:
         parts.append(f'<div class="row"><span class="name">{_esc(c.name)}</span><span>{_concept_value(c)}</span></div>')
         parts.append(token_heatmap(e.tokens, c.token_scores, c.name))
     parts.append("<h3>Concept probabilities</h3>")
-    for c in e.concepts:
-        if c.levels:  # graded: levels in order (low to high), then the values outside the order
-            parts.append(level_strip(c))
-            continue
-        for v, p in zip(c.values, c.probs):
-            parts.append(_bar_row(f"{c.name}={v}", p, 1.0, f"{p:.2f}"))
+    # graded concepts: levels in order (low to high), then the values outside the order
+    parts += [level_strip(c) for c in e.concepts if c.levels]
+    parts.append(_bars([(f"{c.name}={v}", p, 1.0, f"{p:.2f}") for c in e.concepts if not c.levels
+                        for v, p in zip(c.values, c.probs)]))
     if e.contributions:
         scale = max(abs(v) for v in e.contributions.values()) or 1.0
         parts.append(f"<h3>Contributions to the logit of label {_esc(e.predicted_label)}</h3>")
-        for name, v in e.contributions.items():
-            parts.append(_bar_row(name, v, scale, f"{v:+.3f}"))
+        parts.append(_bars([(name, v, scale, f"{v:+.3f}") for name, v in e.contributions.items()]))
         if e.label_bias is not None:
             parts.append(f'<p class="muted">bias {e.label_bias:+.3f}</p>')
     parts.append("<h3>Label probabilities</h3>")
-    for v, p in zip(e.label_values, e.label_probs):
-        parts.append(_bar_row(v, p, 1.0, f"{p:.2f}"))
+    parts.append(_bars([(v, p, 1.0, f"{p:.2f}") for v, p in zip(e.label_values, e.label_probs)]))
     parts.append("<h3>Subnetwork</h3>" + subnetwork_heatmap(e.subnetwork) + "</div>")
     return "\n".join(parts)
+
+
+def reads_embeddings(es: ExplanationSet) -> bool:
+    """Whether the label layer reads concept embeddings (weights per embedding dimension ``d0, d1, ...``)."""
+    if es.meta.get("activation") is not None:
+        return es.meta["activation"] == "embedding"
+    keys = [k for used in (es.label_layer or {}).values() for c in used for k in c.weights]
+    return bool(keys) and all(re.fullmatch(r"[dr]\d+", k) for k in keys)
+
+
+def concept_norms(es: ExplanationSet) -> tuple[list[str], list[str], list[list[float]]]:
+    """``(concepts, labels, norms)``: the L2 norm of the weights each label gives each concept's block, ``K x L``
+    (0 where a sparse label layer does not read the concept)."""
+    labels = list(es.label_layer or {})
+    model_order = [c.name for c in es.explanations[0].concepts] if es.explanations else []
+    concepts = list(dict.fromkeys([*model_order, *(c.concept for used in es.label_layer.values() for c in used)]))
+    norms = {(c.concept, label): c.norm for label, used in es.label_layer.items() for c in used}
+    return concepts, labels, [[norms.get((c, label), 0.0) for label in labels] for c in concepts]
 
 
 def label_layer_html(es: ExplanationSet) -> str:
     if not es.label_layer:
         return '<p class="muted">The label head is not linear: no per-label concept weights.</p>'
+    if reads_embeddings(es):  # one number per concept and label; the per-dimension weights are in the JSON
+        concepts, labels, norms = concept_norms(es)
+        peak = max((v for row in norms for v in row), default=0.0) or 1.0
+        head = "".join(f"<th>label {_esc(label)}</th>" for label in labels)
+        rows = "".join(f"<tr><th>{_esc(c)}</th>" + "".join(
+            f'<td style="background:rgba(68,119,170,{v / peak:.2f})">{v:.2f}</td>' for v in row) + "</tr>"
+            for c, row in zip(concepts, norms))
+        return ("<p>The label layer reads each concept's embedding; a cell is the L2 norm of the weights a label "
+                "gives that concept's block (how strongly the label reads it; the per-dimension weights are in "
+                "<code>explanations.json</code>, <code>label_layer</code>).</p>"
+                f"<table class='label-layer'><tr><th>concept</th>{head}</tr>{rows}</table>")
     rows = []
     for label, used in es.label_layer.items():
         cells = "; ".join(
@@ -156,7 +198,8 @@ def render_html(es: ExplanationSet, faithfulness_md: str | None = None) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>sparsecbm explanations</title>"
         f"<style>{CSS}</style></head><body><h1>sparsecbm explanations</h1>"
         f"<p>method: <b>{_esc(es.method)}</b>; checkpoint: {_esc(es.checkpoint)}; "
-        f"label sparsity: {_esc(es.label_sparsity)}; token gates: {_esc(es.token_gates)}</p>"
+        f"label sparsity: {_esc(es.label_sparsity)}"
+        + (f"; token gates: {_esc(es.token_gates)}" if es.token_gates else "") + "</p>"
     )
     body = [
         head,
@@ -188,34 +231,64 @@ def write_pngs(es: ExplanationSet, out_dir: str | Path, max_examples: int = 3) -
 
     out_dir, paths = Path(out_dir), []
     for i, e in enumerate(es.explanations[:max_examples]):
-        m = np.array([c.token_scores for c in e.concepts])
-        peak = np.abs(m).max(axis=1, keepdims=True)
-        m = m / np.where(peak == 0, 1, peak)
-        fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(e.tokens)), 0.5 * len(e.concepts) + 1.2))
-        ax.imshow(m, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(e.tokens)), e.tokens, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(e.concepts)), [f"{c.name}={c.predicted}" for c in e.concepts], fontsize=8)
-        ax.set_title(f"example {i}: predicted {e.predicted_label} ({es.method})", fontsize=9)
-        fig.tight_layout()
-        paths.append(out_dir / f"tokens_{i}.png")
-        fig.savefig(paths[-1], dpi=150)
-        plt.close(fig)
+        paths.append(_token_png(e, f"example {i}: predicted {e.predicted_label} ({es.method})",
+                                out_dir / f"tokens_{i}.png", plt, np))
     if es.label_layer:
-        labels = list(es.label_layer)
+        paths.append(_label_layer_png(es, out_dir / "label_layer.png", plt, np))
+    return paths
+
+
+#: PNG widths stay within ~1,500 px at 150 dpi: token heatmaps wrap after this many tokens.
+PNG_DPI, TOKENS_PER_LINE = 150, 40
+
+
+def _token_png(e: Explanation, title: str, path: Path, plt, np) -> Path:
+    """Concepts x tokens, normalised per concept, in lines of at most :data:`TOKENS_PER_LINE` tokens."""
+    m = np.array([c.token_scores for c in e.concepts])
+    peak = np.abs(m).max(axis=1, keepdims=True)
+    m = m / np.where(peak == 0, 1, peak)
+    starts = list(range(0, max(len(e.tokens), 1), TOKENS_PER_LINE))
+    width = min(len(e.tokens), TOKENS_PER_LINE)
+    fig, axes = plt.subplots(len(starts), 1, squeeze=False,
+                             figsize=(max(4.0, 0.2 * width + 1.8), len(starts) * (0.45 * len(e.concepts) + 0.9) + 0.4))
+    labels = [f"{c.name}={c.predicted}" for c in e.concepts]  # whole value names: never cut
+    for ax, start in zip(axes[:, 0], starts):
+        part = m[:, start:start + TOKENS_PER_LINE]
+        ax.imshow(part, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+        ax.set_xticks(range(part.shape[1]), e.tokens[start:start + TOKENS_PER_LINE], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=PNG_DPI)
+    plt.close(fig)
+    return path
+
+
+def _label_layer_png(es: ExplanationSet, path: Path, plt, np) -> Path:
+    """The label layer: per concept value and label its weight, or for concept embeddings the norm of each
+    concept's block per label (``K x L``: one column per dimension would be thousands of pixels wide)."""
+    labels = list(es.label_layer)
+    if reads_embeddings(es):
+        rows, _, norms = concept_norms(es)
+        w, cmap, title = np.array(norms), "Blues", "label layer: weight-block norm per concept and label"
+        vmin, vmax = 0.0, float(w.max()) or 1.0
+    else:
         cols = sorted({(c.concept, v) for used in es.label_layer.values() for c in used for v in c.weights})
-        w = np.zeros((len(labels), len(cols)))
-        for r, label in enumerate(labels):
+        w = np.zeros((len(cols), len(labels)))
+        for j, label in enumerate(labels):
             for c in es.label_layer[label]:
                 for v, x in c.weights.items():
-                    w[r, cols.index((c.concept, v))] = x
-        fig, ax = plt.subplots(figsize=(0.5 * len(cols) + 2, 0.4 * len(labels) + 1.5))
-        peak = np.abs(w).max() or 1.0
-        ax.imshow(w, cmap="RdBu", vmin=-peak, vmax=peak, aspect="auto")
-        ax.set_xticks(range(len(cols)), [f"{c}={v}" for c, v in cols], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels)
-        ax.set_title("label layer weights", fontsize=9)
-        fig.tight_layout()
-        paths.append(out_dir / "label_layer.png")
-        fig.savefig(paths[-1], dpi=150)
-        plt.close(fig)
-    return paths
+                    w[cols.index((c.concept, v)), j] = x
+        rows, cmap, title = [f"{c}={v}" for c, v in cols], "RdBu", "label layer weights"
+        vmax = float(np.abs(w).max()) or 1.0
+        vmin = -vmax
+    fig, ax = plt.subplots(figsize=(min(9.5, 0.6 * len(labels) + 2.8), 0.32 * len(rows) + 1.4))
+    image = ax.imshow(w, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(labels)), [f"label {label}" for label in labels], fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=PNG_DPI)
+    plt.close(fig)
+    return path

@@ -84,17 +84,15 @@ class CBMConfig:
             value = getattr(self, f.name)
             if value is None and f.name in _NONE_IS:
                 value = _NONE_IS[f.name]
-            if f.type in ("int", "float") and value is not None:
-                value = int(value) if f.type == "int" else float(value)
+            if f.type in ("int", "float") and value is not None and not isinstance(value, bool):
+                try:
+                    value = int(value) if f.type == "int" else float(value)
+                except (TypeError, ValueError):
+                    pass  # check_object names the option and what it expects
             setattr(self, f.name, value)
-        for key in ("concept_class_weight", "label_class_weight"):
-            if getattr(self, key) not in CLASS_WEIGHTS:
-                raise ConfigError(f"cbm.{key}='{getattr(self, key)}' is not valid; expected none or balanced")
-        for key in ("residual_drop_prob", "train_intervention_prob", "prototype_prob", "teacher_weight"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"cbm.{key}={getattr(self, key)} must be in [0, 1]")
-        if self.counterfactual_weight < 0:
-            raise ConfigError(f"cbm.counterfactual_weight={self.counterfactual_weight} must be >= 0 (0 = off)")
+        from sparsecbm.options import CBM, check_object
+
+        check_object(self, CBM)  # the ranges and names of sparsecbm.options (declared once, checked before training too)
         if self.counterfactual_weight > 0 and self.mode != "joint":
             raise ConfigError(f"cbm.counterfactual_weight={self.counterfactual_weight} trains the label head on "
                               f"interventions, which cbm.mode={self.mode} does not do jointly; use cbm.mode=joint "

@@ -1,6 +1,10 @@
 """The explorer's web app: a FastAPI JSON API over :class:`~sparsecbm.serve.explorer.Explorer` and the static
 page in ``sparsecbm/serve/static`` (plain HTML/CSS/JS, nothing loaded from the network).
 
+The split's views (``/api/dataset``, ``/api/curves``, the prediction filters of ``/api/examples``) answer at
+once: 202 with ``{"status": "running", "done": n, "total": N}`` while the background pass runs (the page polls),
+then the results (see :mod:`sparsecbm.serve.split_pass`).
+
 The client never names a file: the checkpoint(s) and the data are fixed when the server starts, and a
 request names a text or an example index. Request bodies over ``limits.max_body_bytes`` get 413.
 """
@@ -96,6 +100,15 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def _pending(body: dict[str, Any]):
+    """``body`` as is once the split's pass is done; its progress with 202 Accepted while it runs (or 500
+    after it failed, with the reason in ``detail``)."""
+    status = body.get("status", "done")
+    if status == "done":
+        return body
+    return JSONResponse(body, status_code=500 if status == "error" else 202)
+
+
 def create_app(explorer: Explorer, compare: Explorer | None = None) -> FastAPI:
     """The app for one checkpoint (and optionally a second one to compare with)."""
     app = FastAPI(title="sparsecbm explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
@@ -160,7 +173,7 @@ def create_app(explorer: Explorer, compare: Explorer | None = None) -> FastAPI:
     def examples(wrong_label: bool | None = None, wrong_concept: str | None = None, label: str | None = None,
                  concept: str | None = None, value: str | None = None, q: str | None = Query(None, max_length=200),
                  offset: int = 0, limit: int = 50) -> dict[str, Any]:
-        return explorer.examples(wrong_label, wrong_concept, label, concept, value, q, offset, limit)
+        return _pending(explorer.examples(wrong_label, wrong_concept, label, concept, value, q, offset, limit))
 
     @app.get("/api/examples/{index}")
     def example(index: int) -> dict[str, Any]:
@@ -168,11 +181,11 @@ def create_app(explorer: Explorer, compare: Explorer | None = None) -> FastAPI:
 
     @app.get("/api/dataset")
     def dataset() -> dict[str, Any]:
-        return explorer.dataset()
+        return _pending(explorer.dataset())
 
     @app.get("/api/curves")
     def curves() -> dict[str, Any]:
-        return explorer.curves()
+        return _pending(explorer.curves())
 
     @app.get("/api/subnetworks")
     def subnetworks() -> dict[str, Any]:

@@ -7,6 +7,7 @@ A user error (missing or unreadable checkpoint, bad data root, port in use) prin
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -102,11 +103,34 @@ def run(cfg: DictConfig) -> None:
     if host_warning(host):
         print(host_warning(host), file=sys.stderr, flush=True)
     app = create_app(explorer, compare)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # Ctrl+C: open connections (a browser keeps some alive) get 1 s, not uvicorn's wait for all of them
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1))
     print(f"sparsecbm explorer: {url(host, cfg.port)}  (Ctrl+C to stop)", flush=True)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled: the stop the user asked for
+        pass
+    finally:
+        sock.close()
+    print("sparsecbm explorer: stopped", flush=True)
+
+
+def leave() -> None:
+    """End the process now that the server has stopped. A request or the Dataset pass may still be inside
+    the model, in native code Python cannot interrupt: waiting for it could take minutes, and tearing the
+    interpreter down around it aborts the process. Logs and output are flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @hydra_entry_point("serve")
-def main(cfg: DictConfig) -> None:
+def _serve(cfg: DictConfig) -> None:
     run(cfg)
+
+
+def main() -> None:
+    """``python -m sparsecbm.serve`` / ``sparsecbm-serve``: serve until Ctrl+C, then exit at once (status 0)."""
+    _serve()
+    leave()

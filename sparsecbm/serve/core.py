@@ -21,3 +21,4 @@ class Limits:
     max_body_bytes: int = 262_144
     cache_size: int = 256
     max_examples: int = 200
+    split_batch_size: int = 8

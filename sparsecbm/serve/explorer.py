@@ -13,7 +13,8 @@ subnetworks (each a mixin of :class:`Explorer`); :mod:`~sparsecbm.serve.core` th
 
 Safety: every use of the model holds one lock (the mask-level edit changes masks in place and restores
 them before the lock is released), and a cached entry is never modified, so one request's edits never
-reach another's.
+reach another's. The split's pass runs in a background thread and takes the lock one small chunk at a
+time, after any waiting request (:class:`~sparsecbm.serve.split_pass.ModelLock`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from sparsecbm.interpret.intervention import (
     require_concepts,
 )
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck
+from sparsecbm.results import cbm_title
 from sparsecbm.serve.core import ExplorerError, Limits
 from sparsecbm.serve.explanations import Explanations
 from sparsecbm.serve.mask_edits import MaskEdits
+from sparsecbm.serve.split_pass import ModelLock
 from sparsecbm.serve.split_views import SplitViews
 from sparsecbm.session import Encoded, InferenceSession
 
@@ -64,10 +67,11 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         self.dm, self.split = datamodule, split
         self.limits = limits or Limits()
         self.eps, self.mask_portion, self.random_seeds = float(eps), float(mask_portion), int(random_seeds)
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self._cache: OrderedDict[str, Encoded] = OrderedDict()
-        self._split_cache: dict[str, Any] | None = None
+        self._split_job, self._split_guard = None, threading.Lock()
         self._editor = None
+        self._word_scheme: str | None = None
         self.backbone_runs = 0
 
     # ------------------------------------------------------------------ model facts
@@ -75,6 +79,16 @@ class Explorer(MaskEdits, Explanations, SplitViews):
     def token_weights_kind(self) -> str | None:
         pooler = self.model.token_pooler
         return None if pooler is None else (getattr(pooler, "method", "") or None)
+
+    def words(self, tokens: list[str]) -> list[dict[str, Any]]:
+        """``tokens`` as words (:func:`sparsecbm.interpret.words.words`: word pieces merged; a word's weight
+        is the sum of its pieces')."""
+        from sparsecbm.interpret.words import scheme_of_tokenizer, words
+
+        tokenizer = self.session.tokenizer
+        if self._word_scheme is None:
+            self._word_scheme = scheme_of_tokenizer(tokenizer)
+        return words(tokens, self._word_scheme, set(tokenizer.all_special_tokens), tokenizer)
 
     @property
     def sparse(self) -> bool:
@@ -88,9 +102,13 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         """What the page needs to lay itself out."""
         from sparsecbm.models.label_sparsity import label_weight
 
+        ckpt, run = self.session.ckpt_path, self.session.run_dir
         return {
-            "checkpoint": self.session.ckpt_path.name if self.session.ckpt_path else None,
-            "run": self.session.run_dir.name if self.session.run_dir else None,
+            "checkpoint": ckpt.name if ckpt else None,
+            "run": run.name if run else None,
+            # what the page calls this model: its run folder and checkpoint (every run's best is "best.ckpt")
+            "title": f"{run.name}/{ckpt.name}" if ckpt and run else (ckpt.name if ckpt else "model"),
+            "cbm": cbm_title(self.session.meta.cbm),
             "mode": self.session.mode,
             "activation": self.model.activation,
             "label_head": "linear" if label_weight(self.model.label_head) is not None else "mlp",
@@ -194,7 +212,8 @@ class Explorer(MaskEdits, Explanations, SplitViews):
             "concepts": concepts,
             "contributions_of": str(prediction.label), "bias": bias,
             "residual_contribution": contrib[-1] if contrib is not None and self.model.residual_dim else None,
-            "tokens": enc.tokens[0], "token_weights_kind": self.token_weights_kind, "truncated": enc.truncated[0],
+            "tokens": enc.tokens[0], "words": self.words(enc.tokens[0]), "token_weights_kind": self.token_weights_kind,
+            "truncated": enc.truncated[0],
         }
 
     def _edit(self, enc: Encoded, edits: list[Edit], truth) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The explorer's data-split views: one cached pass over the split (predictions, metrics, intervention
-curves), the example browser with its filters, the split's metrics, and the concept subnetworks.
+"""The explorer's data-split views: one pass over the split (predictions, metrics, intervention curves;
+computed in the background, :mod:`sparsecbm.serve.split_pass`), the example browser with its filters, the
+split's metrics, and the concept subnetworks.
 
 Mixed into :class:`~sparsecbm.serve.explorer.Explorer` (it reads the explorer's session, data and lock).
 Metrics are :mod:`sparsecbm.metrics`' definitions; the run's own numbers come from its
@@ -8,13 +9,13 @@ Metrics are :mod:`sparsecbm.metrics`' definitions; the run's own numbers come fr
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
 from sparsecbm.interpret.strategies import Bottleneck
 from sparsecbm.serve.core import ExplorerError
+from sparsecbm.serve.split_pass import SplitPass
 
 
 class SplitViews:
@@ -58,29 +59,40 @@ class SplitViews:
                                 "config points at existing files) to browse examples", status=404)
         return self.dm.raw[self.split]
 
-    def _split_pass(self) -> dict[str, Any]:
-        """One backbone pass over the split (once, cached): predictions for the filters, metrics, curves."""
+    def split_pass(self):
+        """The :class:`~sparsecbm.serve.split_pass.SplitPass` of the split (made on first use, not started)."""
+        from sparsecbm.session import collect
+
+        raw = self._raw()
+        with self._split_guard:
+            if self._split_job is None:
+                size = self.limits.split_batch_size
+                self._split_job = SplitPass(
+                    len(raw), lambda: self.dm.loader(self.split, batch_size=size),
+                    lambda batch: collect(self.model, [batch]), self._split_results, self.lock)
+            return self._split_job
+
+    @torch.no_grad()
+    def _split_results(self, split) -> dict[str, Any]:
+        """Predictions for the filters, metrics and curves from the split's outputs. Without the model lock:
+        it reads only the label head, which nothing in the explorer changes."""
         from sparsecbm.interpret.curves import intervention_curve, task_metrics
 
-        self._raw()
-        with self.lock:
-            if self._split_cache is not None:
-                return self._split_cache
-            start = time.perf_counter()
-            split = self.session.collect(self.dm.loader(self.split))
-            truth, labels = split.truth, split.labels
-            bottleneck = Bottleneck.from_model(self.model, split.outputs, self.eps)
-            label_probs = bottleneck.label_probs()
-            concept_pred = torch.stack([p.argmax(-1) for p in bottleneck.concept_probs()], 1)
-            curve = intervention_curve(bottleneck, truth, labels, self.concepts.names,
-                                       seeds=range(self.random_seeds))
-            acc, f1 = task_metrics(label_probs, labels)
-            self._split_cache = {
-                "label_probs": label_probs, "label_pred": label_probs.argmax(-1), "labels": labels,
-                "concept_pred": concept_pred, "truth": truth, "curve": curve, "task": {"acc": acc, "f1": f1},
-                "seconds": time.perf_counter() - start,
-            }
-            return self._split_cache
+        truth, labels = split.truth, split.labels
+        bottleneck = Bottleneck.from_model(self.model, split.outputs, self.eps)
+        label_probs = bottleneck.label_probs()
+        concept_pred = torch.stack([p.argmax(-1) for p in bottleneck.concept_probs()], 1)
+        curve = intervention_curve(bottleneck, truth, labels, self.concepts.names, seeds=range(self.random_seeds))
+        acc, f1 = task_metrics(label_probs, labels)
+        return {"label_probs": label_probs, "label_pred": label_probs.argmax(-1), "labels": labels,
+                "concept_pred": concept_pred, "truth": truth, "curve": curve, "task": {"acc": acc, "f1": f1}}
+
+    def _split_pass(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """``(results, progress)``: the pass's results, or ``None`` while it runs (started here); ``progress`` is
+        ``{"split", "status": "running", "done": n, "total": N, ...}`` (see :meth:`SplitPass.poll`)."""
+        job = self.split_pass()
+        progress = {"split": self.split, **job.poll()}
+        return (job.result if progress["status"] == "done" else None), progress
 
     def examples(self, wrong_label: bool | None = None, wrong_concept: str | None = None, label: str | None = None,
                  concept: str | None = None, value: str | None = None, q: str | None = None, offset: int = 0,
@@ -103,7 +115,13 @@ class SplitViews:
         if not 1 <= limit <= self.limits.max_examples or offset < 0:
             raise ExplorerError(f"'limit' must be in 1..{self.limits.max_examples} and 'offset' >= 0")
         needs_predictions = wrong_label is not None or wrong_concept not in (None, "")
-        sp = self._split_pass() if needs_predictions or self._split_cache is not None else None
+        if needs_predictions:
+            sp, progress = self._split_pass()
+            if sp is None:  # the prediction filters wait for the pass: the page polls until it is done
+                return {**progress, "matched": None, "examples": []}
+        else:
+            job = self.split_pass()
+            sp = job.result if job.status == "done" else None
         names = [str(v) for v in c.label.values]
         rows = []
         for i, text in enumerate(raw.texts):
@@ -131,16 +149,21 @@ class SplitViews:
                 row["wrong_concepts"] = [c.names[k] for k in
                                          torch.nonzero(sp["concept_pred"][i] != sp["truth"][i]).flatten().tolist()]
             out.append(row)
-        return {"split": self.split, "total": len(raw), "matched": len(rows), "offset": offset, "examples": out}
+        return {"status": "done", "split": self.split, "total": len(raw), "matched": len(rows), "offset": offset,
+                "examples": out}
 
     def dataset(self) -> dict[str, Any]:
         """The split's metrics (task and per concept, with confusion matrices) and the run's reported numbers
-        (its ``results.json``, when the checkpoint sits in its run folder: ceiling / leakage summary)."""
+        (its ``results.json``, when the checkpoint sits in its run folder: ceiling / leakage summary).
+
+        Answers at once: while the background pass runs, with its progress (:meth:`_split_pass`)."""
         from torchmetrics.functional.classification import multiclass_confusion_matrix
 
         from sparsecbm.metrics import accuracy, macro_f1
 
-        sp = self._split_pass()
+        sp, progress = self._split_pass()
+        if sp is None:
+            return progress
         per_concept = {}
         for k, spec in enumerate(self.concepts):
             pred, true = sp["concept_pred"][:, k], sp["truth"][:, k]
@@ -154,7 +177,7 @@ class SplitViews:
         run = None if result is None else {key: getattr(result, key)
                                            for key in ("val", "test", "reference", "model", "data", "run")}
         return {
-            "split": self.split, "n": int(sp["labels"].shape[0]), "seconds": sp["seconds"],
+            **progress, "n": int(sp["labels"].shape[0]), "seconds": sp["seconds"],
             "task": sp["task"], "labels": labels,
             "label_confusion": multiclass_confusion_matrix(sp["label_pred"], sp["labels"], len(labels)).tolist(),
             "concepts": per_concept,
@@ -163,6 +186,7 @@ class SplitViews:
         }
 
     def curves(self) -> dict[str, Any]:
-        """Task accuracy / macro-F1 vs number of concepts set to the truth, per policy, on the split."""
-        sp = self._split_pass()
-        return {"split": self.split, **sp["curve"].to_dict()}
+        """Task accuracy / macro-F1 vs number of concepts set to the truth, per policy, on the split (the
+        pass's progress while it runs)."""
+        sp, progress = self._split_pass()
+        return progress if sp is None else {**progress, **sp["curve"].to_dict()}

@@ -114,10 +114,13 @@ def subnetwork_summary(model, results_path=None) -> dict[str, Any] | None:
 
 
 def example_subnetworks(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, summary: dict | None,
-                        top: int = 5) -> dict[str, Any] | None:
-    """Example level: the model's ``density`` plus, per concept, the heads/neurons that mattered most here."""
+                        top: int = 5, units: bool = True) -> dict[str, Any] | None:
+    """Example level: the model's ``density`` plus (``units``) per concept the heads/neurons that mattered
+    most here."""
     if summary is None:
         return None
+    if not units:
+        return {"density": summary["density"]}
     real = attention_mask[0].bool()
     ids, mask = input_ids[:, real], attention_mask[:, real]
     units = {model.concepts.names[k]: subnetwork_attribution(model, k, ids, mask, top)

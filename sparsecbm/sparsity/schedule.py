@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from sparsecbm.errors import ConfigError
+
 UNITS = ("fraction", "epoch", "step")
 KINDS = ("cubic", "linear")
 SCOPES = ("layer", "global")
@@ -18,7 +20,7 @@ def scheduled_sparsity(progress: float, init: float, final: float, kind: str = "
         return init + (final - init) * t
     if kind == "cubic":
         return final + (init - final) * (1.0 - t) ** 3
-    raise ValueError(f"sparsity.schedule.kind='{kind}' is not valid; expected linear or cubic")
+    raise ConfigError(f"sparsity.schedule.kind='{kind}' is not valid; expected linear or cubic")
 
 
 def schedule_steps(schedule: Mapping[str, Any], total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
@@ -26,10 +28,10 @@ def schedule_steps(schedule: Mapping[str, Any], total_steps: int, steps_per_epoc
     unit = schedule.get("unit", "fraction")
     scale = {"step": 1, "epoch": steps_per_epoch, "fraction": total_steps}.get(unit)
     if scale is None:
-        raise ValueError(f"sparsity.schedule.unit='{unit}' is not valid; expected step, epoch or fraction")
+        raise ConfigError(f"sparsity.schedule.unit='{unit}' is not valid; expected step, epoch or fraction")
     start, end = round(float(schedule["start"]) * scale), round(float(schedule["end"]) * scale)
     if end < start:
-        raise ValueError(f"sparsity.schedule: end ({schedule['end']}) is before start ({schedule['start']})")
+        raise ConfigError(f"sparsity.schedule: end ({schedule['end']}) is before start ({schedule['start']})")
     return start, end
 
 
@@ -52,14 +54,11 @@ class Schedule:
     scope: str = "layer"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("unit", UNITS), ("kind", KINDS), ("scope", SCOPES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"sparsity.schedule.{name}='{getattr(self, name)}' is not valid; expected one of {allowed}")
-        for name in ("init_sparsity", "final_sparsity"):
-            if not 0.0 <= float(getattr(self, name)) < 1.0:
-                raise ValueError(f"sparsity.schedule.{name}={getattr(self, name)} is not valid; expected a value in [0, 1)")
+        from sparsecbm.options import SCHEDULE, check_object
+
+        check_object(self, SCHEDULE)  # declared once in sparsecbm.options (a ConfigError, a ValueError subclass)
         if float(self.end) < float(self.start):
-            raise ValueError(f"sparsity.schedule: end ({self.end}) is before start ({self.start})")
+            raise ConfigError(f"sparsity.schedule: end ({self.end}) is before start ({self.start})")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | Schedule | None) -> Schedule:
@@ -70,10 +69,17 @@ class Schedule:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:
-            raise ValueError(f"sparsity.schedule: unknown setting(s) {unknown}; expected some of {sorted(known)}")
+            raise ConfigError(f"sparsity.schedule: unknown setting(s) {unknown}; expected some of {sorted(known)}")
         types = {f.name: f.type for f in fields(cls)}
         cast = {"float": float, "int": int, "str": str}
-        return cls(**{k: cast[types[k]](v) for k, v in settings.items()})
+
+        def convert(k: str, v: Any) -> Any:
+            try:
+                return cast[types[k]](v)
+            except (TypeError, ValueError):
+                return v  # check_object names the option and what it expects
+
+        return cls(**{k: convert(k, v) for k, v in settings.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +88,7 @@ class Schedule:
         """(first, last) optimizer step of the window, clamped to the steps training runs (0 .. total - 1)."""
         start, end = schedule_steps(self.to_dict(), total_steps, steps_per_epoch)
         if end > total_steps:
-            raise ValueError(f"sparsity.schedule: the window ends at step {end} ({self.end} {self.unit}), after the "
+            raise ConfigError(f"sparsity.schedule: the window ends at step {end} ({self.end} {self.unit}), after the "
                              f"{total_steps} steps training runs, so the final sparsity {self.final_sparsity} would "
                              "never be reached; lower sparsity.schedule.end or train longer")
         last = max(int(total_steps) - 1, 0)

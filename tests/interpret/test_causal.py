@@ -104,8 +104,10 @@ def call(argv, monkeypatch, capsys) -> str:
     ("cem", ["explainers=[mask]"], "edit per-concept subnetwork masks"),
     ("cem", ["explainers=[proxy]"], "need proxy_ckpt="),
     ("standard", ["explainers=[hard]"], "a 'standard' model without concepts"),
-    ("cem", [f"data.root={FIXTURES / 'cebab_tiny'}", "counterfactuals={splits: [test], window: 0}"],
+    ("cem", [f"data.root={FIXTURES / 'cebab_tiny'}",
+             "counterfactuals={splits: [test], prefix_chars: 1000, min_similarity: 1.0}"],
      "no counterfactual pairs found in split 'test'"),
+    ("cem", ["counterfactuals={window: 0}"], "data.counterfactuals.window=0 must be an integer >= 1"),
     ("cem", ["counterfactuals={windo: 3}"], "unknown data.counterfactuals option(s) ['windo']"),
 ])
 def test_user_errors_exit_2(runs, tmp_path, monkeypatch, capsys, which, extra, message):

@@ -113,10 +113,10 @@ def test_teacher_mix():
 
 
 def test_options_are_checked():
-    with pytest.raises(ConfigError, match="counterfactual_weight=-1.0 must be >= 0"):
+    with pytest.raises(ConfigError, match=r"cbm.counterfactual_weight=-1.0 is not valid; expected a value >= 0"):
         CBMConfig(counterfactual_weight=-1)
     with pytest.raises(ConfigError, match="cbm.mode=independent does not do jointly"):
         CBMConfig(mode="independent", activation="probs", counterfactual_weight=1)
-    with pytest.raises(ConfigError, match="teacher_weight=2.0 must be in"):
+    with pytest.raises(ConfigError, match=r"cbm.teacher_weight=2.0 is not valid; expected a value in \[0, 1\]"):
         CBMConfig(teacher_weight=2)
     assert CBMConfig().to_dict()["counterfactual_weight"] == 0.0 and CBMConfig().teacher is None

@@ -6,11 +6,9 @@ import torch
 from sparsecbm.models.bottleneck import (
     ACTIVATIONS,
     LOGIT_EPS,
-    GroundTruth,
-    HardValue,
-    SoftValue,
     activation,
     edited_inputs,
+    ground_truth_targets,
     mix_embeddings,
 )
 
@@ -50,11 +48,9 @@ def test_write_sets_the_target_in_each_space():
 
 
 def test_strategies_and_edited_inputs():
-    hard = HardValue(2).target(2, 3)
+    hard = ground_truth_targets(torch.tensor([[2], [2]]), [3])[0]  # a hard value is the one-hot of its index
     assert hard.tolist() == [[0.0, 0.0, 1.0]] * 2
-    soft = SoftValue((0.1, 0.2, 0.7)).target(2, 3)
-    torch.testing.assert_close(soft, torch.tensor([[0.1, 0.2, 0.7]] * 2))
-    gt = GroundTruth().targets(torch.tensor([[1, 0], [2, 1]]), [3, 2])
+    gt = ground_truth_targets(torch.tensor([[1, 0], [2, 1]]), [3, 2])
     assert [t.tolist() for t in gt] == [[[0, 1, 0], [0, 0, 1]], [[1, 0], [0, 1]]]
     two = [LOGITS, LOGITS[:, :2]]
     mask = torch.tensor([[True, False], [False, False]])

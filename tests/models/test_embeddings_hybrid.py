@@ -158,7 +158,7 @@ def test_prototype_training_options_are_checked():
 
     with pytest.raises(ConfigError, match="prototype_prob=0.5 needs cbm.activation=embedding.*activation=hard"):
         CBMConfig(activation="hard", prototype_prob=0.5)
-    with pytest.raises(ConfigError, match=r"cbm.prototype_prob=1.5 must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"cbm.prototype_prob=1.5 is not valid; expected a value in \[0, 1\]"):
         CBMConfig(activation="embedding", prototype_prob=1.5)
     assert CBMConfig(activation="embedding", prototype_prob=0.5).prototype_prob == 0.5
 

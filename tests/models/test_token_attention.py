@@ -7,7 +7,7 @@ import torch
 from conftest import TINY_BERT
 
 from sparsecbm.models.backbone import pool
-from sparsecbm.models.poolers import build_token_pooler
+from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.token_attention import ConceptAttentionPooler
 
 
@@ -85,11 +85,11 @@ def test_each_concept_learns_to_attend_to_its_own_token():
 
 
 def test_config_builds_attention_and_refuses_standard():
-    assert isinstance(build_token_pooler({"tokens": "attention"}, 8, 4), ConceptAttentionPooler)
+    assert isinstance(CBMConfig.coerce({"tokens": "attention"}).token_pooler(8, 4), ConceptAttentionPooler)
     with pytest.raises(ValueError, match="cbm.tokens=attention needs concepts"):
-        build_token_pooler({"tokens": "attention", "mode": "standard"}, 8, 4)
+        CBMConfig.coerce({"tokens": "attention", "mode": "standard"}).token_pooler(8, 4)
     with pytest.raises(ValueError, match="cbm.tokens='heads' is not valid"):
-        build_token_pooler({"tokens": "heads"}, 8, 4)
+        CBMConfig.coerce({"tokens": "heads"}).token_pooler(8, 4)
 
 
 def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
@@ -102,7 +102,7 @@ def test_train_reload_and_explain_with_attention(cfg_factory, tmp_path):
     assert "tokens_kept" not in results["test"]  # a gates-only statistic
     trained = objs["module"].model.token_pooler
     assert trained.query.abs().sum() > 0  # the queries trained (they start at zero)
-    session = sparsecbm.load(tmp_path / "checkpoints" / "last.ckpt")
+    session = sparsecbm.load(tmp_path / "checkpoints" / "best.ckpt")
     module = session.model
     assert torch.equal(module.token_pooler.query, trained.query)
     batch = next(iter(objs["datamodule"].loader("test")))

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from conftest import TINY_BERT
 
-from sparsecbm.models.poolers import build_token_pooler
+from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.token_gates import HardConcreteTokenGates
 
 
@@ -52,8 +52,8 @@ def test_gates_reach_target_budget():
 
 
 def test_config_builds_none_or_gates():
-    assert build_token_pooler({"tokens": "none"}, 8, 4) is None
-    pooler = build_token_pooler({"tokens": "gates", "token_budget": 0.1}, 8, 4)
+    assert CBMConfig.coerce({"tokens": "none"}).token_pooler(8, 4) is None
+    pooler = CBMConfig.coerce({"tokens": "gates", "token_budget": 0.1}).token_pooler(8, 4)
     assert isinstance(pooler, HardConcreteTokenGates) and pooler.budget == 0.1
 
 
@@ -79,7 +79,7 @@ def test_train_with_gates_and_reload(cfg_factory, tmp_path):
     metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     budget = metrics["train/loss_token_budget"].dropna()
     assert len(budget) > 0 and budget.iloc[-1] < budget.iloc[0]  # the penalty is in the loss and decreases
-    module, _ = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    module, _ = load_model(tmp_path / "checkpoints" / "best.ckpt")
     assert (
         isinstance(module.token_pooler, HardConcreteTokenGates)
         and module.token_pooler.budget == 0.3
@@ -96,10 +96,10 @@ def test_init_from_a_dense_checkpoint_adds_fresh_gates(cfg_factory, tmp_path):
     from sparsecbm.train import build, train
 
     train(cfg_factory(["experiment=smoke", "cbm.tokens=none", *TINY_BERT], out=tmp_path / "dense"))  # mean pooling
-    dense = torch.load(tmp_path / "dense/checkpoints/last.ckpt", map_location="cpu", weights_only=False)[
+    dense = torch.load(tmp_path / "dense/checkpoints/best.ckpt", map_location="cpu", weights_only=False)[
         "state_dict"
     ]
-    init = f"init_from={tmp_path / 'dense/checkpoints/last.ckpt'}"
+    init = f"init_from={tmp_path / 'dense/checkpoints/best.ckpt'}"
     _, module, _ = build(
         cfg_factory(["experiment=smoke", "cbm.tokens=gates", init, *TINY_BERT], out=tmp_path / "g")
     )

@@ -34,6 +34,20 @@ def sparse(serve_ckpts):
     return make_client(serve_ckpts["sparse"])
 
 
+def finished(client, path, params=None, timeout=120.0):
+    """GET ``path`` until the split's background pass is done (202 with progress until then)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        r = client.get(path, params=params)
+        if r.status_code != 202:
+            assert r.status_code == 200, r.text
+            return r.json()
+        assert r.json()["status"] == "running" and time.monotonic() < end
+        time.sleep(0.05)
+
+
 def probs(pred, concepts):
     """An ``InterventionResult`` prediction as the API's lists."""
     return ([pred.label_probs[v] for v in concepts.label.values],
@@ -190,7 +204,7 @@ def test_examples_filters_and_example_truth(dense):
     food = ex.concepts.position("food")
     r = client.get("/api/examples", params={"concept": "food", "value": "Positive", "limit": 200}).json()
     assert r["matched"] == sum(1 for c in raw.concepts if c[food] == ex.concepts["food"].index("Positive"))
-    wrong = client.get("/api/examples", params={"wrong_label": "true", "limit": 200}).json()
+    wrong = finished(client, "/api/examples", {"wrong_label": "true", "limit": 200})
     right = client.get("/api/examples", params={"wrong_label": "false", "limit": 200}).json()
     assert wrong["matched"] + right["matched"] == 32 and all(e["predicted"] != e["label"] for e in wrong["examples"])
     wc = client.get("/api/examples", params={"wrong_concept": "food", "limit": 200}).json()
@@ -209,8 +223,8 @@ def test_examples_filters_and_example_truth(dense):
 
 def test_dataset_and_curves(dense):
     client, ex = dense
-    d = client.get("/api/dataset").json()
-    assert d["n"] == 32 and sum(map(sum, d["label_confusion"])) == 32
+    d = finished(client, "/api/dataset")
+    assert d["status"] == "done" and d["done"] == d["total"] == d["n"] == 32 and sum(map(sum, d["label_confusion"])) == 32
     for c in d["concepts"].values():
         assert sum(map(sum, c["confusion"])) == 32
         assert c["acc"] == pytest.approx(sum(c["confusion"][i][i] for i in range(len(c["values"]))) / 32)

@@ -60,9 +60,20 @@ def test_cli_serves_page_predict_and_intervene(serve_ckpts, tmp_path):
         assert pred["label_probs"] == pytest.approx([ref.before.label_probs[v] for v in labels], abs=1e-6)
         assert edit["after"]["label_probs"] == pytest.approx([ref.after.label_probs[v] for v in labels], abs=1e-6)
         assert httpx.get(base + "/api/examples", timeout=30).json()["total"] == 32  # the smoke run's data.limit.test
+        # Ctrl+C with a kept-alive connection open and the Dataset pass started: one line, exit 0, in < 2 s
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/api/dataset").status_code in (200, 202)
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            seconds = time.monotonic() - start
+        assert proc.returncode == 0 and out.strip().splitlines() == ["sparsecbm explorer: stopped"], (out, err)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        assert seconds < 2, seconds
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(20)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(20)
 
 
 def test_cli_user_error_exits_2_with_one_line(tmp_path):
@@ -117,7 +128,7 @@ def test_bench_writes_json(serve_ckpts, tmp_path):
     from sparsecbm.serve.bench import run as bench
 
     out = bench(compose_cfg(tmp_path, [f"ckpt_path={serve_ckpts['sparse']}", "bench.texts=3", "bench.edits=2",
-                                       "bench.mask_texts=2", "bench.warmup=1"], "serve"))
+                                       "bench.mask_texts=2", "bench.warmup=1", "bench.dataset=true"], "serve"))
     import json
 
     saved = json.loads((tmp_path / "serve_bench.json").read_text())
@@ -128,3 +139,8 @@ def test_bench_writes_json(serve_ckpts, tmp_path):
     assert saved["targets"]["new_text_over_forward"]["value"] == pytest.approx(ratio)
     assert saved["targets"]["edit_server_ms"]["met"] == (saved["ms"]["edit_server"]["median"] <= 50)
     assert out["ratios"]["new_text_server_over_forward"] == pytest.approx(ratio)
+    d = saved["dataset"]  # the Dataset view's background pass over the 32 test examples
+    assert d["examples"] == 32 and d["seconds"] > 0 and 0 < d["lock_ms_max"] <= 1000 * d["seconds"]
+    during = d["predict_during_pass"]
+    if during is not None:  # predictions sent while it ran (none when the pass ends first)
+        assert saved["targets"]["predict_during_dataset_ms"]["value"] == during["max"]

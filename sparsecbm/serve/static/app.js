@@ -1,11 +1,17 @@
 // sparsecbm explorer: plain JS over the JSON API of this server (nothing is loaded from elsewhere).
 "use strict";
 
-const state = { info: null, text: null, example: null, edits: {}, soft: {}, last: null, scores: null };
+const state = { info: null, text: null, example: null, edits: {}, soft: {}, last: null, scores: null, seq: 0,
+  poll: { dataset: 0, examples: 0 }, unit: "words" };
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const fmt = (p) => Number(p).toFixed(4);
 const ms = (x) => (x == null ? "-" : `${Number(x).toFixed(1)} ms`);
+const sleep = (t) => new Promise((r) => setTimeout(r, t));
+// Every request that fills the prediction panel takes a number; an answer that is not the latest is dropped,
+// so the panel always shows the prediction of the text it names (never an older request's answer).
+const claim = () => ++state.seq;
+const latest = (id) => id === state.seq;
 
 async function api(path, body) {
   const opts = body === undefined ? {} : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
@@ -30,6 +36,13 @@ function source() {
 }
 
 // ------------------------------------------------------------------ rendering helpers
+function progressBar(p, what) {
+  const pct = p.total ? (100 * p.done / p.total).toFixed(0) : 0;
+  return `<div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="${p.total}" aria-valuenow="${p.done}">` +
+    `<span class="spinner" aria-hidden="true"></span> ${esc(what)}: <progress value="${p.done}" max="${p.total}"></progress> ` +
+    `<span class="count">${p.done} of ${p.total}</span> examples (${pct}%) <span class="muted">· predictions stay available meanwhile</span></div>`;
+}
+
 function labelBars(view, other) {
   const top = view.label;
   return view.label_values.map((v, i) => {
@@ -46,14 +59,21 @@ function tokenColour(score, peak) {
   return score >= 0 ? `rgba(68,119,170,${a})` : `rgba(204,102,119,${a})`;
 }
 
-function heatmaps(tokens, concepts, scores) {
-  // scores: per concept a list per token (attributions), else the model's own token weights
-  return concepts.map((c, k) => {
+function heatmaps(view, scores) {
+  // scores: per concept a list per token (attributions), else the model's own token weights. In the word view
+  // a word's score is the SUM of its pieces' scores (its attention mass; for attributions, their total).
+  const tokens = view.tokens;
+  const units = state.unit === "words" && view.words ? view.words : tokens.map((t, i) => ({ text: t, tokens: [i] }));
+  return view.concepts.map((c, k) => {
     const s = scores ? scores[k] : c.token_weights;
     if (!s) return "";
-    const peak = Math.max(...s.map(Math.abs));
-    const spans = tokens.map((t, i) => `<span class="tok" title="${s[i].toFixed(4)}" style="background:${tokenColour(s[i], peak)}">${esc(t)}</span>`).join("");
-    return `<div class="hname">${esc(c.name)} = ${esc(c.predicted)}</div><div class="heatmap" data-concept="${esc(c.name)}">${spans}</div>`;
+    const u = units.map((w) => w.tokens.reduce((a, i) => a + s[i], 0));
+    const peak = Math.max(...u.map(Math.abs));
+    const spans = units.map((w, j) => {
+      const pieces = w.tokens.length > 1 ? ` = ${w.tokens.map((i) => `${tokens[i]} ${s[i].toFixed(4)}`).join(" + ")}` : "";
+      return `<span class="tok" title="${u[j].toFixed(4)}${esc(pieces)}" style="background:${tokenColour(u[j], peak)}">${esc(w.text)}</span>`;
+    }).join("");
+    return `<div class="hname">${esc(c.name)} = ${esc(c.predicted)}</div><div class="heatmap" data-concept="${esc(c.name)}" data-unit="${units === tokens ? "tokens" : state.unit}">${spans}</div>`;
   }).join("");
 }
 
@@ -63,9 +83,12 @@ function conceptCards(before, after) {
     const edit = state.edits[c.name];
     const values = c.values.map((v, i) => {
       const isSet = typeof edit === "string" && edit === v;
+      // the bar shows the distribution the label head reads: the edited one once the concept is set
+      const shown = a.edited ? a.probs[i] : c.probs[i];
       return `<button class="value${isSet ? " set" : ""}${c.true === v ? " truth" : ""}" data-concept="${esc(c.name)}" data-value="${esc(v)}" title="set ${esc(c.name)} = ${esc(v)}">` +
-        `<span>${esc(v)} <b>${fmt(c.probs[i])}</b>${a.edited ? ` → ${fmt(a.probs[i])}` : ""}</span>` +
-        `<span class="vtrack"><span class="vbar" style="width:${(100 * c.probs[i]).toFixed(1)}%"></span></span></button>`;
+        `<span>${esc(v)} <b>${fmt(c.probs[i])}</b>${a.edited ? ` → <b class="edited-p">${fmt(a.probs[i])}</b>` : ""}</span>` +
+        `<span class="vtrack"><span class="vbar${a.edited ? " edited" : ""}" style="width:${(100 * shown).toFixed(1)}%"></span>` +
+        `${a.edited ? `<span class="vwas" style="left:${(100 * c.probs[i]).toFixed(1)}%" title="the model's own ${fmt(c.probs[i])}"></span>` : ""}</span></button>`;
     }).join("");
     const contrib = c.contribution == null ? "" :
       `<span class="muted">contribution to logit ${esc(before.contributions_of)}: ${c.contribution.toFixed(3)}` +
@@ -81,11 +104,21 @@ function conceptCards(before, after) {
   }).join("");
 }
 
+function clearPrediction(message) {
+  $("#prediction").hidden = true;
+  $("#stale-note").hidden = true;
+  $("#placeholder").hidden = false;
+  $("#placeholder").textContent = message;
+}
+
 function render(res) {
   state.last = res;
   const before = res.before, after = res.after;
   $("#placeholder").hidden = true;
   $("#prediction").hidden = false;
+  $("#prediction").dataset.example = state.example == null ? "" : String(state.example);
+  $("#prediction").classList.remove("stale");
+  $("#stale-note").hidden = true;
   $("#label-summary").innerHTML = `<span class="muted">${esc(before.label)}${after.label !== before.label ? ` → <b>${esc(after.label)}</b>` : ""}` +
     `${before.true_label != null ? ` · true ${esc(before.true_label)}` : ""}${before.truncated ? " · text truncated to the model's max length" : ""}</span>`;
   $("#label-before").innerHTML = labelBars(before);
@@ -99,7 +132,8 @@ function render(res) {
   const kind = before.token_weights_kind;
   $("#token-kind").textContent = state.scores ? `${state.scores.method} attributions` :
     (kind ? `the model's own ${kind} weights per concept` : "this model has no token weights: compute an attribution");
-  $("#heatmaps").innerHTML = heatmaps(before.tokens, before.concepts, state.scores ? state.scores.values : null);
+  if (state.unit === "words") $("#token-kind").textContent += " (a word's weight: the sum of its pieces')";
+  $("#heatmaps").innerHTML = heatmaps(before, state.scores ? state.scores.values : null);
 }
 
 // ------------------------------------------------------------------ actions
@@ -108,15 +142,18 @@ async function predict() {
   if (state.text !== text) { state.example = null; }
   state.text = text; state.edits = {}; state.soft = {}; state.scores = null;
   $("#mask-result").innerHTML = ""; $("#explain-cost").textContent = "";
+  const id = claim();
+  clearPrediction("predicting…");
   const res = await api("/api/predict", source());
-  render({ before: res, after: res, ms: res.ms });
+  if (latest(id)) render({ before: res, after: res, ms: res.ms });
 }
 
 async function intervene() {
   const set = {};
   for (const [name, v] of Object.entries(state.edits)) set[name] = v;
+  const id = claim();
   const res = await api("/api/intervene", { ...source(), set });
-  render(res);
+  if (latest(id)) render(res);
 }
 
 function toggleValue(concept, value) {
@@ -136,7 +173,9 @@ function softChange(concept) {
 async function maskFix() {
   const concept = $("#mask-concept").value, value = $("#mask-value").value;
   const portion = Number($("#mask-portion").value) || undefined;
+  const id = state.seq;
   const res = await api("/api/intervene/mask", { ...source(), concept, value, portion });
+  if (id !== state.seq) return;  // another text or edit came since: this answer is not about what is shown
   const e = res.edit;
   const k = res.before.concepts.findIndex((c) => c.name === concept);
   const b = res.before.concepts[k], a = res.after.concepts[k];
@@ -151,7 +190,9 @@ async function maskFix() {
 async function explain() {
   const method = $("#explain-method").value;
   $("#explain-cost").textContent = "computing…";
+  const id = state.seq;
   const res = await api("/api/explain", { ...source(), method });
+  if (id !== state.seq) return;
   state.scores = { method: res.method, values: res.explanation.concepts.map((c) => c.token_scores) };
   $("#explain-cost").textContent = `${res.method}: ${(1000 * res.seconds).toFixed(0)} ms for ${res.explanation.concepts.length} concepts`;
   render(state.last);
@@ -177,7 +218,16 @@ async function loadExamples() {
   add("q", $("#f-q").value); add("label", $("#f-label").value); add("wrong_label", $("#f-wrong-label").value);
   add("wrong_concept", $("#f-wrong-concept").value); add("concept", $("#f-concept").value); add("value", $("#f-value").value);
   params.set("limit", "100");
-  const res = await api(`/api/examples?${params}`);
+  const id = ++state.poll.examples;
+  let res = await api(`/api/examples?${params}`);
+  while (res.status === "running") {  // the prediction filters wait for the split's background pass
+    $("#examples-count").textContent = "";
+    $("#examples").innerHTML = `<li class="pending">${progressBar(res, "predicting the split for this filter")}</li>`;
+    await sleep(400);
+    if (id !== state.poll.examples) return;
+    res = await api(`/api/examples?${params}`);
+  }
+  if (id !== state.poll.examples) return;
   $("#examples-count").textContent = `(${res.matched} of ${res.total}, ${esc(res.split)})`;
   $("#examples").innerHTML = res.examples.map((e) =>
     `<li data-index="${e.index}">${esc(e.text.slice(0, 140))}${e.text.length > 140 ? "…" : ""}` +
@@ -185,11 +235,15 @@ async function loadExamples() {
 }
 
 async function pickExample(index) {
+  const id = claim();
+  clearPrediction("predicting…");  // never the new text beside the previous prediction
+  $("#mask-result").innerHTML = ""; $("#explain-cost").textContent = "";
   const ex = await api(`/api/examples/${index}`);
+  if (!latest(id)) return;
   $("#text").value = ex.text;
   state.text = ex.text; state.example = index; state.edits = {}; state.soft = {}; state.scores = null;
   const res = await api("/api/predict", { example: index });
-  render({ before: res, after: res, ms: res.ms });
+  if (latest(id)) render({ before: res, after: res, ms: res.ms });
 }
 
 // ------------------------------------------------------------------ other views
@@ -248,8 +302,16 @@ function curveSvg(curve) {
 async function loadDataset() {
   const box = $("#dataset");
   if (!state.info.data) { box.innerHTML = `<p class="muted">No data loaded (start with data.root=DIR).</p>`; return; }
-  box.innerHTML = `<p class="muted">computing…</p>`;
-  const [d, curve] = await Promise.all([api("/api/dataset"), api("/api/curves")]);
+  const id = ++state.poll.dataset;
+  let d = await api("/api/dataset");
+  while (d.status === "running") {  // the pass runs in the background: show how far, ask again
+    box.innerHTML = progressBar(d, `computing the ${d.split} split`);
+    await sleep(400);
+    if (id !== state.poll.dataset) return;
+    d = await api("/api/dataset");
+  }
+  const curve = await api("/api/curves");
+  if (id !== state.poll.dataset) return;
   let html = `<h2>${esc(d.split)} split: ${d.n} examples</h2><p>task accuracy <b>${(100 * d.task.acc).toFixed(1)}%</b>, macro-F1 <b>${(100 * d.task.f1).toFixed(1)}</b> <span class="muted">(computed here, ${d.seconds.toFixed(1)} s)</span></p>`;
   if (d.bottleneck) {
     const b = d.bottleneck, keys = Object.keys(b).filter((k) => b[k] && typeof b[k] === "object" && "acc" in b[k]);
@@ -273,9 +335,11 @@ async function compareText() {
   if (!state.info.compare) { box.innerHTML = `<p class="muted">Start the server with compare_ckpt_path=... to compare two checkpoints.</p>`; return; }
   if (!state.text) { box.innerHTML = `<p class="muted">Predict a text in the Text view first.</p>`; return; }
   const res = await api("/api/compare", source());
-  const column = (title, v) => `<div><h3>${esc(title)}: ${esc(v.label)}</h3><div class="labels">${labelBars(v)}</div>` +
+  const column = (role, info, v) => `<div class="compare-side" data-role="${role}"><h3><span class="role">${role === "main" ? "A · main" : "B · compare"}</span> ` +
+    `<span class="model-title">${esc(info.title)}</span> <span class="muted small">${esc(info.cbm)}</span></h3>` +
+    `<p>label <b>${esc(v.label)}</b></p><div class="labels">${labelBars(v)}</div>` +
     v.concepts.map((c) => `<div class="lrow"><span class="lname" style="width:7em">${esc(c.name)}</span><span>${esc(c.predicted)} (${fmt(Math.max(...c.probs))})</span></div>`).join("") + `</div>`;
-  box.innerHTML = column(state.info.checkpoint || "main", res.main) + column(state.info.compare.checkpoint || "compare", res.compare);
+  box.innerHTML = column("main", state.info, res.main) + column("compare", state.info.compare, res.compare);
 }
 
 // ------------------------------------------------------------------ wiring
@@ -287,9 +351,9 @@ function fillSelect(sel, options, keepFirst = true) {
 async function init() {
   const info = await api("/api/info");
   state.info = info;
-  $("#model-info").textContent = `${info.checkpoint || "checkpoint"}${info.run ? ` (run ${info.run})` : ""} · ${info.mode} CBM reading ${info.activation}` +
+  $("#model-info").textContent = `${info.title} · ${info.cbm}` +
     ` · ${info.concepts.length} concepts${info.sparse ? " · per-concept subnetworks" : ""}${info.data ? ` · data ${info.data.name}/${info.data.split} (${info.data.size})` : ""}` +
-    `${info.compare ? ` · compare: ${info.compare.checkpoint}` : ""}`;
+    `${info.compare ? ` · compare: ${info.compare.title}` : ""}`;
   fillSelect($("#f-label"), info.label.values);
   fillSelect($("#f-wrong-concept"), info.concepts.map((c) => c.name));
   fillSelect($("#f-concept"), info.concepts.map((c) => c.name));
@@ -311,6 +375,12 @@ async function init() {
     if (b.dataset.view === "compare") await compareText();
   })));
   $("#predict").addEventListener("click", () => guarded(predict));
+  $("#text").addEventListener("input", () => {  // the shown prediction no longer belongs to the text: say so
+    const stale = !$("#prediction").hidden && $("#text").value !== state.text;
+    $("#prediction").classList.toggle("stale", stale);
+    $("#stale-note").hidden = !stale;
+  });
+  $("#token-unit").addEventListener("change", () => { state.unit = $("#token-unit").value; if (state.last) render(state.last); });
   $("#reset").addEventListener("click", () => guarded(async () => { state.edits = {}; state.soft = {}; await intervene(); }));
   $("#mask-run").addEventListener("click", () => guarded(maskFix));
   $("#explain-run").addEventListener("click", () => guarded(explain));
