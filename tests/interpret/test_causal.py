@@ -100,7 +100,7 @@ def call(argv, monkeypatch, capsys) -> str:
 
 @pytest.mark.parametrize("which,extra,message", [
     ("cem", ["split=train"], "split 'train' of data 'cebab' holds no counterfactual pairs"),
-    ("cem", ["explainers=[hard,magic]"], "unknown explainer(s) ['magic']"),
+    ("cem", ["explainers=[hard,magic]"], "explainers='magic' is not valid; expected one of ['auto', 'hard'"),
     ("cem", ["explainers=[mask]"], "edit per-concept subnetwork masks"),
     ("cem", ["explainers=[proxy]"], "need proxy_ckpt="),
     ("standard", ["explainers=[hard]"], "a 'standard' model without concepts"),

@@ -151,3 +151,13 @@ def test_report_round_trip_table_and_plot(tmp_path):
     assert "| hard | 0.106 / 0.000 |" in report.markdown()
     assert report.plot(tmp_path / "icace.png").stat().st_size > 1000
     assert set(report.summary()["explainers"]["hard"]) == {"l2", "cosine", "normdiff", "n", "per_concept"}
+
+
+def test_explainer_names_are_checked_in_python_too():
+    from sparsecbm.errors import ConfigError
+    from sparsecbm.interpret.causal_explainers import resolve_explainers
+
+    model = lookup_model()
+    assert resolve_explainers("auto", model, None) == ["hard", "soft", "conexp", "approx", "approx_matched"]
+    with pytest.raises(ConfigError, match=r"unknown explainer\(s\) \['magic'\]"):
+        resolve_explainers(["hard", "magic"], model, None)
