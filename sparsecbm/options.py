@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +167,9 @@ CBM = [
     Option("cbm.dropout", "float", 0, 1, high_open=True),
     # a negative weight would train the concept heads to be wrong (it maximises the concept loss)
     Option("cbm.concept_loss_weight", "float", 0, help="weight of the concept loss beside the task loss"),
-    Option("cbm.concept_class_weight", "choice", choices=("none", "balanced"), null=True),
-    Option("cbm.label_class_weight", "choice", choices=("none", "balanced"), null=True),
+    Option("cbm.concept_class_weight", "choice", choices=("none", "balanced", "sqrt"), null=True),
+    Option("cbm.label_class_weight", "choice", choices=("none", "balanced", "sqrt"), null=True),
+    Option("cbm.label_logit_adjust", "float", 0, help="tau of the logit-adjusted task loss; 0 is off"),
     Option("cbm.label_epochs", "int", 0),
     Option("cbm.train_intervention_prob", "float", 0, 1),
     Option("cbm.prototype_prob", "float", 0, 1),
@@ -255,6 +256,8 @@ def _train() -> list[Option]:
         Option("sparsity.shared", "bool"),
         Option("sparsity.masked_layers", "int", each=True, null=True, help="block indices; negative from the top"),
         Option("sparsity.scorer.batches", "int", 1),
+        Option("sparsity.scorer.seed", "seed", null=True),
+        Option("random_control", "bool"),
         Option("callbacks.progress_log.every_n_steps", "int", 1, help="steps between progress lines in the log"),
     ]
 
@@ -331,11 +334,19 @@ def _annotate() -> list[Option]:
     ]
 
 
+def _renamed(declared: list[Option], old: str, new: str) -> list[Option]:  # a group composed at another package
+    return [replace(o, key=new + o.key[len(old):]) for o in declared if o.key.startswith(old)]
+
+
 def _bench() -> list[Option]:
-    return [
+    train = _train() + [Option("trainer.devices", "int", 1)]
+    return [  # + the cbm configs the bench's configurations name, the default sparsity and the default trainer
         *COMMON, *_data(), *[o for o in _data("k_data.") if o.key != "k_data.root"],
+        *[o for name in ("standard", "joint", "cem") for o in _renamed(CBM, "cbm.", f"cbms.{name}.")],
+        *_renamed(train, "sparsity.", "sparsity_default."), *_renamed(train, "trainer.", "trainer_default."),
         Option("threads", "int", 1, null=True), Option("batch_size", "int", 1),
-        Option("steps.warmup", "int", 0), Option("steps.timed", "int", 1), Option("steps.scaling", "int", 1),
+        Option("steps.warmup", "int", 0), *[Option(f"steps.{k}", "int", 1) for k in (
+            "timed", "scaling", "score_updates", "inference_pair", "interventions")],
         Option("inference_batches", "int", 1, each=True), Option("inference_reps", "int", 1),
         Option("k_scaling", "int", 1, each=True), Option("length_scaling", "int", 8, each=True),
         Option("isolate", "bool"), Option("warm_start", "bool"), Option("quick", "bool"),

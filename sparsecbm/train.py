@@ -65,6 +65,33 @@ def subnetwork_outputs(module, output_dir: Path, write: bool = True, loader=None
     return stats
 
 
+def random_control(cfg: DictConfig, output_dir: Path, stats: dict[str, Any]) -> dict[str, Any]:
+    """``random_control=true``: train the same run again with fixed random per-concept masks
+    (``sparsity/scorer=random``: same seed, data, blocks, schedule and sparsity) into
+    ``output_dir/random_control`` and return what its cross-mask matrix reaches beside this run's.
+
+    A separate training is needed because the control must include what it controls for: every concept
+    head adapts to the mask it trains under, so a trained head prefers its own mask whichever units the
+    mask keeps. Arbitrary masks on *this* model would only show that adaptation again.
+    """
+    sub = OmegaConf.to_container(cfg, resolve=False)
+    sub["random_control"] = False
+    sub["sparsity"]["scorer"] = {"_target_": "sparsecbm.sparsity.RandomScorer", "seed": int(cfg.seed)}
+    sub["paths"]["output_dir"] = str(output_dir / "random_control")
+    log.info("random_control: training the random-mask control into %s", sub["paths"]["output_dir"])
+    control, _ = train(OmegaConf.create(sub))
+    c = control.subnetworks or {}
+    own, ctrl = stats.get("specificity") or {}, c.get("specificity") or {}
+    return {
+        "scorer": "random", "results": str(output_dir / "random_control" / "results.json"),
+        "specificity": ctrl, "own_mask_best": c.get("own_mask_best"), "cross_mask": c.get("cross_mask"),
+        "mean_jaccard": c.get("mean_jaccard"),
+        "test_label_f1": control.metric("test/label/f1"), "test_concept_f1": control.metric("test/concept/f1"),
+        # what this run's scorer adds beyond heads adapting to any masks (per concept, in F1 units)
+        "specificity_above_control": {k: own[k] - ctrl[k] for k in own if k in ctrl},
+    }
+
+
 def checkpoint_bytes(module) -> int:
     """Disk a run's checkpoints need at most: best.ckpt (weights) plus last.ckpt (weights and AdamW's two
     moment estimates of the trainable ones), each briefly twice while its new version is written."""
@@ -199,6 +226,8 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     if module.model.sparse:
         subnetworks = subnetwork_outputs(module, output_dir, write=trainer.is_global_zero,
                                          loader=datamodule.loader("test") if cfg.get("test", True) else None)
+        if cfg.get("random_control") and trainer.is_global_zero:
+            subnetworks["random_control"] = random_control(cfg, output_dir, subnetworks)
     result = RunResult.collect(
         stages=stages, model=module.model, datamodule=datamodule, ceiling=ceiling,
         run={

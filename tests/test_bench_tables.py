@@ -7,7 +7,8 @@ import json
 import pytest
 from conftest import TINY_DATA
 
-from sparsecbm.bench import run
+from sparsecbm.bench import amortised_updates, run
+from sparsecbm.sparsity import make_scorer
 from sparsecbm.tables import load_runs, table
 
 
@@ -15,7 +16,8 @@ def test_bench_quick(cfg_factory, tmp_path):
     cfg = cfg_factory([
         # k_data.root follows data.root unless it is given
         "backbone=tiny_bert", f"data.root={TINY_DATA}", "data.max_length=32",
-        "steps.warmup=1", "steps.timed=2", "steps.scaling=1", "inference_reps=2", "k_scaling=[1,10]",
+        "steps.warmup=1", "steps.timed=2", "steps.scaling=2", "inference_reps=2", "k_scaling=[1,10]",
+        "steps.score_updates=2", "steps.inference_pair=2", "steps.interventions=2",
         "length_scaling=[16]", "configs.reference_style.pad_to=64", "configs.dense_joint_cbm_pad512.pad_to=64", f"docs_path={tmp_path / 'docs/bench.md'}",
         "isolate=false",
     ], name="bench")
@@ -44,18 +46,56 @@ def test_bench_quick(cfg_factory, tmp_path):
     assert "Targets:" in (tmp_path / "docs/bench.md").read_text()
     checked = {(t["config"], t["metric"]) for t in saved["targets"]}
     assert ("sparse_default", "train_ratio") in checked and ("sparse_default", "mask_intervention_ms") in checked
+    assert ("sparse_default", "mask_intervention_cold_ms") in checked
     assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in saved["targets"])
+    # what it times: the default cbm (cem: concept embeddings, attention pooling) and its Taylor updates, amortised
+    sd = saved["configs"]["sparse_default"]
+    assert sd["cbm"]["activation"] == "embedding" and sd["cbm"]["tokens"] == "attention"
+    assert saved["configs"]["dense_standard"]["cbm"]["mode"] == "standard"
+    up = sd["score_updates"]
+    assert up["scorer"] == "taylor" and 1 <= up["batches"] <= 4 and up["updates"] >= 1 and up["seconds"] > 0
+    plan = amortised_updates(sd["spec"]["sparsity"], saved["amortise"]["n_train"], saved["amortise"]["batch_size"],
+                             saved["amortise"]["epochs"])
+    assert (up["updates"], up["total_steps"]) == (plan["updates"], plan["total_steps"])
+    step = sd["train"]["batch"] / sd["train"]["examples_per_s"]
+    assert sd["train_amortised"]["examples_per_s"] == pytest.approx(
+        sd["train"]["batch"] / (step + up["seconds"] * up["updates"] / up["total_steps"]))
+    dense = saved["configs"]["dense_standard"]["train"]["examples_per_s"]
+    assert sd["ratio_to_dense"] == pytest.approx(sd["train_amortised"]["examples_per_s"] / dense)
+    assert sd["ratio_to_dense_no_updates"] == pytest.approx(sd["train"]["examples_per_s"] / dense)
+    assert "score_updates" not in saved["configs"]["sparse_unstructured_all"]  # magnitude-free level masks, no scorer
+    pair = saved["inference_pair"]
+    assert pair["configs"] == ["dense_standard", "dense_cem", "sparse_default"]
+    for bs in (1, 32):
+        row = pair[f"batch_{bs}"]
+        assert row["ratio"]["sparse_default"] == pytest.approx(row["sparse_default"]["seconds"]
+                                                               / row["dense_standard"]["seconds"])
+    target = next(t for t in saved["targets"] if t["metric"] == "inference_ratio@1")
+    assert target["value"] == pytest.approx(pair["batch_1"]["ratio"]["sparse_default"])  # side by side
+    assert set(saved["k_scaling"]["K=10"]) >= {"dense", "sparse", "dense_iqr", "sparse_iqr", "steps"}
+    assert len(saved["machine"]["load_avg"]) == 3 and len(saved["load_avg_end"]) == 3
+    md = (tmp_path / "bench.md").read_text()
+    assert "Inference side by side" in md and "amortised over a default run" in md and "load average" in md
+
+
+def test_amortised_updates_follow_the_schedule_as_the_callback_does():
+    # 100 examples, batch 10, 5 epochs: 50 steps; window 0..30 (end 0.6), every 10: targets at 0 (= the start
+    # level 0: no update), 10, 20, 30
+    sparsity = {"schedule": {"final_sparsity": 0.7, "end": 0.6, "every": 10}}
+    assert amortised_updates(sparsity, 100, 10, 5) == {"updates": 3, "total_steps": 50, "epochs": 5,
+                                                       "steps_per_epoch": 10}
 
 
 def test_bench_isolates_each_configuration_in_its_own_process(cfg_factory, tmp_path):
     import os
 
     drop = ["dense_joint_cbm", "naive_default", "sparse_neuron", "sparse_unstructured_top2", "sparse_unstructured_all",
-            "naive_unstructured_all", "reference_style", "sparse_structured_all", "dense_joint_cbm_pad512"]
+            "naive_unstructured_all", "reference_style", "sparse_structured_all", "dense_joint_cbm_pad512", "dense_cem"]
     cfg = cfg_factory([
         "backbone=tiny_bert", f"data.root={TINY_DATA}", f"k_data.root={TINY_DATA}", "data.max_length=32",
         "steps.warmup=1", "steps.timed=2", "inference_reps=1", "k_scaling=[]", "length_scaling=[]",
         *[f"~configs.{name}" for name in drop], "targets=[{config: sparse_default, metric: train_ratio, min: 0.8}]",
+        "inference_pair=[dense_standard,sparse_default]", "steps.inference_pair=2", "steps.score_updates=1",
     ], name="bench")
     result = run(cfg)
     pids = {name: r["pid"] for name, r in result["configs"].items()}
@@ -157,7 +197,7 @@ def test_cebab_table_experiment_sweeps_every_row(cfg_factory):
         assert c.trainer.max_epochs == 3
         sp = c.sparsity or None
         assert c.cbm.activation == ("logits" if row != "standard" else c.cbm.activation)
-        seen[row] = (c.cbm.mode, sp and sp.granularity, sp and sp.scorer.name, sp and sp.schedule.final_sparsity,
+        seen[row] = (c.cbm.mode, sp and sp.granularity, sp and make_scorer(sp.scorer).name, sp and sp.schedule.final_sparsity,
                      sp and sp.masked_layers)
     assert seen["standard"] == ("standard", None, None, None, None)
     assert seen["joint"] == ("joint", None, None, None, None)
@@ -179,7 +219,7 @@ def test_bottleneck_table_experiment_sweeps_every_row(cfg_factory):
         c = cfg_factory(["experiment=bottleneck_table", f"+bottleneck_row={row}"])
         sp = c.sparsity or None
         seen[row] = (c.cbm.mode, c.cbm.activation, c.cbm.residual_dim, c.cbm.concept_class_weight,
-                     c.cbm.train_intervention_prob, sp and (sp.scorer.name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
+                     c.cbm.train_intervention_prob, sp and (make_scorer(sp.scorer).name, sp.schedule.final_sparsity, tuple(sp.masked_layers)),
                      c.trainer.max_epochs, c.cbm.label_head, c.cbm.label_class_weight, c.cbm.tokens)
     sparse = ("taylor", 0.7, (-2, -1))  # the default structured SparseCBM: concept-specific masks
     assert seen["standard"][0] == "standard"

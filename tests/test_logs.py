@@ -130,4 +130,5 @@ def test_annotate_embedding_logs_progress(tmp_path, caplog):
     emb = SentenceEmbedder("minilm", cache_dir=None, progress=False, batch_size=2)
     with caplog.at_level("INFO", logger="sparsecbm.progress"):
         emb.embed(["The pasta was tasty.", "The room was loud.", "Slow service."])
-    assert caplog.messages[-1].startswith("embedding sentences (minilm): 3/3 (100%) · ") and "done in" in caplog.messages[-1]
+    progress = [r.getMessage() for r in caplog.records if r.name == "sparsecbm.progress"]
+    assert progress[-1].startswith("embedding sentences (minilm): 3/3 (100%) · ") and "done in" in progress[-1]

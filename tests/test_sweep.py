@@ -37,13 +37,13 @@ def test_optuna_sweep_on_smoke(tmp_path):
     multirun(out, "hparams_search=smoke_optuna")
     best = yaml.safe_load((out / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"model.optimizer.lr", "cbm.concept_loss_weight",
-                                        "sparsity.schedule.final_sparsity", "sparsity.scorer.name"}
+                                        "sparsity.schedule.final_sparsity", "sparsity/scorer"}
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
     values = [float(r["val/label/f1"]) for r in rows]
     # the value each trial returned to Optuna is its val task macro-F1, and the best is the maximum
     assert best["best_value"] == pytest.approx(max(values))
-    assert {r["sparsity.scorer.name"] for r in rows} <= {"magnitude", "movement", "obert"}
+    assert {r["sparsity/scorer"] for r in rows} <= {"magnitude", "movement", "obert"}
     assert "Best: job" in (out / "summary.md").read_text()
 
 

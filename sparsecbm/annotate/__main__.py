@@ -43,10 +43,13 @@ def _data_fields(cfg: DictConfig) -> tuple[Path, str, dict[str, Any], list, dict
 def run(cfg: DictConfig):
     from rich.console import Console
 
-    from sparsecbm.annotate.annotator import annotate_folder
+    from sparsecbm.annotate.annotator import annotate_folder, check_split
     from sparsecbm.annotate.bank import load_bank
     from sparsecbm.annotate.embed import SentenceEmbedder
 
+    check_split("calibration_split", str(cfg.calibration_split))  # before any model loads: refused in a second
+    if cfg.discover:
+        check_split("discovery.split", str(cfg.discovery.split))
     bank = load_bank(cfg.bank)
     root, text_column, label, human, files = _data_fields(cfg)
     out = Path(cfg.out_dir)

@@ -29,10 +29,12 @@ from sparsecbm.annotate.scoring import (
     calibrate_logreg,
     calibrate_probe,
     calibrate_threshold,
+    crossfit,
     default_rule,
     grade,
     grade_edges,
     score_texts,
+    subset_scores,
 )
 from sparsecbm.concepts import ConceptSpec
 from sparsecbm.data.loading import SPLITS, DataError, _cell, _read_local
@@ -47,13 +49,28 @@ CALIBRATIONS = ("threshold", "logreg", "probe")
 
 
 def agreement(human: Sequence[int], machine: Sequence[int], n_values: int) -> dict[str, float]:
-    """Accuracy, macro-F1 and Cohen's kappa of machine against human value indices."""
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+    """Accuracy, macro-F1 (:mod:`sparsecbm.metrics`, the definition every other figure uses: a value absent
+    from both sides is left out of the mean) and Cohen's kappa of machine against human value indices."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from sparsecbm.metrics import accuracy, macro_f1
 
     human, machine = np.asarray(human), np.asarray(machine)
-    return {"n": int(len(human)), "accuracy": float(accuracy_score(human, machine)),
-            "macro_f1": float(f1_score(human, machine, average="macro", labels=list(range(n_values)))),
-            "kappa": float(cohen_kappa_score(human, machine, labels=list(range(n_values))))}
+    if not len(human):
+        return {"n": 0, "accuracy": float("nan"), "macro_f1": float("nan"), "kappa": float("nan")}
+    return {"n": int(len(human)), "accuracy": accuracy(machine, human, n_values),
+            "macro_f1": macro_f1(machine, human, n_values), "kappa": float(cohen_kappa_score(human, machine))}
+
+
+def check_split(option: str, split: str, allowed: Sequence[str] = ("train", "dev")) -> str:
+    """``split`` if ``option`` may use it; a :class:`ConfigError` for the test split (fitting or ranking on it
+    would make every test figure in-sample, as ``optimized_metric=test/...`` is refused) or an unknown one."""
+    if split == "test":
+        raise ConfigError(f"{option}=test is refused: the test split must stay unseen (its agreement and ceiling "
+                          f"figures would be in-sample); use {option}=dev")
+    if split not in allowed:
+        raise ConfigError(f"{option}='{split}' is not valid; expected one of {list(allowed)}")
+    return split
 
 
 @dataclass
@@ -81,7 +98,11 @@ class AnnotationResult:
     def table(self):
         from rich.table import Table
 
-        t = Table(title="machine vs human concept labels (dev = calibration split)" if self.agreement else
+        p = self.provenance
+        split, folds = p.get("calibration_split"), p.get("calibration_split_crossfit_folds")
+        how = (f"calibrated on {split}; {split} values cross-fitted, {folds} folds" if folds else
+               f"calibrated on {split}; {split} values IN-SAMPLE" if split else "no calibration")
+        t = Table(title=f"machine vs human concept labels ({how})" if self.agreement else
                   "no bank concept has human labels in this data (human_column): no agreement to report")
         for col in ("concept", "split", "n", "accuracy", "macro-F1", "kappa"):
             t.add_column(col)
@@ -160,7 +181,9 @@ def annotate_folder(
         embedder: Sentence embedder (default: MiniLM, no cache).
         calibration: ``threshold`` (tau + bias by grid search), ``logreg`` (on the similarity scores) or
             ``probe`` (a linear probe on the sentence embeddings, :func:`~sparsecbm.annotate.scoring.calibrate_probe`).
-        calibration_split: The labelled split thresholds are calibrated on.
+        calibration_split: The labelled split thresholds are calibrated on (``train`` or ``dev``; ``test`` is
+            refused). Its own rows are cross-fitted (:func:`~sparsecbm.annotate.scoring.crossfit`), so its
+            agreement is out-of-sample.
         default_tau: Threshold for concepts without human labels when none was calibrated.
         language: Sentence-splitting language.
         scores_out: If given, filled with the scores per split (for concept discovery).
@@ -170,6 +193,7 @@ def annotate_folder(
     embedder = embedder or SentenceEmbedder()
     if calibration not in CALIBRATIONS:
         raise ConfigError(f"calibration='{calibration}' is not valid; expected one of {list(CALIBRATIONS)}")
+    check_split("calibration_split", calibration_split)
     data = read_checked(root, files, text_column, label)
     human = [h for h in human if all(h.column in data[s][0] for s in SPLITS)]
     by_column = {h.column: h for h in human}
@@ -183,27 +207,36 @@ def annotate_folder(
         scores_out.update(scores)
 
     decisions: dict[str, Decision] = {}
+    held_out: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # concept -> (labelled rows, cross-fitted values)
+    folds_used = []
     for c in bank.concepts:
         spec = by_column.get(c.human_column or "")
         if spec is None:
             continue
         y = human_indices(data[calibration_split][1], spec, list(c.values) + [bank.unknown])
         keep = y >= 0
-        sc = _subset(scores[calibration_split][c.name], keep)
+        sc = subset_scores(scores[calibration_split][c.name], keep)
         thr = calibrate_threshold(sc, y[keep])
         d = {"logreg": calibrate_logreg, "probe": calibrate_probe}[calibration](sc, y[keep]) \
             if calibration in ("logreg", "probe") else thr
-        d.calibration.update({"split": calibration_split, "rows": int(keep.sum()), "threshold_tau": thr.tau})
+        crossfitted, k = crossfit(calibration, sc, y[keep], d)
+        held_out[c.name] = (np.flatnonzero(keep), crossfitted)
+        folds_used.append(k)
+        d.calibration.update({"split": calibration_split, "rows": int(keep.sum()), "threshold_tau": thr.tau,
+                              "crossfit_folds": k})
         decisions[c.name] = d
     calibrated = list(decisions.values())
     for c in bank.concepts:
         if c.name not in decisions:
             decisions[c.name] = default_rule(c, calibrated, default_tau)
     values = {c.name: {s: decisions[c.name].decide(scores[s][c.name]) for s in SPLITS} for c in bank.concepts}
+    for name, (rows, crossfitted) in held_out.items():  # the calibration split's labelled rows: out-of-sample
+        values[name][calibration_split][rows] = crossfitted
     polarity = {c.name: {s: scores[s][c.name].polarity(c.grade_by) for s in SPLITS} for c in bank.concepts if c.levels}
     provenance = {"annotator": "embedding", "model": embedder.name, "model_path": embedder.path,
-                  "calibration": calibration, "calibration_split": calibration_split, "default_tau": default_tau,
-                  "language": language}
+                  "calibration": calibration, "calibration_split": calibration_split,
+                  "calibration_split_crossfit_folds": min(folds_used) if folds_used else 0,
+                  "default_tau": default_tau, "language": language}
     return write_annotation(root, out, bank, data, text_column, label, human, values, polarity, provenance,
                             {k: d.to_dict() for k, d in decisions.items()}, start)
 
@@ -281,11 +314,6 @@ def write_annotation(root: Path, out: Path, bank: ConceptBank, data, text_column
     result.save(out / "annotation.json")
     log.info("annotation written to %s (%.0f s)", out, result.seconds)
     return result
-
-
-def _subset(sc: ConceptScores, keep: np.ndarray) -> ConceptScores:
-    fields = ("relevance", "best", "top", "phrases_best", "phrases_top", "sentence", "mean_polarity", "embedding")
-    return ConceptScores(*(None if getattr(sc, f) is None else getattr(sc, f)[keep] for f in fields))
 
 
 def _free(name: str, taken: set[str]) -> str:

@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from sparsecbm.annotate.annotator import check_split
 from sparsecbm.annotate.bank import BankConcept, ConceptBank
+from sparsecbm.annotate.scoring import macro_f1_scorer
 from sparsecbm.annotate.sentences import flatten_sentences, per_text_mean
 
 
@@ -218,7 +220,7 @@ def embedding_bound(train_texts: Sequence[str], train_y: np.ndarray, split_texts
     C = float(Cs[0])
     if k >= 2:
         cv = StratifiedKFold(k, shuffle=True, random_state=seed)
-        C = float(Cs[int(np.argmax([cross_val_score(model(c), X, train_y, cv=cv, scoring="f1_macro").mean()
+        C = float(Cs[int(np.argmax([cross_val_score(model(c), X, train_y, cv=cv, scoring=macro_f1_scorer()).mean()
                                      for c in Cs]))])
     out = metrics(model(C).fit(X, train_y).predict(Xs), split_y, n_labels)
     return {**{k_: float(v) for k_, v in out.items()}, "C": C}
@@ -257,8 +259,9 @@ def discover(folder: str | Path, bank: ConceptBank, embedder, clusters: int = 24
         folder: An annotated folder (with ``concepts.yaml``; :func:`~sparsecbm.annotate.annotate_folder`'s output).
         bank: The bank it was annotated with (its concepts head the written bank, in rank order).
         embedder: Sentence embedder for the candidate clusters.
-        split: The split the ceiling gain is measured on.
+        split: The split the ceiling gain is measured on (``train`` or ``dev``; ``test`` is refused).
     """
+    check_split("discovery.split", split)
     from sparsecbm.data.loading import load_splits
     from sparsecbm.data.schema import read_schema
     from sparsecbm.results import write_json

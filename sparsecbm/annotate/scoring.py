@@ -130,9 +130,18 @@ class Decision:
 
 
 def _macro_f1(y, p, n) -> float:
-    from sklearn.metrics import f1_score
+    """The project's macro-F1 (:func:`sparsecbm.metrics.macro_f1`: a value absent from both the labels and
+    the predictions is left out of the mean, not scored 0)."""
+    from sparsecbm.metrics import macro_f1
 
-    return float(f1_score(y, p, average="macro", labels=list(range(n))))
+    return macro_f1(p, y, n)
+
+
+def macro_f1_scorer():
+    """The same macro-F1 as a scikit-learn scorer (cross-validation of ``C``); classes = the labels' values."""
+    from sklearn.metrics import make_scorer
+
+    return make_scorer(lambda y, p: _macro_f1(y, p, int(max(np.max(y), np.max(p))) + 1))
 
 
 def calibrate_threshold(scores: ConceptScores, labels: np.ndarray, grid: int = 41) -> Decision:
@@ -200,16 +209,52 @@ def calibrate_probe(scores: ConceptScores, labels: np.ndarray,
         return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=3000))
 
     k = int(min(folds, counts.min()))
-    chosen = float(Cs[len(Cs) // 2])  # a value with a single labelled example: no cross-validation possible
-    if k >= 2:
+    chosen = float(Cs[len(Cs) // 2])  # one C given, or a value with a single labelled example: no cross-validation
+    if k >= 2 and len(Cs) > 1:
         cv = StratifiedKFold(k, shuffle=True, random_state=seed)
-        cv_f1 = [float(cross_val_score(probe(C), X, labels, cv=cv, scoring="f1_macro").mean()) for C in Cs]
+        cv_f1 = [float(cross_val_score(probe(C), X, labels, cv=cv, scoring=macro_f1_scorer()).mean()) for C in Cs]
         chosen = float(Cs[int(np.argmax(cv_f1))])  # ties: the first (smallest, most regularised) C
     model = probe(chosen).fit(X, labels)
     d = Decision("probe", float("nan"), [0.0] * n_values, model=model)
     d.calibration = {"macro_f1_on_calibration": _macro_f1(labels, d.decide(scores), n_values + 1), "C": chosen,
                      "cv_folds": k if k >= 2 else 0}
     return d
+
+
+CALIBRATORS = {"threshold": lambda sc, y, **kw: calibrate_threshold(sc, y),
+               "logreg": lambda sc, y, **kw: calibrate_logreg(sc, y),
+               "probe": lambda sc, y, Cs=None, **kw: calibrate_probe(sc, y, **({"Cs": Cs} if Cs else {}))}
+
+
+def crossfit(kind: str, scores: ConceptScores, labels: np.ndarray, decision: Decision, folds: int = 5,
+             seed: int = 0) -> tuple[np.ndarray, int]:
+    """Out-of-sample values for the calibration split's own rows: each of ``folds`` stratified folds is decided
+    by a ``kind`` calibration fitted on the other folds (``probe`` keeps the ``C`` that ``decision`` chose on
+    the whole split: one fit per fold). Without it the split's agreement, and everything measured on the
+    split's machine values (checkpoint selection, concept discovery), would be in-sample.
+
+    Returns:
+        ``([N] value indices, folds used)``; ``folds`` is 0 (and the values ``decision``'s own) when the
+        rarest labelled value has fewer than 2 rows.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    out = decision.decide(scores)
+    _, counts = np.unique(labels, return_counts=True)
+    k = int(min(folds, counts.min()))
+    if k < 2 or len(counts) < 2:
+        return out, 0
+    C = decision.calibration.get("C")
+    for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(labels, labels):
+        part = CALIBRATORS[kind](subset_scores(scores, fit_idx), labels[fit_idx], Cs=(C,) if C is not None else None)
+        out[held] = part.decide(subset_scores(scores, held))
+    return out, k
+
+
+def subset_scores(sc: ConceptScores, idx: np.ndarray) -> ConceptScores:
+    """The scores of rows ``idx`` (indices or a bool mask)."""
+    fields = ("relevance", "best", "top", "phrases_best", "phrases_top", "sentence", "mean_polarity", "embedding")
+    return ConceptScores(*(None if getattr(sc, f) is None else getattr(sc, f)[idx] for f in fields))
 
 
 def default_rule(concept: BankConcept, calibrated: Sequence[Decision], default_tau: float) -> Decision:

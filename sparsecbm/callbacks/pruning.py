@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import lightning as L
 import torch
 
-from sparsecbm.sparsity.pruning import Pruner, concept_losses_of
+from sparsecbm.sparsity.pruning import Pruner
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,25 @@ class PruningCallback(L.Callback):
         self.seed = int(seed)
         self.pruner: Pruner | None = None
         self.window = (0, 0)
+        self.updates: list[tuple[int, float]] = []  # (global step, sparsity) of every mask update of this fit
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
-        sb = pl_module.model.backbone
-        weights = getattr(pl_module, "concept_weights", None)
-        self.pruner = Pruner(sb, pl_module.concept_only_loss, concept_losses_of(pl_module.model, weights))
+        # the module's own loss methods, which read its class weights when called: they are set in
+        # on_fit_start, after this hook, so weights captured here would be the unweighted placeholders
+        self.pruner = Pruner(pl_module.model.backbone, pl_module.concept_only_loss, pl_module.concept_losses,
+                             seed=self.seed)
         scorer = self.pruner.scorer
         from lightning.pytorch.strategies import FSDPStrategy
 
         if not scorer.supports_fsdp and isinstance(trainer.strategy, FSDPStrategy):
             raise ValueError(f"sparsity scorer {scorer.name} is not supported with trainer=fsdp; use magnitude or "
                              "movement (or trainer=ddp)")
-        if not scorer.concept_specific:
+        if scorer.control:
+            log.warning("sparsity scorer random: the CONTROL (arbitrary per-concept masks); its specificity is what "
+                        "heads adapting to any masks give, the baseline a scorer's specificity must beat")
+        elif not scorer.concept_specific:
             log.warning("sparsity scorer %s is concept-independent: every concept gets the SAME subnetwork "
                         "(a shared-mask baseline at K times the cost); use sparsity=structured (taylor) for "
                         "concept-specific subnetworks", scorer.name)
@@ -79,7 +84,11 @@ class PruningCallback(L.Callback):
         with _full_params(trainer, self.pruner.scorer.needs_full_params):
             self.pruner.prune(target, lambda: self._batches(trainer, pl_module, step))
         pl_module.train(was_training)
-        pl_module.log("train/sparsity", target)
+        self.updates.append((step, float(target)))
+        # straight to the loggers, once per update: pl_module.log from this hook kept the value in the step
+        # results, and metrics.csv repeated it on every later step until the next update
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/sparsity": float(target)}, step=step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         sb = pl_module.model.backbone

@@ -9,35 +9,48 @@ import torch
 import torch.nn.functional as F
 
 from sparsecbm.models.bottleneck import edited_inputs, ground_truth_targets, random_concept_mask
-from sparsecbm.models.cbm import ConceptBottleneckModel, ConceptOutputs, as_outputs
+from sparsecbm.models.cbm import ConceptBottleneckModel, ConceptOutputs, as_outputs, concept_cross_entropies
 from sparsecbm.models.residual import cross_correlation_penalty
 
 
-def balanced_class_weights(concepts, cardinalities: list[int], device=None) -> list[torch.Tensor]:
-    """Per concept ``[C_k]`` weights ``n / (C_k * count)`` from ``[N, K]`` training values (sklearn's
-    "balanced"): every value contributes equally to its concept's loss, which targets macro-F1. A value
-    absent from training gets weight 0 (no examples to weigh)."""
+def balanced_class_weights(concepts, cardinalities: list[int], device=None, power: float = 1.0) -> list[torch.Tensor]:
+    """Per concept ``[C_k]`` weights ``(n / (C_k * count)) ** power`` from ``[N, K]`` training values (``power=1``
+    is sklearn's "balanced": every value contributes equally to its concept's loss, which targets macro-F1;
+    ``power=0.5``, the ``sqrt`` option, goes half-way from the plain loss in log space). A value absent from
+    training gets weight 0 (no examples to weigh)."""
     values = torch.as_tensor(concepts, dtype=torch.long).reshape(-1, len(cardinalities))
     out = []
     for k, card in enumerate(cardinalities):
         counts = torch.bincount(values[:, k], minlength=card).float()
-        w = torch.where(counts > 0, values.shape[0] / (card * counts.clamp(min=1)), torch.zeros_like(counts))
+        w = torch.where(counts > 0, (values.shape[0] / (card * counts.clamp(min=1))) ** power, torch.zeros_like(counts))
         out.append(w.to(device) if device is not None else w)
     return out
 
 
+CLASS_WEIGHT_POWER = {"balanced": 1.0, "sqrt": 0.5}  # cbm.*_class_weight -> power of the balanced weights
+
+
 def concept_loss(concept_logits: list[torch.Tensor], concepts: torch.Tensor,
                  weights: list[torch.Tensor | None]) -> torch.Tensor:
-    """Mean over concepts of the cross-entropy, concept ``k`` weighted by ``weights[k]`` (or not, ``None``)."""
-    return torch.stack([
-        F.cross_entropy(lg, concepts[:, k], weight=None if (w := weights[k]) is None else w.to(lg))
-        for k, lg in enumerate(concept_logits)
-    ]).mean()
+    """Mean over concepts of the cross-entropy, concept ``k`` weighted by ``weights[k]`` (or not, ``None``):
+    the mean of :func:`~sparsecbm.models.cbm.concept_cross_entropies`, which the subnetwork scorers read."""
+    return torch.stack(concept_cross_entropies(concept_logits, concepts, weights)).mean()
 
 
-def task_loss(label_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy of the label, class-weighted by ``weight`` (``[L]`` or ``None``)."""
+def task_loss(label_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None,
+              offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the label, class-weighted by ``weight`` (``[L]`` or ``None``), of the logits plus
+    ``offset`` (``[L]``: the logit adjustment ``τ · log prior``, training only; or ``None``)."""
+    if offset is not None:
+        label_logits = label_logits + offset.to(label_logits)
     return F.cross_entropy(label_logits, labels, weight=None if weight is None else weight.to(label_logits))
+
+
+def log_prior(labels, n_classes: int, tau: float) -> torch.Tensor:
+    """``[L]`` ``tau · log(frequency)`` of the training labels (a class absent from training: the log of half
+    an example, finite)."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long).flatten(), minlength=n_classes).double()
+    return (tau * torch.log(counts.clamp(min=0.5) / counts.sum())).float()
 
 
 def residual_penalties(outputs: ConceptOutputs, weight: float) -> dict[str, torch.Tensor]:

@@ -20,9 +20,10 @@ from sparsecbm.lit import losses
 from sparsecbm.lit.losses import balanced_class_weights  # noqa: F401  (re-exported)
 from sparsecbm.lit.metrics import CBMMetrics
 from sparsecbm.lit.modes import training_mode
-from sparsecbm.models.cbm import ConceptOutputs
+from sparsecbm.models.cbm import ConceptOutputs, concept_cross_entropies
 from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.label_sparsity import label_l1_penalty
+from sparsecbm.sparsity.pruning import concept_losses_of
 
 SELECT = ("label", "label+concept")  # model.select: what val/select (the best checkpoint) measures
 
@@ -100,6 +101,7 @@ class CBMLitModule(L.LightningModule):
         # per concept [C_k] cross-entropy weights (cbm.concept_class_weight=balanced), set from train at fit start
         self.concept_weights: list[torch.Tensor | None] = [None] * len(concepts.names)
         self.label_weights: torch.Tensor | None = None  # [L] (cbm.label_class_weight=balanced)
+        self.label_offset: torch.Tensor | None = None  # [L] tau * log prior (cbm.label_logit_adjust), training
         self.counterfactual_terms = None  # cbm.counterfactual_weight / cbm.teacher, set up at fit start
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         self.label_lr = float(label_lr) if label_lr is not None else head_lr
@@ -134,17 +136,25 @@ class CBMLitModule(L.LightningModule):
         return self.training_mode.in_label_phase(self)
 
     def on_fit_start(self) -> None:
-        balance_concepts = self.cbm.concept_class_weight == "balanced" and self.model.has_concepts
-        balance_labels = self.cbm.label_class_weight == "balanced"
-        if balance_concepts or balance_labels:
-            key = "concept_class_weight" if balance_concepts else "label_class_weight"
-            train = self.train_split(f"cbm.{key}=balanced needs the training split's class counts")
+        power = losses.CLASS_WEIGHT_POWER
+        balance_concepts = self.cbm.concept_class_weight in power and self.model.has_concepts
+        balance_labels = self.cbm.label_class_weight in power
+        adjust = self.cbm.label_logit_adjust > 0
+        if balance_concepts or balance_labels or adjust:
+            key = (f"concept_class_weight={self.cbm.concept_class_weight}" if balance_concepts else
+                   f"label_class_weight={self.cbm.label_class_weight}" if balance_labels else
+                   f"label_logit_adjust={self.cbm.label_logit_adjust}")
+            train = self.train_split(f"cbm.{key} needs the training split's class counts")
             if balance_concepts:
                 self.concept_weights = balanced_class_weights(train.concepts, self.concept_set.cardinalities,
-                                                              self.device)
+                                                              self.device, power[self.cbm.concept_class_weight])
             if balance_labels:
                 labels = [[y] for y in train.labels]
-                self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device)[0]
+                self.label_weights = balanced_class_weights(labels, [self.concept_set.label.num_classes], self.device,
+                                                            power[self.cbm.label_class_weight])[0]
+            if adjust:
+                self.label_offset = losses.log_prior(train.labels, self.concept_set.label.num_classes,
+                                                     self.cbm.label_logit_adjust).to(self.device)
         self.training_mode.on_fit_start(self)
         self.counterfactual_terms = None
         if self.cbm.counterfactual_weight > 0 or self.cbm.teacher:
@@ -175,9 +185,16 @@ class CBMLitModule(L.LightningModule):
         return self.model(input_ids, attention_mask)
 
     def concept_only_loss(self, concept: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Concept ``concept``'s cross-entropy through its own subnetwork alone (used by pruning scorers)."""
+        """Concept ``concept``'s training cross-entropy (class-weighted as in :meth:`concept_loss`) through its
+        own subnetwork alone (the obert scorer)."""
         logits = self.model.single_concept_logits(concept, batch["input_ids"], batch["attention_mask"])
-        return F.cross_entropy(logits, batch["concepts"][:, concept])
+        return concept_cross_entropies([logits], batch["concepts"][:, concept:concept + 1],
+                                       [self.concept_weights[concept]])[0]
+
+    def concept_losses(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Every concept's training cross-entropy from one pass, each through its own subnetwork (the taylor
+        and fisher scorers). Reads the weights when called: they are set at fit start."""
+        return concept_losses_of(self.model, lambda: self.concept_weights)(batch)
 
     def concept_loss(self, concept_logits: list[torch.Tensor], concepts: torch.Tensor) -> torch.Tensor:
         """Mean over concepts of the (class-weighted, ``cbm.concept_class_weight``) cross-entropy."""
@@ -185,9 +202,10 @@ class CBMLitModule(L.LightningModule):
 
     def task_loss(self, label_logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None
                   ) -> torch.Tensor:
-        """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced``; with
-        ``cbm.teacher``, mixed with the teacher's distribution on the training texts ``index``."""
-        task = losses.task_loss(label_logits, labels, self.label_weights)
+        """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced`` and
+        logit-adjusted with ``cbm.label_logit_adjust``; with ``cbm.teacher``, mixed with the teacher's
+        distribution on the training texts ``index``."""
+        task = losses.task_loss(label_logits, labels, self.label_weights, self.label_offset)
         terms = self.counterfactual_terms
         return task if terms is None or index is None else terms.teacher_loss(label_logits, labels, index, task)
 

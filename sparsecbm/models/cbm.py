@@ -110,6 +110,26 @@ def concept_activations(
     return read_all(concept_logits, kind, embeddings)
 
 
+def concept_cross_entropies(concept_logits: list[torch.Tensor], concepts: torch.Tensor,
+                            weights: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Every concept's cross-entropy, concept ``k`` class-weighted by ``weights[k]`` (``None``: unweighted).
+
+    The one definition of a concept's loss: training (the mean over concepts,
+    :func:`sparsecbm.lit.losses.concept_loss`) and the subnetwork scorers (each concept's own term) both
+    read it, so a mask is chosen by the loss its concept trains on (``cbm.concept_class_weight``).
+
+    Args:
+        concept_logits: ``K`` tensors ``[B, C_k]``.
+        concepts: ``[B, K]`` true value indices.
+        weights: Per concept ``[C_k]`` class weights or ``None``; ``None`` for all: unweighted.
+
+    Returns:
+        ``K`` scalar losses.
+    """
+    return [F.cross_entropy(lg, concepts[:, k], weight=None if not weights or (w := weights[k]) is None else w.to(lg))
+            for k, lg in enumerate(concept_logits)]
+
+
 def one_hot_concepts(values: torch.Tensor, cardinalities: list[int], dtype=torch.float32) -> torch.Tensor:
     """``[B, K]`` value indices -> concatenated one-hots ``[B, sum(card)]``."""
     return torch.cat([F.one_hot(values[:, k], c).to(dtype) for k, c in enumerate(cardinalities)], dim=-1)

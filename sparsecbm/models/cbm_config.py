@@ -24,7 +24,7 @@ from sparsecbm.concepts import ConceptSet
 from sparsecbm.errors import ConfigError
 from sparsecbm.models.cbm import ConceptBottleneckModel
 
-CLASS_WEIGHTS = ("none", "balanced")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 _NONE_IS = {"concept_class_weight": "none", "label_class_weight": "none", "tokens": "none",
             "label_sparsity": "none", "residual_dim": 0, "residual_drop_prob": 0.0}
 
@@ -37,7 +37,11 @@ class CBMConfig:
         embedding_dim: Size of every concept value's embedding (``activation=embedding``).
         label_head: ``linear`` | ``mlp`` (``mlp_hidden`` units); ``dropout`` before the concept heads.
         concept_loss_weight: Joint mode's weight of the concept loss beside the task loss.
-        concept_class_weight / label_class_weight: ``none`` | ``balanced`` cross-entropy class weights.
+        concept_class_weight / label_class_weight: ``none`` | ``balanced`` (``n / (C * count)``) | ``sqrt`` (its
+            square root) cross-entropy class weights.
+        label_logit_adjust: τ of the logit-adjusted task loss (Menon et al. 2021): in training the label
+            logits get ``τ · log(train class frequency)`` added before the cross-entropy, so the head's own
+            logits (used at inference, unchanged) lean to the rare classes; 0 is off.
         label_epochs: Sequential mode: epochs of C->Y at the end (X->C frozen).
         train_intervention_prob: Per concept and example, the label head reads the true value's activation.
         prototype_prob: ``activation=embedding``: per example, the label head reads every concept as its
@@ -62,6 +66,7 @@ class CBMConfig:
     concept_loss_weight: float = 1.0
     concept_class_weight: str = "none"
     label_class_weight: str = "none"
+    label_logit_adjust: float = 0.0
     label_epochs: int = 0
     train_intervention_prob: float = 0.0
     prototype_prob: float = 0.0

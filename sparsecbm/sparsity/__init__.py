@@ -11,7 +11,9 @@ from sparsecbm.sparsity.scorers import (
     MagnitudeScorer,
     MovementScorer,
     OBertScorer,
+    RandomScorer,
     Scorer,
+    SignedTaylorScorer,
     TaylorScorer,
     make_scorer,
 )
@@ -19,7 +21,7 @@ from sparsecbm.sparsity.specificity import CrossMask, cross_mask
 
 __all__ = [
     "CrossMask", "FisherScorer", "MagnitudeScorer", "MaskedLinear", "MovementScorer", "OBertScorer", "Pruner",
-    "Schedule", "Scorer", "SubnetworkBackbone", "SubnetworkState", "TaylorScorer", "UnitGroup",
+    "RandomScorer", "Schedule", "Scorer", "SignedTaylorScorer", "SubnetworkBackbone", "SubnetworkState", "TaylorScorer", "UnitGroup",
     "cross_mask", "export_masks", "inject", "load_masks", "make_scorer", "materialize", "remove",
     "scheduled_sparsity", "subnetwork_stats", "write_reports",
 ]

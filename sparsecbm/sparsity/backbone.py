@@ -225,19 +225,26 @@ class SubnetworkBackbone(nn.Module):
         blocks = _get(self.backbone.model, self.blocks_path)
         recorded: dict[int, Any] = {}
 
-        shapes: dict[int, tuple] = {}
+        inputs: dict[int, Any] = {}
 
         def replay(i: int, forward):
             def run(*args, **kwargs):
                 hidden = args[0] if args else kwargs.get("hidden_states")
-                shape = tuple(getattr(hidden, "shape", ()))
                 if i not in recorded:
-                    shapes[i] = shape
+                    inputs[i] = hidden.detach().clone() if isinstance(hidden, torch.Tensor) else hidden
                     with torch.no_grad():
                         recorded[i] = forward(*args, **kwargs)  # no graph: nothing below is masked
-                elif shape != shapes[i]:
-                    raise ValueError(f"reuse_unmasked_blocks: block {i} recorded an input of shape {shapes[i]} and "
-                                     f"got {shape}; every pass inside must be on the same example")
+                    return recorded[i]
+                before = inputs[i]
+                if getattr(hidden, "shape", None) != getattr(before, "shape", None):
+                    raise ValueError(f"reuse_unmasked_blocks: block {i} recorded an input of shape "
+                                     f"{tuple(before.shape)} and got {tuple(hidden.shape)}; every pass inside must be "
+                                     "on the same example")
+                if isinstance(hidden, torch.Tensor) and not torch.equal(hidden, before):
+                    # same shape, other values: another example of the same length (or dropout in train mode)
+                    raise ValueError(f"reuse_unmasked_blocks: block {i} got another input than the one it recorded "
+                                     f"(same shape {tuple(hidden.shape)}); every pass inside must be on the same "
+                                     "example, in eval mode")
                 return recorded[i]
             return run
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
+from sparsecbm.models.cbm import concept_cross_entropies
 from sparsecbm.sparsity.schedule import Schedule, schedule_steps, scheduled_sparsity
 from sparsecbm.sparsity.scorers import ScoreContext, Scorer, make_scorer
 
@@ -71,15 +71,23 @@ def broadcast_masks(sb: SubnetworkBackbone) -> None:
         target.set_masks(m.bool())
 
 
-def concept_losses_of(model, weights: list[torch.Tensor | None] | None = None) -> Callable[[dict], list[torch.Tensor]]:
+Weights = list[torch.Tensor | None] | None
+
+
+def concept_losses_of(model, weights: Weights | Callable[[], Weights] = None) -> Callable[[dict], list[torch.Tensor]]:
     """``batch -> [loss_k]``: every concept's (optionally class-weighted) cross-entropy from one forward pass
-    of a ``ConceptBottleneckModel`` (concept k's logits come from its own subnetwork only)."""
+    of a ``ConceptBottleneckModel`` (concept k's logits come from its own subnetwork only), as training
+    defines it (:func:`~sparsecbm.models.cbm.concept_cross_entropies`).
+
+    Args:
+        model: The ``ConceptBottleneckModel``.
+        weights: Per concept class weights, or a function returning them, read at every call: a training
+            module sets its class-balanced weights at fit start, after the pruner exists.
+    """
 
     def losses(batch: dict) -> list[torch.Tensor]:
         logits = model.concept_logits(batch["input_ids"], batch["attention_mask"])
-        return [F.cross_entropy(lg, batch["concepts"][:, k],
-                                weight=None if not weights or weights[k] is None else weights[k].to(lg))
-                for k, lg in enumerate(logits)]
+        return concept_cross_entropies(logits, batch["concepts"], weights() if callable(weights) else weights)
 
     return losses
 
@@ -92,15 +100,17 @@ class Pruner:
         concept_loss: ``(concept, batch) -> loss`` of that concept alone through its own subnetwork (obert).
         concept_losses: ``batch -> [loss_k]`` from one pass (taylor, fisher).
         scorer: Overrides the backbone's scorer.
+        seed: The run's seed (the random control's scores come from it).
     """
 
     def __init__(self, sb: SubnetworkBackbone, concept_loss: Callable[[int, dict], torch.Tensor] | None = None,
-                 concept_losses: Callable[[dict], list[torch.Tensor]] | None = None, scorer: Scorer | None = None):
+                 concept_losses: Callable[[dict], list[torch.Tensor]] | None = None, scorer: Scorer | None = None,
+                 seed: int = 0):
         self.sb, self.concept_loss, self.concept_losses = sb, concept_loss, concept_losses
         self.scorer = scorer if scorer is not None else make_scorer(sb.settings["scorer"])
         self.scorer.check(sb)
         self.schedule = Schedule.from_settings(sb.settings["schedule"])
-        self.scorer.attach(sb)
+        self.scorer.attach(sb, seed)
 
     @property
     def name(self) -> str:

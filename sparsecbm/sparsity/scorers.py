@@ -6,71 +6,32 @@
                      gradient that flows through concept k's subnetwork; for structured units the sum over
                      the unit's weights. Memory: one float32 per masked weight (unstructured) or per unit and
                      concept while training.
-``OBertScorer``      second-order Optimal-BERT-Surgeon score w_i^2 / (2 [F^-1]_ii), F the empirical Fisher of
-                     concept k's own loss from ``batches`` gradient batches, block-diagonal with ``block``
-                     consecutive weights per block, damped by ``damp`` times the mean Fisher diagonal. The
-                     inverse's diagonal is exact per block via the Woodbury identity (m << block), so memory is
-                     m gradients per masked weight of the concept being scored, one concept at a time. For
-                     structured units the unit score sums the diagonal-Fisher terms w_i^2 F_ii / 2 of its weights.
+``OBertScorer``      second-order Optimal-BERT-Surgeon score w_i^2 / (2 [F^-1]_ii), F the block-diagonal empirical
+                     Fisher of concept k's own loss from ``batches`` gradient batches (maths: obert_math.py); for
+                     structured units the sum of the diagonal-Fisher terms w_i^2 F_ii / 2 of its weights.
 ``TaylorScorer``     structured units (heads, FFN neurons): first-order Taylor importance of a unit mask
                      variable m_u (Michel et al. 2019; Molchanov et al. 2019), sum over examples of
                      |dL_k/dm_u| with L_k concept k's own loss through its own subnetwork.
 ``FisherScorer``     structured units: the diagonal empirical Fisher of the unit mask variables,
                      sum over examples of (dL_k/dm_u)^2 (Kwon et al. 2022).
+``SignedTaylorScorer`` structured units: -sum over examples of dL_k/dm_u, the first-order loss increase when
+                     the unit is removed (a unit that hurts concept k ranks last).
+``RandomScorer``     the control: fixed random scores per concept from the run's seed (arbitrary per-concept
+                     masks under the same schedule: what specificity co-adaptation alone gives).
 
-Taylor and Fisher read one backward pass per score batch for all K concepts at once: concept k's logits
+Taylor, signed Taylor and Fisher read one backward pass per score batch for all K concepts at once: concept k's logits
 depend on its own branch only, so the gradient of sum_k L_k w.r.t. concept k's mask variables is dL_k/dm.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-# ---------------------------------------------------------------------------------------------- maths
-
-
-def fisher_inverse_diagonal(grads: torch.Tensor, block: int, damp: float) -> torch.Tensor:
-    """Diagonal of the inverse of the block-diagonal empirical Fisher.
-
-    Args:
-        grads: ``[m, n]`` per-batch gradients of one concept's loss w.r.t. ``n`` weights.
-        block: Weights per diagonal block (the last block may be shorter).
-        damp: λ in ``F_b = λ I + (1/m) G_bᵀ G_b``.
-
-    Returns:
-        ``[n]`` with ``[F_b^-1]_ii`` for every weight.
-    """
-    m, n = grads.shape
-    pad = (-n) % block
-    g = torch.nn.functional.pad(grads, (0, pad)).view(m, -1, block).permute(1, 0, 2)  # [nb, m, block]
-    g = g / (m ** 0.5)
-    # Woodbury: (λI + GᵀG)^-1 = (I - Gᵀ (λI_m + G Gᵀ)^-1 G) / λ
-    small = damp * torch.eye(m, dtype=g.dtype) + g @ g.transpose(1, 2)  # [nb, m, m]
-    solved = torch.linalg.solve(small, g)  # [nb, m, block]
-    diag = (1.0 - (g * solved).sum(1)) / damp  # [nb, block]
-    return diag.reshape(-1)[:n]
-
-
-def obert_scores(weight: torch.Tensor, grads: torch.Tensor, block: int, damp: float) -> torch.Tensor:
-    """``w² / (2 [F^-1]_ii)`` shaped like ``weight``; ``grads`` is ``[m, *weight.shape]``.
-
-    ``damp`` is relative: λ = damp · mean(diag F), so the score does not depend on the loss's scale.
-    """
-    g = grads.reshape(grads.shape[0], -1).double()
-    lam = damp * float(g.pow(2).mean()) or damp
-    inv_diag = fisher_inverse_diagonal(g, block, lam)
-    return (weight.reshape(-1).double() ** 2 / (2 * inv_diag)).view_as(weight).to(weight.dtype)
-
-
-def diagonal_fisher_scores(weight: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """``w² · F_ii / 2`` with the diagonal empirical Fisher (for structured units)."""
-    return weight.pow(2) * grads.pow(2).mean(0) / 2
-
+from sparsecbm.sparsity.obert_math import diagonal_fisher_scores, fisher_inverse_diagonal, obert_scores  # noqa: F401
 
 # ------------------------------------------------------------------------------------------ context
 
@@ -123,7 +84,8 @@ class Scorer:
 
     Attributes:
         name: Short name (reports, ``results.json``).
-        concept_specific: Scores come from each concept's own loss (False: one shared ranking).
+        concept_specific: Scores come from each concept's own loss (False: one shared ranking, or the control).
+        control: The random-mask control (arbitrary per-concept masks, chosen by nothing).
         needs_batches: Reads training batches and concept losses at every update.
         needs_rank_sync: Scores differ between data-parallel ranks (averaged before masks are chosen).
         needs_full_params: Reads weights outside a forward pass (FSDP must gather them).
@@ -133,6 +95,7 @@ class Scorer:
 
     name = "scorer"
     concept_specific = True
+    control = False
     needs_batches = False
     needs_rank_sync = True
     needs_full_params = False
@@ -159,8 +122,9 @@ class Scorer:
                              f"not {sb.granularity} (for {sb.granularity} use one of "
                              f"{[n for n, c in SCORERS.items() if sb.granularity in c.granularities]})")
 
-    def attach(self, sb) -> None:
-        """Called once before training (scorers that accumulate from training gradients hook in here)."""
+    def attach(self, sb, seed: int = 0) -> None:
+        """Called once before training with the run's seed (scorers that accumulate from training gradients
+        hook in here)."""
 
     def weight_scores(self, sb, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         """``[K_masks, out, in]`` per masked layer."""
@@ -199,7 +163,7 @@ class MovementScorer(Scorer):
 
     name = "movement"
 
-    def attach(self, sb) -> None:
+    def attach(self, sb, seed: int = 0) -> None:
         n = sb.state.n_masks
         if sb.granularity == "unstructured":
             for layer in sb.masked_layers().values():
@@ -345,37 +309,82 @@ class FisherScorer(UnitMaskScorer):
         return grad.pow(2).sum(0)
 
 
+class SignedTaylorScorer(UnitMaskScorer):
+    """First-order estimate of the loss increase when a unit is removed: -Σ_examples dL_k/dm_u. Unlike
+    :class:`TaylorScorer`, a unit whose removal would *lower* concept k's loss (it carries another concept's
+    signal into k's features) ranks last, not first (tests/sparsity/test_scorers.py: the units that read a
+    concept's token)."""
+
+    name = "taylor_signed"
+
+    @staticmethod
+    def reduce(grad):
+        return -grad.sum(0)
+
+
+class RandomScorer(Scorer):
+    """The control: fixed random scores per concept and entry, drawn once from ``seed`` (default: the run's
+    seed), so each concept gets its own arbitrary subnetwork under the same schedule and sparsity (the masks
+    of successive updates are nested, as a fixed ranking's are). Whatever specificity its cross-mask matrix
+    shows comes from the heads adapting to their masks, not from a choice of units; a scorer's specificity
+    means something only above this one's (``sparsity.random_control=true`` trains it beside a run)."""
+
+    name = "random"
+    concept_specific = False
+    control = True
+    needs_rank_sync = False  # the same seed on every rank: the same scores
+
+    def __init__(self, batches: int = 4, seed: int | None = None, name: str | None = None):
+        super().__init__(batches, name)
+        self.seed = None if seed is None else int(seed)
+        self._scores: dict[str, torch.Tensor] = {}
+
+    def _params(self):
+        return {"seed": self.seed}
+
+    def attach(self, sb, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(1_000_003 * (self.seed if self.seed is not None else int(seed)) + 17)
+        n = sb.state.n_masks
+        if sb.granularity == "unstructured":
+            shapes = {name: layer.weight.shape for name, layer in sb.masked_layers().items()}
+        else:
+            shapes = {name: (group.n_units,) for name, group in sb.unit_groups().items()}
+        self._scores = {name: torch.rand(n, *shape, generator=g) for name, shape in sorted(shapes.items())}
+
+    def weight_scores(self, sb, ctx):
+        return {name: s.clone() for name, s in self._scores.items()}
+
+    def unit_scores(self, sb, ctx):
+        return {name: s.clone() for name, s in self._scores.items()}
+
+
 SCORERS: dict[str, type[Scorer]] = {c.name: c for c in (MagnitudeScorer, MovementScorer, OBertScorer,
-                                                        TaylorScorer, FisherScorer)}
+                                                        TaylorScorer, FisherScorer, SignedTaylorScorer,
+                                                        RandomScorer)}
 
 
 def make_scorer(spec: Scorer | Mapping[str, Any] | None) -> Scorer:
-    """A :class:`Scorer` from an instance, a ``_target_`` mapping or a ``{"name": ...}`` mapping.
+    """A :class:`Scorer` from an instance or a ``_target_`` mapping (what ``conf/sparsity/scorer/<name>.yaml``
+    holds; ``sparsity/scorer=<name>`` picks one); the mapping's other keys are its arguments. ``None``: magnitude.
 
-    A ``name`` that names another scorer than the ``_target_`` wins (``sparsity.scorer.name=obert`` on the
-    command line or in a sweep selects :class:`OBertScorer`); the mapping's other keys are its arguments.
+    A stored ``name`` (checkpoints and mask files keep :meth:`Scorer.config`) must be the class's own.
     """
     if isinstance(spec, Scorer):
         return spec
+    if spec is None:
+        return MagnitudeScorer()
     from omegaconf import DictConfig, OmegaConf
 
-    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec or {})
-    spec = spec or {"name": "magnitude"}
-    target, name = spec.pop("_target_", None), spec.pop("name", None)
-    cls = None
-    if target is not None:
-        from hydra.utils import get_class
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    target = spec.pop("_target_", None)
+    if target is None:
+        raise ValueError(f"sparsity.scorer {spec} has no _target_ (a Scorer class); pick one with "
+                         f"sparsity/scorer=<name>, one of {sorted(SCORERS)} (conf/sparsity/scorer/)")
+    from hydra.utils import get_class
 
-        cls = get_class(target)
-        if not (isinstance(cls, type) and issubclass(cls, Scorer)):
-            raise ValueError(f"sparsity.scorer._target_={target} is not a sparsecbm Scorer")
-    if name is not None and (cls is None or name != cls.name):
-        if name not in SCORERS:
-            raise ValueError(f"sparsity.scorer.name='{name}' is not valid; expected one of {tuple(SCORERS)}")
-        replaced, cls = cls is not None, SCORERS[name]
-        if replaced:  # drop the settings only the replaced scorer takes
-            accepted = set(inspect.signature(cls.__init__).parameters)
-            spec = {k: v for k, v in spec.items() if k in accepted}
+    cls = get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        raise ValueError(f"sparsity.scorer._target_={target} is not a sparsecbm Scorer")
     try:
         return cls(**spec)
     except TypeError as e:

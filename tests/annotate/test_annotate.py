@@ -196,3 +196,68 @@ def test_probe_calibration_reads_the_embeddings(tmp_path):
                             label=label, human=human, embedder=WordEmbedder(), calibration=kind)
         scores[kind] = r.agreement["test"]["food"]["macro_f1"]
     assert scores["threshold"] < 0.7 and scores["probe"] > 0.95, scores
+
+
+def test_test_split_is_refused_for_calibration_and_discovery(tmp_path):
+    import subprocess
+    import sys
+
+    from sparsecbm.annotate.discover import discover
+    from sparsecbm.errors import ConfigError
+
+    make_corpus(tmp_path / "data")
+    human = [ConceptSpec("food", "food_h", ("Negative", "Positive", "unknown"))]
+    label = {"column": "label", "values": ["bad", "good"], "skip": []}
+    with pytest.raises(ConfigError, match="calibration_split=test is refused: the test split must stay unseen"):
+        annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / "out", text_column="text",
+                        label=label, human=human, embedder=WordEmbedder(), calibration_split="test")
+    with pytest.raises(ConfigError, match="calibration_split='valid' is not valid; expected one of"):
+        annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / "out", text_column="text",
+                        label=label, human=human, embedder=WordEmbedder(), calibration_split="valid")
+    with pytest.raises(ConfigError, match="discovery.split=test is refused"):
+        discover(tmp_path / "out", ConceptBank.from_dict(BANK), WordEmbedder(), split="test")
+    for option in ("calibration_split=test", "discovery.split=test"):  # the CLI: exit 2 before any model loads
+        r = subprocess.run([sys.executable, "-m", "sparsecbm.annotate", f"data.root={tmp_path / 'data'}", "bank=cebab",
+                            f"out_dir={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'h'}", "discover=true", option],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and "=test is refused" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_agreement_and_calibration_use_the_projects_macro_f1():
+    """A value absent from both the human and the machine labels is left out of the mean (as in training and
+    results.json), not scored 0 as scikit-learn's ``labels=range(n)`` did."""
+    from sklearn.metrics import f1_score
+
+    from sparsecbm.annotate.annotator import agreement
+    from sparsecbm.annotate.scoring import _macro_f1
+    from sparsecbm.metrics import macro_f1
+
+    human, machine = [0, 0, 1, 1, 3, 3], [0, 1, 1, 1, 3, 0]  # value 2 of 4 occurs nowhere
+    got = agreement(human, machine, 4)["macro_f1"]
+    assert got == pytest.approx(macro_f1(machine, human, 4)) == pytest.approx(_macro_f1(human, machine, 4))
+    assert got == pytest.approx(f1_score(human, machine, average="macro"))  # the classes that occur
+    assert got > f1_score(human, machine, average="macro", labels=[0, 1, 2, 3]) + 0.1
+
+
+def test_calibration_split_values_are_cross_fitted(tmp_path):
+    """calibration=probe fits dev's human labels; dev's own values come from folds it was not fitted on, so with
+    labels that follow nothing in the text dev agreement falls to chance while the in-sample fit stays high."""
+    rows = make_corpus(tmp_path / "data", n=60)
+    rng = np.random.default_rng(0)
+    for r in rows["dev"]:
+        r["food_h"] = ["Negative", "Positive", "unknown"][int(rng.integers(3))]
+    with open(tmp_path / "data" / "dev.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows["dev"][0]))
+        w.writeheader()
+        w.writerows(rows["dev"])
+    human = [ConceptSpec("food", "food_h", ("Negative", "Positive", "unknown"))]
+    res = annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / "out", text_column="text",
+                          label={"column": "label", "values": ["bad", "good"], "skip": []}, human=human,
+                          embedder=WordEmbedder(), calibration="probe")
+    d = res.decisions["food"]
+    assert d["crossfit_folds"] == 5 and res.provenance["calibration_split_crossfit_folds"] == 5
+    # in-sample (as before) dev agreement WAS the calibration figure; cross-fitted it is about chance (1/3)
+    assert res.agreement["dev"]["food"]["macro_f1"] < d["macro_f1_on_calibration"] - 0.1
+    assert res.agreement["dev"]["food"]["macro_f1"] < 0.4
+    title = res.table().title
+    assert "calibrated on dev; dev values cross-fitted, 5 folds" in title

@@ -21,6 +21,8 @@ def test_balanced_class_weights_known_values():
     w = balanced_class_weights([[0, 0], [0, 1], [0, 2], [1, 2]], [3, 3])
     torch.testing.assert_close(w[0], torch.tensor([4 / 9, 4 / 3, 0.0]))
     torch.testing.assert_close(w[1], torch.tensor([4 / 3, 4 / 3, 2 / 3]))
+    sqrt = balanced_class_weights([[0, 0], [0, 1], [0, 2], [1, 2]], [3, 3], power=0.5)  # label_class_weight=sqrt
+    torch.testing.assert_close(sqrt[0], torch.tensor([(4 / 9) ** 0.5, (4 / 3) ** 0.5, 0.0]))
 
 
 def test_balanced_concept_loss_is_the_weighted_cross_entropy():
@@ -40,7 +42,8 @@ def test_balanced_concept_loss_is_the_weighted_cross_entropy():
     m._trainer = SimpleNamespace(datamodule=None, max_epochs=1)
     with pytest.raises(ValueError, match="concept_class_weight=balanced needs the training split"):
         m.on_fit_start()
-    with pytest.raises(ValueError, match=r"concept_class_weight='inverse' is not valid; expected one of \['none', 'balanced'\]"):
+    with pytest.raises(ValueError, match=r"concept_class_weight='inverse' is not valid; expected one of \['none', "
+                                         r"'balanced', 'sqrt'\]"):
         module("probs", concept_class_weight="inverse")
 
 
@@ -154,3 +157,38 @@ def test_independent_label_head_is_fitted_on_true_concepts_and_frozen(cfg_factor
     fitted = {k: v.clone() for k, v in head.state_dict().items()}
     module.fit_independent_label_head()  # deterministic: the same fit again
     assert all(torch.equal(fitted[k], v) for k, v in head.state_dict().items())
+
+
+def test_logit_adjusted_task_loss_is_the_cross_entropy_of_shifted_logits():
+    """cbm.label_logit_adjust=tau: training reads CE(logits + tau * log prior); a head without information
+    about the input then learns logits that no longer favour the frequent class (its bias converges to
+    (1 - tau) * log prior up to a constant), while evaluation keeps the head's own logits."""
+    from sparsecbm.lit.losses import log_prior, task_loss
+
+    m = module("probs", label_logit_adjust=1.0)
+    labels = [0] * 6 + [1] * 3 + [2] * 1 + [3] * 1 + [4] * 1  # 12 examples, class 0 holds half
+    m._trainer = SimpleNamespace(datamodule=SimpleNamespace(raw={"train": SimpleNamespace(
+        labels=labels, concepts=[[0, 0, 0, 0]] * 12)}), max_epochs=1)
+    m.on_fit_start()
+    freq = torch.tensor([6, 3, 1, 1, 1]) / 12
+    torch.testing.assert_close(m.label_offset, freq.log())
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    torch.testing.assert_close(m.task_loss(logits, y), F.cross_entropy(logits + freq.log(), y))
+    assert module("probs").label_offset is None  # off by default
+    # a bias-only "model" fitted to the labels: plain CE learns the log prior, the adjusted loss a flat one
+    y = torch.tensor(labels)
+    for tau, expect in ((0.0, freq.log()), (1.0, torch.zeros(5))):
+        b = torch.zeros(5, requires_grad=True)
+        opt = torch.optim.LBFGS([b], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure(tau=tau, b=b, opt=opt):
+            opt.zero_grad()
+            loss = task_loss(b.expand(12, 5), y, None, log_prior(labels, 5, tau) if tau else None)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        torch.testing.assert_close(b.detach() - b.detach().mean(), expect - expect.mean(), atol=1e-3, rtol=0)
+    with pytest.raises(Exception, match=r"label_logit_adjust=-1.0 is not valid; expected a value >= 0"):
+        module("probs", label_logit_adjust=-1)

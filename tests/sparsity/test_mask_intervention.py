@@ -172,4 +172,9 @@ def test_replay_refuses_a_different_example():
         model(ids, mask)
         with pytest.raises(ValueError, match="same example"):
             model(*batch(1, t=9))
+        other = ids.clone()
+        other[0, 1] = (int(other[0, 1]) + 1) % 60 + 3  # another review of the same length
+        with pytest.raises(ValueError, match=r"got another input than the one it recorded \(same shape"):
+            model(other, mask)
+        model(ids, mask)  # the recorded example still replays
     assert "forward" not in model.backbone.model.encoder.layer[0].__dict__

@@ -9,7 +9,14 @@ from test_backbone import TINY as TINY_BASE
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.models.backbone import Backbone
 from sparsecbm.models.cbm import ConceptBottleneckModel
-from sparsecbm.sparsity import Pruner, SubnetworkBackbone, scheduled_sparsity
+from sparsecbm.sparsity import (
+    MovementScorer,
+    OBertScorer,
+    Pruner,
+    SubnetworkBackbone,
+    TaylorScorer,
+    scheduled_sparsity,
+)
 from sparsecbm.sparsity.pruning import schedule_steps
 from sparsecbm.sparsity.scorers import fisher_inverse_diagonal, obert_scores
 
@@ -202,7 +209,7 @@ def test_magnitude_pruning(scope):
 
 
 def test_movement_scores_accumulate_per_concept():
-    sb = sparse(impl="naive", scorer={"name": "movement"})
+    sb = sparse(impl="naive", scorer=MovementScorer())
     pruner = Pruner(sb)
     sb.train()
     ids, mask = batch()
@@ -234,7 +241,7 @@ def test_fisher_inverse_diagonal_brute_force():
 
 
 def test_obert_scores_are_per_concept():
-    sb = sparse(scorer={"name": "obert", "batches": 2, "block": 16, "damp": 0.01})
+    sb = sparse(scorer=OBertScorer(batches=2, block=16, damp=0.01))
     model = ConceptBottleneckModel(sb, CS, dropout=0.0).eval()
 
     def concept_loss(k, b):
@@ -270,12 +277,15 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="matched no Linear layer"):
         sparse(target_modules=["nonexistent"])
     with pytest.raises(ValueError, match=r"scorer taylor needs granularity in \('neuron', 'head', 'structured'\), "
-                                         r"not unstructured \(for unstructured use one of \['magnitude', 'movement', 'obert'\]"):
-        Pruner(sparse(scorer={"name": "taylor"}))
+                                         r"not unstructured \(for unstructured use one of \['magnitude', 'movement', 'obert', 'random'\]"):
+        Pruner(sparse(scorer=TaylorScorer()))
     with pytest.raises(ValueError, match="scorer taylor needs concept_losses"):
-        Pruner(sparse(granularity="neuron", scorer={"name": "taylor"})).prune(0.5, lambda: [])
-    with pytest.raises(ValueError, match="scorer.name='l0' is not valid"):
-        sparse(scorer={"name": "l0"})
+        Pruner(sparse(granularity="neuron", scorer=TaylorScorer())).prune(0.5, lambda: [])
+    with pytest.raises(ValueError, match=r"sparsity.scorer \{'name': 'taylor'\} has no _target_ \(a Scorer class\); "
+                                         r"pick one with sparsity/scorer=<name>"):
+        sparse(scorer={"name": "taylor"})  # a scorer is chosen by its _target_ (the config group), not a name
+    with pytest.raises(ValueError, match="sparsity.scorer.name=obert does not match its _target_"):
+        sparse(scorer={"_target_": "sparsecbm.sparsity.TaylorScorer", "name": "obert"})
     with pytest.raises(ValueError, match=r"schedule: unknown setting\(s\) \['ends'\]"):
         sparse(schedule={"ends": 0.5})
     with pytest.raises(ValueError, match="schedule.scope='local' is not valid"):
@@ -333,7 +343,7 @@ def test_global_scope_ranks_units_per_weight_and_meets_the_weight_target(granula
 
 
 def test_movement_works_with_structured_units():
-    sb = sparse(granularity="structured", impl="batched", scorer={"name": "movement"})
+    sb = sparse(granularity="structured", impl="batched", scorer=MovementScorer())
     pruner = Pruner(sb)
     sb.train()
     ids, mask = batch()

@@ -25,6 +25,7 @@ SMOKE = ["experiment=smoke", "trainer.max_epochs=2", *TINY_BERT]
     ("structured", ["sparsity.schedule.end=1.0", "sparsity.scorer.batches=2"]),  # the default: Taylor, top blocks
     ("movement", ["sparsity.granularity=structured"]),
     ("fisher", ["sparsity.schedule.scope=global", "sparsity.scorer.batches=1"]),
+    ("structured", ["sparsity/scorer=random"]),  # the control: a scorer picked from the config group
 ])
 def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     results, objs = train(cfg_factory([*SMOKE, f"sparsity={sparsity}", "sparsity.schedule.final_sparsity=0.5", *extra]))
@@ -37,7 +38,9 @@ def test_train_sparse(cfg_factory, tmp_path, sparsity, extra):
     assert set(saved["subnetworks"]["jaccard"]) >= {"food|ambiance", "service|noise"}
     # the selected checkpoint is at the final sparsity; concept-specific scorers say so, magnitude does not
     assert saved["subnetworks"]["target_sparsity"] == pytest.approx(saved["subnetworks"]["final_sparsity"])
-    assert saved["subnetworks"]["concept_specific"] is (sparsity != "magnitude")
+    control = "sparsity/scorer=random" in extra
+    assert saved["subnetworks"]["concept_specific"] is (sparsity != "magnitude" and not control)
+    assert saved["subnetworks"]["scorer"] == ("random" if control else saved["subnetworks"]["scorer"])
     cm = saved["subnetworks"]["cross_mask"]
     assert len(cm) == 4 and all(len(row) == 4 and all(0 <= v <= 1 for v in row) for row in cm)
     assert set(saved["subnetworks"]["specificity"]) == {"food", "ambiance", "service", "noise"}
@@ -92,3 +95,24 @@ def test_a_run_that_never_reaches_the_final_sparsity_fails(cfg_factory):
         train(cfg_factory([*SMOKE, "sparsity=magnitude", "sparsity.schedule.final_sparsity=0.5",
                            "sparsity.schedule.init_sparsity=0.0", "sparsity.schedule.every=100",
                            "+callbacks.stop._target_=test_sparsity_train.StopAfterOneStep"]))
+
+
+def test_random_control_trains_beside_the_run_and_reports_both_specificities(cfg_factory, tmp_path):
+    results, _ = train(cfg_factory([*SMOKE, "sparsity=structured", "sparsity.schedule.final_sparsity=0.5",
+                                    "sparsity.scorer.batches=1", "random_control=true"]))
+    sub = results["subnetworks"]
+    ctrl = sub["random_control"]
+    saved = json.loads((tmp_path / "random_control" / "results.json").read_text())
+    assert saved["subnetworks"]["scorer"] == "random" and saved["subnetworks"]["concept_specific"] is False
+    assert saved["run"]["seed"] == results["run"]["seed"]
+    assert saved["subnetworks"]["target_sparsity"] == pytest.approx(sub["target_sparsity"])
+    assert ctrl["specificity"] == saved["subnetworks"]["specificity"]
+    for c, v in sub["specificity"].items():
+        assert ctrl["specificity_above_control"][c] == pytest.approx(v - ctrl["specificity"][c])
+    # the control's masks are not the run's: other units per concept
+    from sparsecbm.sparsity import load_masks
+
+    own, rnd = load_masks(tmp_path / "masks.safetensors"), load_masks(tmp_path / "random_control" / "masks.safetensors")
+    assert any(not torch.equal(own["food"][n], rnd["food"][n]) for n in own["food"])
+    assert json.loads((tmp_path / "results.json").read_text())["subnetworks"]["random_control"]["results"].endswith(
+        "random_control/results.json")
