@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sparsecbm.errors import ConfigError
-from sparsecbm.option_checks import _MISSING, _num, _value
+from sparsecbm.option_checks import _MISSING, _num, _value, path_message
 
 SPLITS = ("train", "dev", "test")
 
@@ -125,24 +125,8 @@ class Option:
 
     def _message(self, value: Any) -> str:
         shown = "null" if value is None else repr(value) if isinstance(value, str) else value
-        if self.kind == "file" and value is not None and self.key.endswith("ckpt_path"):
-            folder = Path(str(value)).expanduser().is_dir()
-            return (f"checkpoint not found: {value}" + (" (a folder: pass its checkpoints/best.ckpt)" if folder else "")
-                    + f"; expected {self.key}=<run>/checkpoints/best.ckpt written by `python -m sparsecbm.train`")
-        if self.kind == "file" and value is not None:
-            what = "a folder" if Path(str(value)).expanduser().is_dir() else "not found"
-            return f"{self.key}={value}: {what}; expected an existing file" + (f" ({self.help})" if self.help else "")
-        if self.kind == "outfile" and value is not None and Path(str(value)).expanduser().is_dir():
-            return (f"{self.key}={value} is a folder; expected a file path to write (not a folder), e.g. "
-                    f"{self.key}={Path(str(value)) / 'table.md'}")
-        if self.kind == "path" and value is not None:
-            return (f"{self.key}={value}: no such file or folder; expected an existing file or folder"
-                    + (f" ({self.help})" if self.help else ""))
-        if self.kind == "dir" and value is not None:
-            what = "a file" if Path(str(value)).expanduser().is_file() else "not found"
-            return f"{self.key}={value}: {what}; expected an existing folder" + (f" ({self.help})" if self.help else "")
-        return (f"{self.key}={shown} is not valid; expected {self.expected()}"
-                + (f" ({self.help})" if self.help else ""))
+        return path_message(self, value) or (f"{self.key}={shown} is not valid; expected {self.expected()}"
+                                             + (f" ({self.help})" if self.help else ""))
 
 
 def check_object(obj: Any, declared: Iterable[Option]) -> None:
