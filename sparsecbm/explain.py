@@ -53,7 +53,7 @@ def batches_for(cfg: DictConfig, session) -> list[tuple[dict, list[str]]]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Explain (and optionally compare attribution methods); write the artefacts. Returns their paths and tables."""
     from sparsecbm.interpret.explainer import explain_batch, explanation_set
-    from sparsecbm.interpret.report import write_pngs, write_report
+    from sparsecbm.interpret.html_report import write_pngs, write_report
     from sparsecbm.session import session_from_cfg
 
     if not cfg.get("text"):

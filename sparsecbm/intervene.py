@@ -92,7 +92,7 @@ def run_mask_level(cfg: DictConfig, session, out: Path) -> dict[str, Any]:
     from rich.table import Table
 
     from sparsecbm.jsonio import write_json
-    from sparsecbm.sparsity.intervention import evaluate_mask_interventions
+    from sparsecbm.sparsity.mask_editing import evaluate_mask_interventions
 
     model = session.model
     if not model.sparse:

@@ -169,7 +169,7 @@ def time_interventions(model, examples: list[dict], n: int = 5, portion: float =
     concept_s, mask_s, cold_s = [], [], []
     editor = None
     if model.sparse and not model.backbone.shared:
-        from sparsecbm.sparsity.intervention import MaskEditor
+        from sparsecbm.sparsity.mask_editing import MaskEditor
 
         editor = MaskEditor(model, portion)
     for i in range(n):

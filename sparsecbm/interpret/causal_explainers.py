@@ -8,7 +8,7 @@ pipeline allows, and the *training* split):
 - ``soft``: the same with ``C`` set to the model's mean predicted distribution of ``C`` over the training
   texts whose true value is ``b`` (what the model typically reads from a ``b`` text);
 - ``mask`` / ``mask_hard`` (SparseCBM): ``C``'s own subnetwork mask edited toward ``b`` on ``x``
-  (:class:`~sparsecbm.sparsity.intervention.MaskEditor`), the model re-run (and, ``mask_hard``, ``C`` also set);
+  (:class:`~sparsecbm.sparsity.mask_editing.MaskEditor`), the model re-run (and, ``mask_hard``, ``C`` also set);
 - ``conexp`` (CEBaB's CONEXP): ``E[N(x~) | C = b] - E[N(x~) | C = a]`` over the training texts
   (``CEBaBing/CEBaB: code/eval_pipeline/explainers/conexp.py``);
 - ``approx`` (an approximate counterfactual, as Causal Proxy Models sample them for evaluation:

@@ -123,9 +123,9 @@ class CausalModel:
     def mask_edit_probs(self, texts: Sequence[str], concepts: Sequence[str], values: Sequence[str],
                         portion: float = 0.05, then_set: bool = False) -> torch.Tensor:
         """``[N, L]``: per text, concept ``concepts[i]``'s mask edited toward ``values[i]`` (SparseCBM's
-        prune-and-grow, :class:`~sparsecbm.sparsity.intervention.MaskEditor`), the model re-run, and with
+        prune-and-grow, :class:`~sparsecbm.sparsity.mask_editing.MaskEditor`), the model re-run, and with
         ``then_set`` the concept also set to the value; the masks are restored after every text."""
-        from sparsecbm.sparsity.intervention import MaskEditor
+        from sparsecbm.sparsity.mask_editing import MaskEditor
 
         editor = MaskEditor(self.model, portion)
         out = []

@@ -104,7 +104,7 @@ def explain_batch(
     bias = model.label_head.bias.detach()[pred] if contrib is not None else None
     cs = model.concepts
     toks = session.tokens(batch)
-    from sparsecbm.sparsity.attribution import example_subnetworks, subnetwork_summary
+    from sparsecbm.sparsity.unit_attribution import example_subnetworks, subnetwork_summary
 
     summary = subnetwork_summary(model)
     if texts is None:
@@ -152,7 +152,7 @@ def explanation_set(session, explanations: list[Explanation], method: str, resul
     """The :class:`ExplanationSet` of ``explanations`` with the model-level summaries (label layer, label
     sparsity, subnetworks with the training run's cross-mask matrix when ``results_path`` is its
     ``results.json``): what ``explain`` writes and the explorer exports."""
-    from sparsecbm.sparsity.attribution import subnetwork_summary
+    from sparsecbm.sparsity.unit_attribution import subnetwork_summary
 
     model = session.model
     return ExplanationSet(

@@ -4,8 +4,8 @@ Linear layers of attention heads and feed-forward neurons. The one table the spa
 Every name is a suffix *inside one block* (``encoder.layer.3`` + ``.attention.self.query``). A family's
 :class:`Units` say which layers produce a unit (its rows) and which consumes it (its columns):
 structured masking gathers whole heads / neurons from them (:mod:`sparsecbm.sparsity.injector`), the
-subnetwork report counts what each concept keeps of them (:mod:`sparsecbm.sparsity.report`), and unit
-attribution reads the consumers' inputs (:mod:`sparsecbm.sparsity.attribution`).
+subnetwork report counts what each concept keeps of them (:mod:`sparsecbm.sparsity.subnetwork_stats`), and unit
+attribution reads the consumers' inputs (:mod:`sparsecbm.sparsity.unit_attribution`).
 
 A model type missing here still gets unstructured masks on every Linear of its blocks (found by
 :func:`find_blocks`); it has no head / neuron structure, so no structured granularity and no per-head

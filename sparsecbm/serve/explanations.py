@@ -46,7 +46,7 @@ class Explanations:
 
         from sparsecbm.interpret.explainer import explanation_set
         from sparsecbm.interpret.explanation import Explanation
-        from sparsecbm.interpret.report import render_html
+        from sparsecbm.interpret.html_report import render_html
 
         if fmt not in ("json", "html"):
             raise ExplorerError(f"unknown export format {fmt!r}; expected 'json' or 'html'")

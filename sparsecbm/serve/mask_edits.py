@@ -15,10 +15,10 @@ from sparsecbm.serve.core import ExplorerError
 
 
 class MaskEdits:
-    """:meth:`mask_intervene` and the one :class:`~sparsecbm.sparsity.intervention.MaskEditor` it uses."""
+    """:meth:`mask_intervene` and the one :class:`~sparsecbm.sparsity.mask_editing.MaskEditor` it uses."""
 
     def _mask_editor(self):
-        from sparsecbm.sparsity.intervention import MaskEditor
+        from sparsecbm.sparsity.mask_editing import MaskEditor
 
         if not self.mask_level:
             raise ExplorerError("mask-level intervention needs a model trained with per-concept subnetworks "
@@ -31,7 +31,7 @@ class MaskEdits:
     def mask_intervene(self, concept: Any, value: Any, text: Any = None, example: Any = None,
                        portion: Any = None) -> dict[str, Any]:
         """"Fix this concept's subnetwork": prune-and-grow the concept's own mask toward ``value`` for this
-        text (:class:`~sparsecbm.sparsity.intervention.MaskEditor`), predict with it, restore the mask."""
+        text (:class:`~sparsecbm.sparsity.mask_editing.MaskEditor`), predict with it, restore the mask."""
         text, truth = self.resolve(text, example)
         if concept not in self.concepts.names:
             raise ExplorerError(f"unknown concept {concept!r}; valid concepts: {self.concepts.names}")

@@ -27,7 +27,7 @@ class SplitViews:
         if not self.sparse:
             return {"available": False, "reason": "this checkpoint has no per-concept subnetworks "
                                                   "(train with sparsity=structured|neuron|head|magnitude|...)"}
-        from sparsecbm.sparsity.report import subnetwork_stats
+        from sparsecbm.sparsity.subnetwork_stats import subnetwork_stats
 
         with self.lock:
             stats = subnetwork_stats(self.model.backbone, self.concepts.names)

@@ -4,7 +4,6 @@ from sparsecbm.sparsity.backbone import SubnetworkBackbone
 from sparsecbm.sparsity.injector import inject, remove
 from sparsecbm.sparsity.layers import MaskedLinear, SubnetworkState, UnitGroup
 from sparsecbm.sparsity.pruning import Pruner
-from sparsecbm.sparsity.report import export_masks, load_masks, materialize, subnetwork_stats, write_reports
 from sparsecbm.sparsity.schedule import Schedule, scheduled_sparsity
 from sparsecbm.sparsity.scorers import (
     FisherScorer,
@@ -18,6 +17,13 @@ from sparsecbm.sparsity.scorers import (
     make_scorer,
 )
 from sparsecbm.sparsity.specificity import CrossMask, cross_mask
+from sparsecbm.sparsity.subnetwork_stats import (
+    export_masks,
+    load_masks,
+    materialize,
+    subnetwork_stats,
+    write_reports,
+)
 
 __all__ = [
     "CrossMask", "FisherScorer", "MagnitudeScorer", "MaskedLinear", "MovementScorer", "OBertScorer", "Pruner",

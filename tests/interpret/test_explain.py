@@ -229,7 +229,7 @@ def test_token_png_of_a_long_text_wraps_within_1500_px(tmp_path):
     from PIL import Image
 
     from sparsecbm.interpret.explanation import ConceptExplanation, Explanation
-    from sparsecbm.interpret.report import write_pngs
+    from sparsecbm.interpret.html_report import write_pngs
 
     tokens = [f"w{i}" for i in range(128)]
     concepts = [ConceptExplanation(name, ["Negative", "Positive"], [0.4, 0.6], "Positive",

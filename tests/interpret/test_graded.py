@@ -10,9 +10,9 @@ import torch
 
 from sparsecbm.concepts import ConceptSet, ConceptSpec
 from sparsecbm.interpret.explanation import ConceptExplanation, Explanation, ExplanationSet
+from sparsecbm.interpret.html_report import render_html
 from sparsecbm.interpret.intervention import InterventionError, parse_set
 from sparsecbm.interpret.policies import entropy_uncertainty, get_policy, ordinal_uncertainty
-from sparsecbm.interpret.report import render_html
 from sparsecbm.interpret.strategies import Bottleneck
 
 LEVELS = ("awful", "poor", "ok", "good", "great")

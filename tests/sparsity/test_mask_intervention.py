@@ -7,7 +7,7 @@ import torch
 from test_sparsity import CS, batch, random_masks, sparse
 
 from sparsecbm.models.cbm import ConceptBottleneckModel
-from sparsecbm.sparsity.intervention import MaskEditor
+from sparsecbm.sparsity.mask_editing import MaskEditor
 
 
 def model_for(granularity="unstructured"):
@@ -63,7 +63,7 @@ def test_errors():
 
 @pytest.mark.parametrize("granularity", ["neuron", "head"])
 def test_subnetwork_attribution_respects_masks(granularity):
-    from sparsecbm.sparsity.attribution import subnetwork_attribution
+    from sparsecbm.sparsity.unit_attribution import subnetwork_attribution
 
     model = model_for(granularity)
     ids, mask = batch(1)
@@ -78,7 +78,7 @@ def test_subnetwork_attribution_respects_masks(granularity):
 
 
 def test_evaluate_mask_interventions_restore_has_no_breakage():
-    from sparsecbm.sparsity.intervention import evaluate_mask_interventions
+    from sparsecbm.sparsity.mask_editing import evaluate_mask_interventions
 
     model = model_for()
     exs = []

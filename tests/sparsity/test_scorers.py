@@ -227,7 +227,7 @@ def test_export_and_materialize_follow_the_concept_index(taylor_model, tmp_path)
 
 
 def test_mask_intervention_edits_only_its_concept(taylor_model):
-    from sparsecbm.sparsity.intervention import MaskEditor
+    from sparsecbm.sparsity.mask_editing import MaskEditor
 
     b = data(1, 11)
     editor = MaskEditor(taylor_model, mask_portion=0.3)

@@ -97,7 +97,7 @@ def subnetwork_summary(model, results_path=None) -> dict[str, Any] | None:
     import json
     from pathlib import Path
 
-    from sparsecbm.sparsity.report import subnetwork_stats
+    from sparsecbm.sparsity.subnetwork_stats import subnetwork_stats
 
     sb = model.backbone
     if not isinstance(sb, SubnetworkBackbone):
