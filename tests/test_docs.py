@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 #: Pages other branches add (the lead merges them); a link to one is checked once it exists.
-PENDING = {"docs/guides/scale.md", "docs/guides/causal.md"}  # land with their branches (issues 25, 29)
+PENDING = {"docs/guides/scale.md"}  # lands with its branch (issue 25)
 MAX_README_LINES = 200
 
 
