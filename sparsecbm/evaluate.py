@@ -29,6 +29,7 @@ def evaluate(cfg: DictConfig):
     import lightning as L
 
     from sparsecbm.ceiling import ConceptCeiling
+    from sparsecbm.interpret.causal_explainers import icace_block
     from sparsecbm.interpret.leakage import split_report
     from sparsecbm.lit import CBMLitModule
     from sparsecbm.results import cbm_title, print_outputs, summary_table
@@ -50,6 +51,8 @@ def evaluate(cfg: DictConfig):
         metrics = run(module, dataloaders=loader, verbose=False)[0]
         model.to(session.device)  # Lightning leaves the model on the CPU; the analyses run on the session's device
         report = split_report(model, loader, ceiling, dm.loader("train"))
+        if (block := icace_block(session, dm, split)) is not None:  # when the data has counterfactual pairs
+            report["icace"] = block
         stages[STAGES[split]] = stage_result(metrics, STAGES[split], names, report)
     trained = meta.run_config or {}
     subnetworks = None

@@ -37,6 +37,28 @@ def _value(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+def path_message(option, value: Any) -> str | None:
+    """The message of a bad ``file`` / ``outfile`` / ``path`` / ``dir`` value of ``option`` (an
+    :class:`~sparsecbm.options.Option`): what is at the path instead; ``None`` for the other kinds."""
+    if option.kind == "file" and value is not None and option.key.endswith("ckpt_path"):
+        folder = Path(str(value)).expanduser().is_dir()
+        return (f"checkpoint not found: {value}" + (" (a folder: pass its checkpoints/best.ckpt)" if folder else "")
+                + f"; expected {option.key}=<run>/checkpoints/best.ckpt written by `python -m sparsecbm.train`")
+    if option.kind == "file" and value is not None:
+        what = "a folder" if Path(str(value)).expanduser().is_dir() else "not found"
+        return f"{option.key}={value}: {what}; expected an existing file" + (f" ({option.help})" if option.help else "")
+    if option.kind == "outfile" and value is not None and Path(str(value)).expanduser().is_dir():
+        return (f"{option.key}={value} is a folder; expected a file path to write (not a folder), e.g. "
+                f"{option.key}={Path(str(value)) / 'table.md'}")
+    if option.kind == "path" and value is not None:
+        return (f"{option.key}={value}: no such file or folder; expected an existing file or folder"
+                + (f" ({option.help})" if option.help else ""))
+    if option.kind == "dir" and value is not None:
+        what = "a file" if Path(str(value)).expanduser().is_file() else "not found"
+        return f"{option.key}={value}: {what}; expected an existing folder" + (f" ({option.help})" if option.help else "")
+    return None
+
+
 def _schedule_inside_training(cfg: DictConfig) -> None:
     """The pruning window must end inside training (unit=epoch: by trainer.max_epochs; fraction: by 1)."""
     sched = _value(cfg, "sparsity.schedule")

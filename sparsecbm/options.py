@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sparsecbm.errors import ConfigError
-from sparsecbm.option_checks import _MISSING, _num, _value
+from sparsecbm.option_checks import _MISSING, _num, _value, path_message
 
 SPLITS = ("train", "dev", "test")
 
@@ -125,24 +125,8 @@ class Option:
 
     def _message(self, value: Any) -> str:
         shown = "null" if value is None else repr(value) if isinstance(value, str) else value
-        if self.kind == "file" and value is not None and self.key.endswith("ckpt_path"):
-            folder = Path(str(value)).expanduser().is_dir()
-            return (f"checkpoint not found: {value}" + (" (a folder: pass its checkpoints/best.ckpt)" if folder else "")
-                    + f"; expected {self.key}=<run>/checkpoints/best.ckpt written by `python -m sparsecbm.train`")
-        if self.kind == "file" and value is not None:
-            what = "a folder" if Path(str(value)).expanduser().is_dir() else "not found"
-            return f"{self.key}={value}: {what}; expected an existing file" + (f" ({self.help})" if self.help else "")
-        if self.kind == "outfile" and value is not None and Path(str(value)).expanduser().is_dir():
-            return (f"{self.key}={value} is a folder; expected a file path to write (not a folder), e.g. "
-                    f"{self.key}={Path(str(value)) / 'table.md'}")
-        if self.kind == "path" and value is not None:
-            return (f"{self.key}={value}: no such file or folder; expected an existing file or folder"
-                    + (f" ({self.help})" if self.help else ""))
-        if self.kind == "dir" and value is not None:
-            what = "a file" if Path(str(value)).expanduser().is_file() else "not found"
-            return f"{self.key}={value}: {what}; expected an existing folder" + (f" ({self.help})" if self.help else "")
-        return (f"{self.key}={shown} is not valid; expected {self.expected()}"
-                + (f" ({self.help})" if self.help else ""))
+        return path_message(self, value) or (f"{self.key}={shown} is not valid; expected {self.expected()}"
+                                             + (f" ({self.help})" if self.help else ""))
 
 
 def check_object(obj: Any, declared: Iterable[Option]) -> None:
@@ -183,6 +167,8 @@ CBM = [
     Option("cbm.label_sparsity", "choice", choices=("none", "l1", "topk"), null=True),
     Option("cbm.label_l1", "float", 0),
     Option("cbm.label_topk", "int", 1),
+    Option("cbm.counterfactual_weight", "float", 0), Option("cbm.teacher_weight", "float", 0, 1),
+    Option("cbm.teacher", "text", null=True, help="a checkpoint to imitate"),  # a path: checked at fit start
 ]
 #: ``sparsity.schedule.*`` (:class:`~sparsecbm.sparsity.schedule.Schedule` checks itself with these)
 SCHEDULE = [
@@ -352,6 +338,13 @@ def _bench() -> list[Option]:
     ]
 
 
+def _causal() -> list[Option]:
+    explainers = ("auto", "hard", "soft", "mask", "mask_hard", "conexp", "approx", "approx_matched", "proxy", "proxy_delta")
+    return [*_inference(), Option("split", "choice", choices=SPLITS),
+            Option("proxy_ckpt", "file", null=True), Option("explainers", "choice", choices=explainers, each=True),
+            Option("batch_size", "int", 1), Option("plot", "bool"), Option("mask.max_pairs", "int", 1, null=True)]
+
+
 def _label_refit() -> list[Option]:
     return [
         *_inference(),
@@ -376,6 +369,7 @@ def _aggregate() -> list[Option]:
 SCHEMA: dict[str, Callable[[], list[Option]]] = {
     "train": _train, "evaluate": _inference, "intervene": _intervene, "explain": _explain, "serve": _serve,
     "annotate": _annotate, "bench": _bench, "label_refit": _label_refit, "tables": _tables, "aggregate": _aggregate,
+    "causal": _causal,
 }
 
 

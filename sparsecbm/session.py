@@ -231,7 +231,7 @@ class InferenceSession:
         return max_length
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> tuple[dict[str, torch.Tensor], list[bool]]:
-        """Padded ``input_ids`` / ``attention_mask`` on the session's device, truncated like the training data,
+        """Padded ``input_ids`` / ``attention_mask`` on the model's device, truncated like the training data,
         and per text whether it was longer than ``max_length`` tokens (cut to it). The only tokenisation of
         raw texts in sparsecbm."""
         texts = [str(t) for t in texts]
@@ -239,7 +239,8 @@ class InferenceSession:
         enc = self.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
         longer = self.tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
         truncated = [len(ids) > max_length for ids in longer]
-        batch = {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+        device = model_device(self.model)  # where the model is now (a session made for a trained model included)
+        batch = {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
         return batch, truncated
 
     def tokens(self, batch: Mapping[str, torch.Tensor]) -> list[list[str]]:

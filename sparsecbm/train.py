@@ -224,8 +224,10 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
     from sparsecbm.callbacks import Throughput
     from sparsecbm.callbacks.checkpoints import remove_last
     from sparsecbm.ceiling import ConceptCeiling
+    from sparsecbm.interpret.causal_explainers import icace_block
     from sparsecbm.interpret.leakage import split_report
     from sparsecbm.run_result import RunResult, stage_result
+    from sparsecbm.session import InferenceSession
 
     resolve_device(cfg.get("accelerator", "auto"))  # accelerator=gpu without CUDA: a message, not Lightning's
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
@@ -247,6 +249,10 @@ def train(cfg: DictConfig) -> tuple[RunResult, dict[str, Any]]:
         to_training_device(trainer, module)
         # interventions, the concept set's ceiling and leakage (best checkpoint, loaded by trainer.test)
         report = split_report(module.model, datamodule.loader("test"), ceiling, datamodule.loader("train"))
+        # counterfactual faithfulness on the test split's human counterfactual pairs, when the data has them
+        session = InferenceSession.for_model(module.model, module.cbm, {"max_length": datamodule.max_length})
+        if (block := icace_block(session, datamodule, "test")) is not None:
+            report["icace"] = block
         stages["test"] = stage_result(test, "test", names, report)
 
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)

@@ -79,6 +79,26 @@ def test_gqa_decoder_with_lora_and_structured_masks_on_the_device(tmp_path, devi
                                           result["subnetworks"]["concepts"]["food"]["kv_heads_kept"].values())
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_counterfactual_and_teacher_terms_on_the_device(tmp_path, device):
+    """cbm.counterfactual_weight (partners drawn on the host, the interchange loss on the device) and cbm.teacher
+    (a black box's label distributions kept on the host, read per batch) train on the device; then one
+    full-split batch, where partners exist, through the module's training losses."""
+    checked_train(tmp_path / "teacher", device, ["cbm=standard", "test=false"])
+    teacher = tmp_path / "teacher" / "checkpoints" / "best.ckpt"
+    _, objects = checked_train(tmp_path / "student", device, [
+        "data.limit={train: 80, dev: 16, test: 16}", "cbm=cem", "cbm.counterfactual_weight=1.0",
+        f"cbm.teacher={teacher}", "test=false"])
+    module, target = objects["module"], torch.device(device)
+    batch = next(iter(objects["datamodule"].loader("train", batch_size=80)))
+    with on(device):
+        module.to(target)  # Lightning moved it back to the CPU at the end of fit
+        batch = {k: v.to(target) for k, v in batch.items()}
+        _, parts, _ = module.training_losses(batch)
+    assert module.counterfactual_terms.teacher.shape == (len(objects["datamodule"].raw["train"]), 5)
+    assert {"task", "concept", "counterfactual"} <= set(parts) and parts["counterfactual"].item() > 0
+
+
 @pytest.fixture(scope="module", params=DEVICES)
 def graded_sparse(request, tmp_path_factory, annotated):  # noqa: F811
     """A structured SparseCBM with a graded concept (food_grade), trained on the device."""
@@ -114,6 +134,7 @@ def test_concept_level_and_mask_interventions_on_the_device(graded_sparse, tmp_p
 def test_explorer_api_on_the_device(graded_sparse):
     from fastapi.testclient import TestClient
 
+    from sparsecbm.interpret.causal_model import CausalModel, counterfactual_effect
     from sparsecbm.serve import Explorer
     from sparsecbm.serve.app import create_app
 
@@ -128,6 +149,10 @@ def test_explorer_api_on_the_device(graded_sparse):
         job._run()  # the Dataset view's background pass, here in this thread (the simulation is per thread)
         assert job.status == "done", job.error
         dataset, curves, subnetworks = explorer.dataset(), explorer.curves(), explorer.subnetworks()
+        causal = CausalModel(session)  # the counterfactual panel's adapter (issue 29)
+        effect = counterfactual_effect(causal, TEXT, TEXT.replace("cold", "delicious"), "food", "Positive")
+        mask_probs = causal.mask_edit_probs([TEXT, TEXT], ["food", "staff"], ["Positive", "Negative"], 0.2, True)
+    assert len(effect["intervened"]) == len(effect["labels"]) == 5 and mask_probs.shape == (2, 5)
     assert dataset["n"] == 16 and set(dataset["concepts"]) == set(session.concept_set.names)
     assert curves["n_examples"] == 16 and subnetworks["available"]
     client = TestClient(create_app(explorer))

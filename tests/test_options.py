@@ -34,6 +34,7 @@ def base_overrides(command: str, tmp_path) -> list[str]:
     return {
         "train": ["experiment=smoke", *TINY_BERT, "sparsity=structured"],
         "evaluate": inference, "intervene": inference, "explain": inference, "label_refit": inference,
+        "causal": inference,
         "serve": [*inference, f"port={free_port()}"],
         "annotate": [f"out_dir={tmp_path / 'annotated'}", f"data.root={TINY_DATA}"],
         "bench": [f"data.root={TINY_DATA}"],

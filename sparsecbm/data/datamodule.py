@@ -128,6 +128,8 @@ class CBMDataModule(L.LightningDataModule):
         encoding: Text encoding of local files (a UTF-8 byte order mark is always accepted).
         delimiter: CSV field separator (default ``,``; ``\\t`` for ``.tsv``).
         missing_concept: ``error`` (an empty or absent concept cell stops the run) or ``unknown``.
+        counterfactuals: Where the data's counterfactual pairs are (``None``: it has none); see
+            :class:`~sparsecbm.data.counterfactuals.CounterfactualConfig` and :meth:`counterfactual_pairs`.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class CBMDataModule(L.LightningDataModule):
         encoding: str | None = "utf-8",
         delimiter: str | None = None,
         missing_concept: str = "error",
+        counterfactuals: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.concept_set = ConceptSet.from_config(concepts, label, concept_values, concept_aliases)
@@ -165,6 +168,8 @@ class CBMDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.seed, self.name = seed, name
         self.encoding, self.delimiter, self.missing_concept = encoding, delimiter, missing_concept
+        self.counterfactuals = counterfactuals
+        self._pairs: dict[str, Any] = {}
         self.splits: dict[str, TokenizedSplit] = {}
         self.raw: dict[str, EncodedSplit] = {}
         self.tokenizer = None
@@ -293,6 +298,15 @@ class CBMDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test", shard=True)
+
+    def counterfactual_pairs(self, split: str):
+        """The :class:`~sparsecbm.data.counterfactuals.CounterfactualPairs` of ``split`` (built once), or
+        ``None`` when ``counterfactuals`` is not set or does not list ``split``."""
+        from sparsecbm.data.counterfactuals import counterfactual_pairs
+
+        if split not in self._pairs:
+            self._pairs[split] = counterfactual_pairs(self, split)
+        return self._pairs[split]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -61,7 +61,7 @@ class Standard(TrainingMode):
 
     def losses(self, module, batch):
         out = module.model(batch["input_ids"], batch["attention_mask"])
-        task = module.task_loss(out.label_logits, batch["label"])
+        task = module.task_loss(out.label_logits, batch["label"], batch.get("index"))
         return task, {"task": task}, out
 
 
@@ -73,9 +73,9 @@ class Joint(TrainingMode):
     def losses(self, module, batch):
         out = module.model(batch["input_ids"], batch["attention_mask"])
         closs = module.concept_loss(out.concept_logits, batch["concepts"])
-        parts = module.residual_penalties(out.outputs)
+        parts = {**module.residual_penalties(out.outputs), **module.counterfactual_penalties(batch, out.outputs)}
         label_logits = module.label_logits_for_training(out.outputs, batch["concepts"])
-        task = module.task_loss(label_logits, batch["label"])
+        task = module.task_loss(label_logits, batch["label"], batch.get("index"))
         total = task + self.cfg.concept_loss_weight * closs + sum(parts.values())
         return total, {"concept": closs, "task": task, **parts}, out
 
@@ -134,7 +134,7 @@ class Sequential(TrainingMode):
             outputs.residual = m.residual_head(features)
         parts = module.residual_penalties(outputs)
         label_logits = module.label_logits_for_training(outputs, batch["concepts"])
-        task = module.task_loss(label_logits, batch["label"])
+        task = module.task_loss(label_logits, batch["label"], batch.get("index"))
         out = CBMOutput(label_logits, outputs.logits, pooler=outputs.pooler)
         return task + sum(parts.values()), {"task": task, **parts}, out
 

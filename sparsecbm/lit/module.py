@@ -102,6 +102,7 @@ class CBMLitModule(L.LightningModule):
         self.concept_weights: list[torch.Tensor | None] = [None] * len(concepts.names)
         self.label_weights: torch.Tensor | None = None  # [L] (cbm.label_class_weight=balanced)
         self.label_offset: torch.Tensor | None = None  # [L] tau * log prior (cbm.label_logit_adjust), training
+        self.counterfactual_terms = None  # cbm.counterfactual_weight / cbm.teacher, set up at fit start
         self.optimizer_fn, self.head_lr, self.warmup_ratio = optimizer, head_lr, warmup_ratio
         self.label_lr = float(label_lr) if label_lr is not None else head_lr
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, saved in checkpoints
@@ -155,6 +156,11 @@ class CBMLitModule(L.LightningModule):
                 self.label_offset = losses.log_prior(train.labels, self.concept_set.label.num_classes,
                                                      self.cbm.label_logit_adjust).to(self.device)
         self.training_mode.on_fit_start(self)
+        self.counterfactual_terms = None
+        if self.cbm.counterfactual_weight > 0 or self.cbm.teacher:
+            from sparsecbm.lit.counterfactual import CounterfactualTerms
+
+            self.counterfactual_terms = CounterfactualTerms(self, self.trainer.datamodule)
 
     def train_split(self, why: str):
         """The datamodule's encoded training split (``.concepts``, ``.labels``); ``why`` names the option
@@ -194,10 +200,19 @@ class CBMLitModule(L.LightningModule):
         """Mean over concepts of the (class-weighted, ``cbm.concept_class_weight``) cross-entropy."""
         return losses.concept_loss(concept_logits, concepts, self.concept_weights)
 
-    def task_loss(self, label_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def task_loss(self, label_logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None
+                  ) -> torch.Tensor:
         """Training cross-entropy of the label, class-weighted with ``cbm.label_class_weight=balanced`` and
-        logit-adjusted with ``cbm.label_logit_adjust``."""
-        return losses.task_loss(label_logits, labels, self.label_weights, self.label_offset)
+        logit-adjusted with ``cbm.label_logit_adjust``; with ``cbm.teacher``, mixed with the teacher's
+        distribution on the training texts ``index``."""
+        task = losses.task_loss(label_logits, labels, self.label_weights, self.label_offset)
+        terms = self.counterfactual_terms
+        return task if terms is None or index is None else terms.teacher_loss(label_logits, labels, index, task)
+
+    def counterfactual_penalties(self, batch: dict[str, torch.Tensor], outputs: ConceptOutputs) -> dict[str, torch.Tensor]:
+        """``cbm.counterfactual_weight`` x the counterfactual-consistency loss (empty when off)."""
+        terms = self.counterfactual_terms
+        return {} if terms is None or not self.training else terms.consistency(self, batch, outputs)
 
     def training_losses(self, batch: dict[str, torch.Tensor]):
         """Return (total loss, parts, outputs used for metrics) for the current mode and phase."""

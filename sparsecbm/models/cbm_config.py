@@ -50,6 +50,11 @@ class CBMConfig:
         residual_dim / residual_penalty / residual_drop_prob: hybrid bottleneck (an unnamed channel).
         tokens: ``none`` | ``gates`` (``token_budget``, ``token_penalty``, ``token_init_open``) | ``attention``.
         label_sparsity: ``none`` | ``l1`` (``label_l1``) | ``topk`` (``label_topk`` concepts per label).
+        counterfactual_weight: Weight of the counterfactual-consistency term (0 = off; :mod:`sparsecbm.lit.counterfactual`):
+            the intervention ``do(C = b)`` on a training text should predict what the model says on a training
+            text whose ``C`` is ``b`` (and whose other concepts are the same).
+        teacher / teacher_weight: A checkpoint to imitate (a concept proxy of a black box): the task loss becomes
+            ``(1 - teacher_weight) CE + teacher_weight KL(teacher || model)`` on the training texts.
     """
 
     mode: str = "joint"
@@ -75,6 +80,9 @@ class CBMConfig:
     label_sparsity: str = "none"
     label_l1: float = 1.0e-3
     label_topk: int = 2
+    counterfactual_weight: float = 0.0
+    teacher: str | None = None
+    teacher_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # YAML null means "off"; numbers from the command line may be strings
@@ -90,6 +98,10 @@ class CBMConfig:
         from sparsecbm.options import CBM, check_object
 
         check_object(self, CBM)  # the ranges and names of sparsecbm.options (declared once, checked before training too)
+        if self.counterfactual_weight > 0 and self.mode != "joint":
+            raise ConfigError(f"cbm.counterfactual_weight={self.counterfactual_weight} trains the label head on "
+                              f"interventions, which cbm.mode={self.mode} does not do jointly; use cbm.mode=joint "
+                              "(cbm=cem, joint or hybrid)")
         if self.prototype_prob > 0 and self.activation != "embedding":
             raise ConfigError(f"cbm.prototype_prob={self.prototype_prob} needs cbm.activation=embedding (concept "
                               f"embeddings to replace by their value prototypes); got activation={self.activation}")

@@ -3,7 +3,9 @@ page in ``sparsecbm/serve/static`` (plain HTML/CSS/JS, nothing loaded from the n
 
 The split's views (``/api/dataset``, ``/api/curves``, the prediction filters of ``/api/examples``) answer at
 once: 202 with ``{"status": "running", "done": n, "total": N}`` while the background pass runs (the page polls),
-then the results (see :mod:`sparsecbm.serve.split_pass`).
+then the results (see :mod:`sparsecbm.serve.split_pass`). ``/api/counterfactuals`` lists the split's examples
+with human counterfactuals, ``/api/counterfactuals/{index}`` compares the intervention with them
+(:mod:`sparsecbm.serve.counterfactuals`).
 
 The client never names a file: the checkpoint(s) and the data are fixed when the server starts, and a
 request names a text or an example index. Request bodies over ``limits.max_body_bytes`` get 413.
@@ -172,12 +174,21 @@ def create_app(explorer: Explorer, compare: Explorer | None = None) -> FastAPI:
     @app.get("/api/examples")
     def examples(wrong_label: bool | None = None, wrong_concept: str | None = None, label: str | None = None,
                  concept: str | None = None, value: str | None = None, q: str | None = Query(None, max_length=200),
-                 offset: int = 0, limit: int = 50) -> dict[str, Any]:
-        return _pending(explorer.examples(wrong_label, wrong_concept, label, concept, value, q, offset, limit))
+                 offset: int = 0, limit: int = 50, counterfactual: bool | None = None) -> dict[str, Any]:
+        return _pending(explorer.examples(wrong_label, wrong_concept, label, concept, value, q, offset, limit,
+                                          counterfactual))
 
     @app.get("/api/examples/{index}")
     def example(index: int) -> dict[str, Any]:
         return explorer.example(index)
+
+    @app.get("/api/counterfactuals")
+    def counterfactual_examples() -> dict[str, Any]:
+        return explorer.counterfactual_examples()
+
+    @app.get("/api/counterfactuals/{index}")
+    def counterfactuals(index: int) -> dict[str, Any]:
+        return explorer.counterfactuals(index)
 
     @app.get("/api/dataset")
     def dataset() -> dict[str, Any]:

@@ -9,7 +9,8 @@ re-runs the label head on the cached outputs, through the same code as :func:`sp
 The engine is split by what it serves: this module holds the checkpoint, the text cache, predictions and
 concept edits; :mod:`~sparsecbm.serve.mask_edits` the mask-level edit, :mod:`~sparsecbm.serve.explanations`
 attributions and exports, :mod:`~sparsecbm.serve.split_views` the data split's examples, metrics, curves and
-subnetworks (each a mixin of :class:`Explorer`); :mod:`~sparsecbm.serve.core` the value types.
+subnetworks, :mod:`~sparsecbm.serve.counterfactuals` the human counterfactuals of an example (each a mixin of
+:class:`Explorer`); :mod:`~sparsecbm.serve.core` the value types.
 
 Safety: every use of the model holds one lock (the mask-level edit changes masks in place and restores
 them before the lock is released), and a cached entry is never modified, so one request's edits never
@@ -37,6 +38,7 @@ from sparsecbm.interpret.intervention import (
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck
 from sparsecbm.results import cbm_title
 from sparsecbm.serve.core import ExplorerError, Limits
+from sparsecbm.serve.counterfactuals import Counterfactuals
 from sparsecbm.serve.explanations import Explanations
 from sparsecbm.serve.mask_edits import MaskEdits
 from sparsecbm.serve.split_pass import ModelLock
@@ -46,7 +48,7 @@ from sparsecbm.session import Encoded, InferenceSession
 __all__ = ["Explorer", "ExplorerError", "Limits"]
 
 
-class Explorer(MaskEdits, Explanations, SplitViews):
+class Explorer(MaskEdits, Explanations, SplitViews, Counterfactuals):
     """Everything the web app shows about one checkpoint.
 
     Args:
@@ -71,6 +73,7 @@ class Explorer(MaskEdits, Explanations, SplitViews):
         self._cache: OrderedDict[str, Encoded] = OrderedDict()
         self._split_job, self._split_guard = None, threading.Lock()
         self._editor = None
+        self._cf_index, self._cf_guard = None, threading.Lock()  # the split's counterfactual pairs (on first use)
         self._word_scheme: str | None = None
         self.backbone_runs = 0
 

@@ -96,9 +96,11 @@ class SplitViews:
 
     def examples(self, wrong_label: bool | None = None, wrong_concept: str | None = None, label: str | None = None,
                  concept: str | None = None, value: str | None = None, q: str | None = None, offset: int = 0,
-                 limit: int = 50) -> dict[str, Any]:
-        """Examples of the split matching every filter given (``concept``+``value``: the true value)."""
+                 limit: int = 50, counterfactual: bool | None = None) -> dict[str, Any]:
+        """Examples of the split matching every filter given (``concept``+``value``: the true value;
+        ``counterfactual``: has a human counterfactual, :mod:`~sparsecbm.serve.counterfactuals`)."""
         raw = self._raw()
+        cf = self._counterfactual_index().by_example if counterfactual is not None else None
         c = self.concepts
         if wrong_concept not in (None, "", "any") and wrong_concept not in c.names:
             raise ExplorerError(f"wrong_concept: unknown concept {wrong_concept!r}; valid: 'any' or {c.names}")
@@ -132,6 +134,8 @@ class SplitViews:
                 continue
             if q and q.lower() not in text.lower():
                 continue
+            if cf is not None and (i in cf) != counterfactual:
+                continue
             if sp is not None:
                 wrong_l = bool(sp["label_pred"][i] != sp["labels"][i])
                 wrong_c = [c.names[k] for k in torch.nonzero(sp["concept_pred"][i] != sp["truth"][i]).flatten().tolist()]
@@ -144,6 +148,8 @@ class SplitViews:
         out = []
         for i in page:
             row = {"index": i, "text": raw.texts[i][:300], "label": names[raw.labels[i]]}
+            if self._cf_index is not None:  # once the pairs are known (the page asks for them first)
+                row["counterfactuals"] = len(self._cf_index.by_example.get(i, ()))
             if sp is not None:
                 row["predicted"] = names[int(sp["label_pred"][i])]
                 row["wrong_concepts"] = [c.names[k] for k in

@@ -221,6 +221,53 @@ def test_examples_filters_and_example_truth(dense):
     assert client.get("/api/examples/3").json()["text"] == raw.texts[3]
 
 
+def test_counterfactual_view_sets_the_concept_beside_the_human_edit(dense, tmp_path):
+    """/api/counterfactuals/{i}: per human counterfactual of example i, do(C=b) on the review beside the model on
+    the edited review, each equal to what /api/intervene and /api/predict answer, and the ICaCE errors between."""
+    client, ex = dense
+    raw, pairs = ex.dm.raw["test"], ex.dm.counterfactual_pairs("test")
+    listing = client.get("/api/counterfactuals").json()
+    assert listing["available"] and listing["source"] == "reconstructed" and listing["n_pairs"] == len(pairs) > 0
+    assert listing["examples"] == sorted({raw.texts.index(p.base_text) for p in pairs})
+    index = listing["examples"][0]
+    expected = [p for p in pairs if p.base_text == raw.texts[index]]
+    view = client.get(f"/api/counterfactuals/{index}").json()
+    assert view["text"] == raw.texts[index] and view["available"] and view["example"] == index
+    assert [(p["concept"], p["after_value"], p["counterfactual_text"]) for p in view["pairs"]] == \
+        [(p.concept, p.after, p.counterfactual_text) for p in expected]
+    own = client.post("/api/predict", json={"example": index}).json()["label_probs"]
+    for p in view["pairs"]:
+        assert p["labels"] == own_labels(ex) and p["before"] == pytest.approx(own, abs=1e-5)
+        edit = client.post("/api/intervene", json={"example": index, "set": {p["concept"]: p["after_value"]}}).json()
+        assert p["intervened"] == pytest.approx(edit["after"]["label_probs"], abs=1e-5)
+        edited = client.post("/api/predict", json={"text": p["counterfactual_text"]}).json()["label_probs"]
+        assert p["counterfactual"] == pytest.approx(edited, abs=1e-5)
+        predicted, actual = torch.tensor(p["predicted_change"]), torch.tensor(p["actual_change"])
+        assert predicted.tolist() == pytest.approx([a - b for a, b in zip(p["intervened"], p["before"])], abs=1e-6)
+        assert actual.tolist() == pytest.approx([a - b for a, b in zip(p["counterfactual"], p["before"])], abs=1e-6)
+        assert p["errors"]["l2"] == pytest.approx(float((predicted - actual).norm()), abs=1e-6)
+        cos = torch.nn.functional.cosine_similarity(predicted, actual, dim=0)
+        assert p["errors"]["cosine"] == pytest.approx(1 - float(cos), abs=1e-5)
+        assert p["errors"]["normdiff"] == pytest.approx(abs(float(predicted.norm() - actual.norm())), abs=1e-6)
+    # the examples filter and tag
+    has = client.get("/api/examples", params={"counterfactual": "true", "limit": 200}).json()
+    assert [e["index"] for e in has["examples"]] == listing["examples"] and all(e["counterfactuals"] for e in has["examples"])
+    none = client.get("/api/examples", params={"counterfactual": "false", "limit": 200}).json()
+    assert none["matched"] == len(raw) - has["matched"] and not any(e["counterfactuals"] for e in none["examples"])
+    other = next(i for i in range(len(raw)) if i not in listing["examples"])
+    assert client.get(f"/api/counterfactuals/{other}").json()["pairs"] == []
+    assert client.get("/api/counterfactuals/999").status_code == 404
+    # data without a counterfactuals section: the view says so (and how to get one)
+    dm = ex.session.datamodule(str(tmp_path / "tok"))
+    dm.counterfactuals = None  # a fresh data module (its own cache folder): no pairs read yet
+    bare = TestClient(create_app(Explorer(ex.session, dm))).get("/api/counterfactuals").json()
+    assert bare["available"] is False and bare["examples"] == [] and "data=cebab" in bare["reason"]
+
+
+def own_labels(ex):
+    return [str(v) for v in ex.concepts.label.values]
+
+
 def test_dataset_and_curves(dense):
     client, ex = dense
     d = finished(client, "/api/dataset")
@@ -275,7 +322,7 @@ def test_page_and_static_files_are_local(dense):
     page = client.get("/")
     assert page.status_code == 200 and "<title>sparsecbm explorer</title>" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/app.js", "/static/counterfactuals.js", "/static/style.css"):
         text = client.get(asset).text
         assert "http://" not in text and "https://" not in text  # nothing from the network
     info = client.get("/api/info").json()
@@ -346,7 +393,8 @@ def test_subnetworks_endpoint(sparse):
 def test_without_data_the_data_views_say_why(serve_ckpts):
     client = TestClient(create_app(Explorer(InferenceSession.load(serve_ckpts["dense"]))))
     assert client.get("/api/info").json()["data"] is None
-    for path in ("/api/examples", "/api/examples/0", "/api/dataset", "/api/curves"):
+    for path in ("/api/examples", "/api/examples/0", "/api/dataset", "/api/curves", "/api/counterfactuals",
+                 "/api/counterfactuals/0"):
         r = client.get(path)
         assert r.status_code == 404 and "no data: start the server with data.root=DIR" in r.json()["detail"]
     assert client.post("/api/predict", json={"example": 0}).status_code == 404

@@ -216,6 +216,25 @@ def test_explorer_in_chromium(chromium, server, tmp_path):
             expect(page.locator("#stale-note")).to_be_visible()
             expect(page.locator("#prediction.stale")).to_have_count(1)
 
+            # an example with human counterfactuals (tagged in the list): per pair, the label distribution with the
+            # edited concept set beside the model's on the human-edited text and the ICaCE error, as the API says
+            with_cf = httpx.get(server + "/api/counterfactuals").json()["examples"]
+            cf_index = with_cf[0]
+            expect(page.locator(f'#examples li[data-index="{cf_index}"] .tag.cf')).to_have_count(1)
+            page.click(f'#examples li[data-index="{cf_index}"]')
+            cf = httpx.get(server + f"/api/counterfactuals/{cf_index}").json()["pairs"]
+            expect(page.locator("#cf-panel .cf-pair")).to_have_count(len(cf))
+            for k, pair in enumerate(cf):
+                card = page.locator(f'#cf-panel .cf-pair[data-pair="{k}"]')
+                for column in ("before", "intervened", "counterfactual"):
+                    expect(card.locator(f"td.cf-{column}")).to_have_text([f"{x:.4f}" for x in pair[column]])
+                expect(card.locator(".cf-l2")).to_have_text(f"{pair['errors']['l2']:.4f}")
+            page.screenshot(path=str(ARTIFACTS / "explorer_counterfactual.png"), full_page=True)
+            plain = next(i for i in range(32) if i not in with_cf)
+            page.click(f'#examples li[data-index="{plain}"]')  # an example without one: no panel
+            expect(page.locator(f'#prediction[data-example="{plain}"]')).to_be_visible()
+            expect(page.locator("#cf-panel")).to_be_hidden()
+
             page.click('#tabs button[data-view="subnetworks"]')
             expect(page.locator("#subnetworks table.grid").first).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "explorer_subnetworks.png"), full_page=True)

@@ -2,7 +2,7 @@
 "use strict";
 
 const state = { info: null, text: null, example: null, edits: {}, soft: {}, last: null, scores: null, seq: 0,
-  poll: { dataset: 0, examples: 0 }, unit: "words" };
+  poll: { dataset: 0, examples: 0 }, unit: "words", cf: new Set() };
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const fmt = (p) => Number(p).toFixed(4);
@@ -144,8 +144,10 @@ async function predict() {
   $("#mask-result").innerHTML = ""; $("#explain-cost").textContent = "";
   const id = claim();
   clearPrediction("predicting…");
+  $("#cf-panel").hidden = true;
   const res = await api("/api/predict", source());
   if (latest(id)) render({ before: res, after: res, ms: res.ms });
+  await showCounterfactuals(state.example, id);
 }
 
 async function intervene() {
@@ -217,6 +219,7 @@ async function loadExamples() {
   const add = (k, v) => { if (v) params.set(k, v); };
   add("q", $("#f-q").value); add("label", $("#f-label").value); add("wrong_label", $("#f-wrong-label").value);
   add("wrong_concept", $("#f-wrong-concept").value); add("concept", $("#f-concept").value); add("value", $("#f-value").value);
+  add("counterfactual", $("#f-counterfactual").value);
   params.set("limit", "100");
   const id = ++state.poll.examples;
   let res = await api(`/api/examples?${params}`);
@@ -231,7 +234,8 @@ async function loadExamples() {
   $("#examples-count").textContent = `(${res.matched} of ${res.total}, ${esc(res.split)})`;
   $("#examples").innerHTML = res.examples.map((e) =>
     `<li data-index="${e.index}">${esc(e.text.slice(0, 140))}${e.text.length > 140 ? "…" : ""}` +
-    `<span class="tag">true ${esc(e.label)}</span>${e.predicted != null ? `<span class="tag${e.predicted !== e.label ? " bad" : ""}">pred ${esc(e.predicted)}</span>` : ""}</li>`).join("");
+    `<span class="tag">true ${esc(e.label)}</span>${e.predicted != null ? `<span class="tag${e.predicted !== e.label ? " bad" : ""}">pred ${esc(e.predicted)}</span>` : ""}` +
+    `${e.counterfactuals ? `<span class="tag cf" title="human counterfactuals of this review">${e.counterfactuals} counterfactual${e.counterfactuals > 1 ? "s" : ""}</span>` : ""}</li>`).join("");
 }
 
 async function pickExample(index) {
@@ -244,6 +248,7 @@ async function pickExample(index) {
   state.text = ex.text; state.example = index; state.edits = {}; state.soft = {}; state.scores = null;
   const res = await api("/api/predict", { example: index });
   if (latest(id)) render({ before: res, after: res, ms: res.ms });
+  await showCounterfactuals(index, id);
 }
 
 // ------------------------------------------------------------------ other views
@@ -402,6 +407,13 @@ async function init() {
   $("#concepts").addEventListener("change", (e) => {
     if (e.target.dataset.soft) guarded(() => softChange(e.target.dataset.soft));
   });
+  if (info.data) {  // which examples have human counterfactuals (CEBaB's edited reviews)
+    const cf = await api("/api/counterfactuals");
+    state.cf = new Set(cf.examples);
+    const filter = $("#f-counterfactual");
+    filter.disabled = !cf.available;
+    filter.title = cf.available ? `${cf.n_pairs} pairs (${cf.source}) in the ${cf.split} split` : cf.reason;
+  }
   await loadExamples();
   document.body.dataset.ready = "true";
 }
