@@ -3,7 +3,7 @@
 #   bash run.sh                        train the default model (CEBaB ships in data/cebab: works offline)
 #   bash run.sh experiment=smoke       a quick check (-m for multiruns/sweeps: bash run.sh -m seed=1,2,3)
 #   bash run.sh evaluate ckpt_path=... (also: intervene, explain, serve, serve-bench, annotate, bench, tables,
-#                                       aggregate, label-refit; `bash run.sh help` lists them)
+#                                       aggregate, label-refit, causal; `bash run.sh help` lists them)
 #   bash run.sh test [pytest options]  the test suite (installs the dev extras into .venv once)
 # The first use creates .venv and installs sparsecbm into it; an existing .venv (or a python that already
 # imports sparsecbm) is used as it is. Offline: pip makes one short attempt per index (no retries), so a
@@ -25,10 +25,11 @@ command_module() {  # the python module a command runs ("" for an unknown name)
     tables) echo sparsecbm.tables ;;
     aggregate) echo sparsecbm.aggregate ;;
     label-refit) echo sparsecbm.label_refit ;;
+    causal) echo sparsecbm.causal ;;
     *) echo "" ;;
   esac
 }
-COMMANDS="train evaluate intervene explain serve serve-bench annotate bench tables aggregate label-refit test help"
+COMMANDS="train evaluate intervene explain serve serve-bench annotate bench tables aggregate label-refit causal test help"
 
 # the command: a first argument that is a plain word (not key=value, not -m/--help); none = train
 cmd=train

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT
 
 COMMANDS = {"train": "train", "evaluate": "evaluate", "intervene": "intervene", "explain": "explain", "serve": "cli",
-            "serve-bench": "bench", "annotate": "__main__", "bench": "bench", "label-refit": "label_refit",
+            "serve-bench": "bench", "annotate": "__main__", "bench": "bench", "label-refit": "label_refit", "causal": "causal",
             "tables": "usage:", "aggregate": "usage:"}
 
 
