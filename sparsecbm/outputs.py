@@ -94,3 +94,16 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path) as f:
         f.write(text)
     return Path(path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure as a PNG at ``path``, atomically (:func:`atomic_write`), then closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path

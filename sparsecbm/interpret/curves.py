@@ -18,6 +18,7 @@ import torch
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.interpret.policies import POLICIES, budget_masks, get_policy
 from sparsecbm.interpret.strategies import Bottleneck, ground_truth_targets
+from sparsecbm.outputs import save_figure
 
 
 @dataclass
@@ -108,11 +109,7 @@ class InterventionCurve:
         axes[0].legend()
         fig.suptitle(self.meta.get("title", "concept interventions"))
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
 
 def task_metrics(label_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from sparsecbm.outputs import save_figure
+
 METRICS = ("l2", "cosine", "normdiff")
 #: CEBaB rounds the true effect to this many decimals before scoring.
 ICACE_DECIMALS = 4
@@ -170,11 +172,7 @@ class ICaCEReport:
         axes[0].legend(fontsize=7)
         fig.suptitle(self.meta.get("title", f"ICaCE error, {self.split} ({self.n_pairs} pairs), lower is better"))
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
 
 def effect_norms(concepts: Sequence[str], true: torch.Tensor) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from sparsecbm.metrics import macro_f1
+from sparsecbm.outputs import save_figure
 
 
 @dataclass
@@ -68,10 +69,7 @@ class CrossMask:
         ax.set_title(f"concept {self.metric} (%, {self.split}) under each concept's mask")
         fig.colorbar(im, ax=ax, fraction=0.05)
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sparsecbm.models.arch import architecture, block_position
+from sparsecbm.outputs import save_figure
 from sparsecbm.sparsity.backbone import SubnetworkBackbone
 
 
@@ -150,10 +151,7 @@ def write_reports(stats: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     ax.set_title(f"fraction of weights kept ({stats['granularity']}, {stats['scorer']})")
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    png_path = out_dir / "subnetworks.png"
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return {"csv": csv_path, "png": png_path}
+    return {"csv": csv_path, "png": save_figure(fig, out_dir / "subnetworks.png")}
 
 
 def export_masks(sb: SubnetworkBackbone, concept_names: list[str], path: str | Path) -> Path:
