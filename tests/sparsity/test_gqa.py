@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_scorers import CS2, data
+from test_scorers import CS2, data, fit
 
 from sparsecbm.models.backbone import Backbone
 from sparsecbm.models.cbm import ConceptBottleneckModel
@@ -112,20 +112,7 @@ def taylor_gqa():
     bb = Backbone("minilm", pooling="last", pretrained=False, config=cfg)
     sb = SubnetworkBackbone(bb, 2, granularity="structured", scorer={"_target_": f"{SCORERS}.TaylorScorer"})
     model = ConceptBottleneckModel(sb, CS2, activation="probs", dropout=0.0)
-    losses = concept_losses_of(model)
-    pruner = Pruner(sb, concept_losses=losses)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    train, score = [data(32, 100 + i) for i in range(20)], [data(32, 500 + i) for i in range(2)]
-    for step in range(100):
-        if step in (10, 20, 30):
-            model.eval()
-            pruner.prune(0.75 * step / 30, lambda: score)
-            model.train()
-        loss = sum(losses(train[step % len(train)]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit(model, 100, {step: 0.75 * step / 30 for step in (10, 20, 30)})
 
 
 def test_taylor_pruning_per_query_head_meets_the_target(taylor_gqa):
