@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -13,39 +12,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
+from testkit import TINY_BERT, compose_cfg  # noqa: E402
 
-from sparsecbm.config import CONF_DIR, ROOT, register_resolvers  # noqa: E402
+from sparsecbm.config import register_resolvers  # noqa: E402
 
 register_resolvers()
 torch.set_num_threads(1)
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY_DATA = FIXTURES / "cebab_tiny"
-SHARED = ROOT.parent / "shared" / "data"
-CEBAB = SHARED / "cebab"
-TINY_BERT = ["backbone=tiny_bert"]
-
-
-#: Entry points with a top-level ``accelerator=auto|cpu|gpu`` option.
-ACCELERATED = ("train", "evaluate", "intervene", "explain", "label_refit", "serve")
-
-
-def compose_cfg(tmp_path: Path, overrides: list[str], config_name: str = "train"):
-    """The real config tree, composed like the CLI does, writing into ``tmp_path``. Tests run on the CPU (the
-    same numbers on every machine) unless they pass ``accelerator=`` (tests/test_gpu.py) or ``trainer=gpu``."""
-    on_cpu = config_name in ACCELERATED and not any(o.startswith(("accelerator=", "trainer=")) for o in overrides)
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose(
-            config_name,
-            overrides=[
-                f"paths.output_dir={tmp_path}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                *(["callbacks.progress_bar=null"] if config_name == "train" else []),
-                *(["accelerator=cpu"] if on_cpu else []),
-                *overrides,
-            ],
-        )
 
 
 @pytest.fixture
@@ -60,18 +32,12 @@ def minilm_tokenizer():
     return load_tokenizer("minilm")
 
 
-import lightning as L  # noqa: E402
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory):
+    """The tiny CEBaB fixture annotated with a 2-concept bank (food graded in 5 levels): testkit.annotated."""
+    from testkit.annotated import annotate_tiny
 
-
-class Crash(L.Callback):
-    """Simulates a killed run: raises inside epoch ``epoch`` at batch ``batch``."""
-
-    def __init__(self, epoch: int = 1, batch: int = 1):
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            raise SystemExit("simulated crash")
+    return annotate_tiny(tmp_path_factory.mktemp("annotated"))
 
 
 @pytest.fixture(scope="session")
@@ -88,19 +54,6 @@ def serve_ckpts(tmp_path_factory):
     return out
 
 
-class KillAt(L.Callback):
-    """Kills its own process with SIGKILL (no clean-up, no exception handlers) at ``batch`` of ``epoch``."""
-
-    def __init__(self, epoch: int = 1, batch: int = 1):
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.gpu`` tests need a CUDA device: skipped, saying so, on a machine without one (CI)."""
     if torch.cuda.is_available():
@@ -110,14 +63,3 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords:
             item.add_marker(skip)
 
-
-class SignalAt(L.Callback):
-    """Sends signal ``sig`` (SIGTERM by default) to its own process at ``batch`` of ``epoch`` (as a user's kill or
-    Ctrl+C would)."""
-
-    def __init__(self, epoch: int = 1, batch: int = 1, sig: int = 15):
-        self.epoch, self.batch, self.sig = epoch, batch, sig
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            os.kill(os.getpid(), self.sig)

@@ -155,3 +155,26 @@ def test_every_console_script_resolves_to_a_main():
     for name, target in scripts.items():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), name
+
+
+def _imported_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_tests_share_helpers_only_through_testkit():
+    """A test module never imports another test module or conftest (what they share is in tests/testkit), so
+    moving or running one file alone cannot break another; pytest's pythonpath is only ``tests``."""
+    import tomllib
+
+    tests = PKG.parent / "tests"
+    bad = {str(f.relative_to(tests)): sorted(n for n in _imported_names(f) if n.startswith("test_") or n == "conftest")
+           for f in tests.rglob("*.py")}
+    assert {f: n for f, n in bad.items() if n} == {}
+    config = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert config["pythonpath"] == ["tests"]

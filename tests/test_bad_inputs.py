@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_DATA
+from testkit import TINY_DATA
 
 from sparsecbm.data.files import read_table
 from sparsecbm.errors import USER_ERROR_EXIT, DataError

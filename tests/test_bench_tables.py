@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY_DATA
+from testkit import TINY_DATA
+from testkit.runs import fake_run
 
 from sparsecbm.bench import amortised_updates, run
 from sparsecbm.sparsity import make_scorer
@@ -129,22 +130,6 @@ def test_bench_targets_are_checked_against_measured_values():
     assert k[0]["value"] == pytest.approx(0.6) and k[0]["met"] is True
     with pytest.raises(ValueError, match="unknown metric 'speed'"):
         targets(result, OmegaConf.create([{"config": "sparse", "metric": "speed", "min": 1}]))
-
-
-def fake_run(folder, mode, seed, acc, sub=None, epochs=5, cbm=None, sparsity=None, activation="logits",
-             bottleneck=None):
-    folder.mkdir(parents=True)
-    r = {"run": {"epochs": epochs, "train_examples_per_s": 10.0, "wall_time_s": 120.0, "seed": seed},
-         "model": {"mode": mode, "activation": activation}, "config": {"cbm": cbm or {}, "sparsity": sparsity},
-         "test": {"label": {"acc": acc, "f1": acc - 0.1}, "concept": {"acc": 0.8, "f1": 0.7}},
-         "reference": {"true_concept_logreg": {"test_acc": 0.511, "test_f1": 0.448},
-                       "majority_class": {"test_acc": 0.27, "test_f1": 0.08}}}
-    if sub:
-        r["subnetworks"] = sub
-    if bottleneck:
-        r["test"]["bottleneck"] = bottleneck
-        r["test"]["intervention"] = {"all_ground_truth": bottleneck["all_ground_truth"]}
-    (folder / "results.json").write_text(json.dumps(r))
 
 
 def test_results_table(tmp_path):

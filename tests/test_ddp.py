@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from testkit import ROOT
 
 from sparsecbm.sparsity import load_masks
 

@@ -250,7 +250,7 @@ def test_result_key_patterns_use_the_placeholders():
 def test_every_key_a_smoke_run_writes_is_documented(serve_ckpts, tmp_path):
     """Smoke runs that between them write every section: a sparse cem model (value-only and subnetwork
     keys), a dense hybrid with token gates (residual and tokens_kept), a standard model, and an evaluate run."""
-    from conftest import TINY_BERT, compose_cfg
+    from testkit import TINY_BERT, compose_cfg
 
     from sparsecbm.evaluate import evaluate
     from sparsecbm.train import train
@@ -322,7 +322,7 @@ def documented_commands() -> list[tuple[Path, str, list[str]]]:
 
 
 def test_every_documented_command_composes_with_the_real_configs(tmp_path):
-    from conftest import compose_cfg
+    from testkit import compose_cfg
 
     commands = documented_commands()
     assert len(commands) > 20

@@ -15,24 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_BERT, TINY_DATA, compose_cfg
+from testkit import ROOT, TINY_BERT, TINY_DATA, compose_cfg
+from testkit.runs import call
 
-from sparsecbm.errors import USER_ERROR_EXIT, DataError, debug_requested
+from sparsecbm.errors import DataError, debug_requested
 
 HEADER = ["description", "review_majority", "food_aspect_majority", "ambiance_aspect_majority",
           "service_aspect_majority", "noise_aspect_majority"]
 ROW = ["Great food, loud room.", "4", "Positive", "unknown", "unknown", "Negative"]
-
-
-def call(main, argv: list[str], monkeypatch, capsys) -> str:
-    """Run ``main`` as ``prog *argv``; assert exit status 2 and no traceback; return stderr."""
-    monkeypatch.setattr(sys, "argv", ["prog", *argv])
-    with pytest.raises(SystemExit) as e:
-        main()
-    err = capsys.readouterr().err
-    assert e.value.code == USER_ERROR_EXIT, err
-    assert "Traceback" not in err and err.startswith("error: "), err
-    return err
 
 
 def write_csv(folder: Path, rows: list[list[str]], header=HEADER, split="train", **kw) -> Path:

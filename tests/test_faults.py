@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_BERT
+from testkit import ROOT, TINY_BERT
 
 from sparsecbm.checkpoint import load_model, read_checkpoint
 from sparsecbm.errors import CheckpointError
@@ -34,7 +34,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(cfg_factory, tmp_pa
     proc = subprocess.run(
         [sys.executable, "-c", "import torch; torch.set_num_threads(1); from sparsecbm.train import main; main()",
          *SPARSE, f"hydra.run.dir={killed}", f"paths.cache_dir={tmp_path / 'cache'}", "callbacks.progress_bar=null",
-         "+callbacks.kill._target_=conftest.KillAt", "+callbacks.kill.epoch=1", "+callbacks.kill.batch=3"],
+         "+callbacks.kill._target_=testkit.callbacks.KillAt", "+callbacks.kill.epoch=1", "+callbacks.kill.batch=3"],
         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (killed / "results.json").exists()

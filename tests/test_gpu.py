@@ -15,9 +15,8 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from conftest import TINY_BERT, compose_cfg
 from device_sim import SimulatedDevice
-from test_annotated import annotated  # noqa: F401  (fixture: the tiny CEBaB folder with a graded concept)
+from testkit import TINY_BERT, compose_cfg
 
 from sparsecbm.session import InferenceSession
 from sparsecbm.train import train

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import TINY_BERT, TINY_DATA, compose_cfg
+from testkit import TINY_BERT, TINY_DATA, compose_cfg
 
 from sparsecbm.session import InferenceSession
 
@@ -168,7 +168,7 @@ def test_loading_for_inference_never_imports_the_training_side(ckpt):
     sparsecbm.lit, Lightning's Trainer or an entry point."""
     import subprocess
 
-    from conftest import ROOT
+    from testkit import ROOT
 
     path, _, _ = ckpt
     script = (

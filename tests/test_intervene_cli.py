@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY_BERT, compose_cfg
+from testkit import TINY_BERT, compose_cfg
 
 from sparsecbm.interpret.curves import InterventionCurve
 from sparsecbm.interpret.intervention import InterventionError, InterventionResult

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY_BERT
+from testkit import ROOT, TINY_BERT
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from testkit import ROOT
 
 COMMANDS = {"train": "train", "evaluate": "evaluate", "intervene": "intervene", "explain": "explain", "serve": "cli",
             "serve-bench": "bench", "annotate": "__main__", "bench": "bench", "label-refit": "label_refit", "causal": "causal",

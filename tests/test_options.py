@@ -10,9 +10,9 @@ import socket
 import sys
 
 import pytest
-from conftest import ROOT, TINY_BERT, TINY_DATA
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from testkit import ROOT, TINY_BERT, TINY_DATA
 
 from sparsecbm.config import CONF_DIR
 from sparsecbm.errors import USER_ERROR_EXIT, ConfigError, user_errors

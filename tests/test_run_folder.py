@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_BERT, TINY_DATA
+from testkit import ROOT, TINY_BERT, TINY_DATA
 
 from sparsecbm.errors import USER_ERROR_EXIT, OutputError
 
@@ -78,7 +78,7 @@ def test_resume_from_a_moved_folder_keeps_metrics_and_config(tmp_path, monkeypat
     full = json.loads((tmp_path / "full" / "results.json").read_text())
 
     crashed = tmp_path / "crashed"
-    code, _ = run_main([*overrides, "+callbacks.crash._target_=conftest.Crash", "+callbacks.crash.epoch=2",
+    code, _ = run_main([*overrides, "+callbacks.crash._target_=testkit.callbacks.Crash", "+callbacks.crash.epoch=2",
                         f"hydra.run.dir={crashed}"], monkeypatch, capsys)
     assert code == "simulated crash" and not (crashed / "results.json").exists()
     with open(crashed / "csv" / "metrics.csv", newline="") as f:
@@ -123,7 +123,7 @@ def test_resume_of_a_finished_run_explains_the_missing_last(tmp_path, monkeypatc
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_killed_run_exits_nonzero_and_prints_the_resume_command(sig, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    args = [*SMOKE, "trainer.max_epochs=2", f"hydra.run.dir={run}", "+callbacks.kill._target_=conftest.SignalAt",
+    args = [*SMOKE, "trainer.max_epochs=2", f"hydra.run.dir={run}", "+callbacks.kill._target_=testkit.callbacks.SignalAt",
             "+callbacks.kill.epoch=1", "+callbacks.kill.batch=2", f"+callbacks.kill.sig={int(sig)}"]
     proc = subprocess.run([sys.executable, "-m", "sparsecbm.train", *args], env={**_env(), "SPARSECBM_LAUNCHER": "bash run.sh"},
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -143,7 +143,7 @@ def test_killed_run_exits_nonzero_and_prints_the_resume_command(sig, tmp_path, m
 @pytest.mark.slow
 def test_killed_before_the_first_checkpoint(tmp_path):
     run = tmp_path / "run"
-    args = [*SMOKE, f"hydra.run.dir={run}", "+callbacks.kill._target_=conftest.SignalAt", "+callbacks.kill.epoch=0",
+    args = [*SMOKE, f"hydra.run.dir={run}", "+callbacks.kill._target_=testkit.callbacks.SignalAt", "+callbacks.kill.epoch=0",
             "+callbacks.kill.batch=1"]
     proc = subprocess.run([sys.executable, "-m", "sparsecbm.train", *args], env=_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

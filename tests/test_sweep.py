@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from testkit import ROOT
 
 from sparsecbm.aggregate import aggregate_table, load_trials, summarize
 from sparsecbm.errors import DataError

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import TINY_BERT
+from testkit import TINY_BERT
 
 from sparsecbm.tracking import flat_metrics, read_offline_run
 from sparsecbm.train import train

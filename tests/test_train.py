@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_BERT
+from testkit import TINY_BERT
 
 from sparsecbm.errors import CheckpointError
 from sparsecbm.evaluate import evaluate
@@ -95,7 +95,7 @@ def test_resume_after_crash_matches_uninterrupted(cfg_factory, tmp_path):
     with pytest.raises(SystemExit, match="simulated crash"):
         train(
             cfg_factory(
-                [*overrides, "+callbacks.crash._target_=conftest.Crash", "+callbacks.crash.epoch=1"],
+                [*overrides, "+callbacks.crash._target_=testkit.callbacks.Crash", "+callbacks.crash.epoch=1"],
                 out=crashed,
             )
         )

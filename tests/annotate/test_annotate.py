@@ -6,10 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from testkit.corpus import BANK, make_corpus
 
 from sparsecbm.annotate import annotate_folder, load_bank, split_sentences
 from sparsecbm.annotate.bank import BankError, ConceptBank
@@ -36,40 +36,6 @@ class WordEmbedder:
                     out[i, WORDS.index(w)] += 1
         norm = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norm == 0, 1, norm)
-
-
-BANK = {
-    "name": "toy",
-    "concepts": [
-        {"name": "food", "description": "food", "human_column": "food_h", "levels": 3,
-         "values": {"Negative": ["food bland"], "Positive": ["food tasty"]}},
-        {"name": "service", "description": "service",
-         "values": {"Negative": ["service rude"], "Positive": ["service friendly"]}},
-    ],
-}
-SENT = {"food": {"Negative": "The food was bland.", "Positive": "The food was tasty."},
-        "service": {"Negative": "The service was rude.", "Positive": "The service was friendly."}}
-
-
-def make_corpus(root: Path, n: int = 24) -> dict[str, list[dict[str, str]]]:
-    """Texts built from known concept values; label = food positive. ``unknown`` = no sentence about it."""
-    root.mkdir(parents=True, exist_ok=True)
-    cycle = ["Negative", "Positive", "unknown"]
-    out = {}
-    for split in ("train", "dev", "test"):
-        rows = []
-        for i in range(n):
-            food, service = cycle[i % 3], cycle[(i // 3) % 3]
-            parts = ["We went on Monday."] + [SENT[c][v] for c, v in (("food", food), ("service", service))
-                                               if v != "unknown"] + ["The weather was nice."]
-            rows.append({"text": " ".join(parts), "label": "good" if food == "Positive" else "bad",
-                         "food_h": food, "service_truth": service})
-        with open(root / f"{split}.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        out[split] = rows
-    return out
 
 
 def test_split_sentences():

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY_DATA
+from testkit import TINY_DATA
 
 from sparsecbm.annotate import load_bank
 from sparsecbm.data.schema import annotated_datamodule, read_schema

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_annotate import BANK, SENT, make_corpus
+from testkit.corpus import BANK, SENT, make_corpus
 
 from sparsecbm.annotate import annotate_folder, load_bank
 from sparsecbm.annotate.bank import ConceptBank

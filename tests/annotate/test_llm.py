@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_annotate import BANK, make_corpus
+from testkit.corpus import BANK, make_corpus
 
 from sparsecbm.annotate.bank import ConceptBank
 from sparsecbm.annotate.llm import PROGRESS_DIR, PROMPT, LLMScorer, annotate_folder_llm
@@ -130,7 +130,7 @@ def test_prompt_without_text_is_refused(tmp_path, tokenizer):
 
 def test_cli_config_path_with_a_saved_tiny_model(tmp_path, tokenizer):
     """``annotator=llm backbone.name_or_path=DIR`` through the annotate config (a tiny model saved to disk)."""
-    from conftest import compose_cfg
+    from testkit import compose_cfg
 
     from sparsecbm.annotate.__main__ import run
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from testkit import CEBAB, FIXTURES
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.data.counterfactuals import (
@@ -16,7 +17,6 @@ from sparsecbm.data.counterfactuals import (
     reconstruct_pairs,
 )
 from sparsecbm.errors import ConfigError
-from tests.conftest import CEBAB, FIXTURES
 
 NAMES = ["food", "service"]
 CONCEPTS = ConceptSet.from_config([{"name": "food", "column": "food"}, {"name": "service", "column": "service"}],

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CEBAB, TINY_DATA
 from hydra.utils import instantiate
+from testkit import CEBAB, TINY_DATA
 
 from sparsecbm.data import CBMDataModule, DataError
 

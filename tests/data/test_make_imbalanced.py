@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TINY_DATA
+from testkit import TINY_DATA
 
 SCRIPT = Path(__file__).parents[2] / "data" / "make_imbalanced.py"
 spec = importlib.util.spec_from_file_location("make_imbalanced", SCRIPT)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY_BERT, compose_cfg
+from testkit import ROOT, TINY_BERT, compose_cfg
 
 SHIPPED = ROOT / "data" / "cebab"
 COLUMNS = ["description", "review_majority", "food_aspect_majority", "ambiance_aspect_majority",

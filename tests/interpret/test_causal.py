@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import FIXTURES, TINY_BERT, compose_cfg
+from testkit import FIXTURES, TINY_BERT, compose_cfg
 
 from sparsecbm.causal import main, run
 from sparsecbm.errors import USER_ERROR_EXIT

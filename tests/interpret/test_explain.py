@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import TINY_BERT, compose_cfg
+from testkit import TINY_BERT, compose_cfg
 
 from sparsecbm.interpret.explanation import ExplanationSet
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
+from testkit.hand import CS, FOOD_LOGITS, hand_module, label_weights
 
-from sparsecbm.concepts import ConceptSet
 from sparsecbm.interpret.curves import InterventionCurve, intervention_curve
 from sparsecbm.interpret.intervention import (
     InterventionError,
@@ -18,40 +18,7 @@ from sparsecbm.interpret.intervention import (
 )
 from sparsecbm.interpret.policies import budget_masks, get_policy
 from sparsecbm.interpret.strategies import LOGIT_EPS, Bottleneck, edited_inputs, target_activation
-from sparsecbm.lit.module import CBMLitModule
-from sparsecbm.models.backbone import Backbone
 from sparsecbm.session import InferenceSession
-
-CS = ConceptSet.from_config(
-    [{"name": n} for n in ("food", "ambiance", "service", "noise")],
-    {"column": "y", "values": ["1", "2", "3", "4", "5"]},
-    values=["Negative", "Positive", "unknown"],
-)
-TINY = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 8, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 64}
-FOOD_LOGITS = [2.0, 0.0, 0.0]  # predicted: food = Negative
-
-
-def label_weights() -> torch.Tensor:
-    """Only food matters: Negative -> "1", unknown -> "3", Positive -> "5" (weight 10 each)."""
-    w = torch.zeros(5, 12)
-    w[0, 0], w[4, 1], w[2, 2] = 10.0, 10.0, 10.0
-    return w
-
-
-def hand_module(activation: str = "probs", mode: str = "joint") -> CBMLitModule:
-    """Concept logits are the heads' biases whatever the text; a hand-set linear label head."""
-    torch.manual_seed(0)
-    backbone = Backbone("minilm", "mean", pretrained=False, config=TINY, tokenizer="minilm")
-    module = CBMLitModule(backbone, CS, cbm={"mode": mode, "activation": activation})
-    if mode != "standard":
-        with torch.no_grad():
-            for k, head in enumerate(module.model.concept_heads.heads):
-                head.weight.zero_()
-                head.bias.copy_(torch.tensor(FOOD_LOGITS if k == 0 else [0.0, 0.0, 1.0]))
-            module.model.label_head.weight.copy_(label_weights())
-            module.model.label_head.bias.zero_()
-    return module.eval()
 
 
 def hand_session(activation: str = "probs", mode: str = "joint") -> InferenceSession:

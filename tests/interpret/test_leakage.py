@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_intervention import CS, hand_module
+from testkit.hand import hand_module, loader, train_ceiling
 
 from sparsecbm.ceiling import ConceptCeiling
 from sparsecbm.interpret.leakage import split_report
@@ -58,27 +58,6 @@ def leaky_module():
         module.model.label_head.weight.copy_(w)
         module.model.label_head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]))
     return module
-
-
-def loader(n: int = 4):
-    truth = torch.tensor([[1, 2, 2, 2]] * n)  # true food Positive, the rest unknown
-    ids = torch.randint(1000, 2000, (n, 5))
-    return [
-        {
-            "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
-            "concepts": truth,
-            "label": torch.full((n,), 4),
-        }
-    ]
-
-
-def train_ceiling() -> ConceptCeiling:
-    """Train data where the label follows food: Negative -> "1", Positive -> "5", unknown -> "3"."""
-    rng = np.random.default_rng(0)
-    food = rng.integers(0, 3, 60)
-    concepts = np.stack([food, *rng.integers(0, 3, (3, 60))], axis=1)
-    return ConceptCeiling.fit(concepts, np.array([0, 4, 2])[food], CS.cardinalities, 5)
 
 
 def test_report_measures_leakage_on_a_hand_built_model():

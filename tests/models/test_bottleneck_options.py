@@ -7,9 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from test_bench_tables import fake_run
-from test_embeddings_hybrid import module
-from test_leakage import loader, train_ceiling
+from testkit.hand import loader, module, train_ceiling
+from testkit.runs import fake_run
 
 from sparsecbm.interpret.leakage import split_report
 from sparsecbm.lit.module import balanced_class_weights
@@ -115,7 +114,7 @@ def test_strict_cbm_label_is_a_function_of_the_predicted_values(cfg_factory):
     """cbm=strict: the label head is fitted on the true one-hot values and reads only the predicted
     one-hot values, so soft and hard predictions coincide (zero leakage) and the task loss never
     reaches the concept predictor."""
-    from conftest import TINY_BERT
+    from testkit import TINY_BERT
 
     from sparsecbm.models.token_attention import ConceptAttentionPooler
     from sparsecbm.train import train
@@ -136,8 +135,8 @@ def test_independent_label_head_is_fitted_on_true_concepts_and_frozen(cfg_factor
     """cbm.mode=independent: C->Y is fitted to convergence on the one-hot true training concepts at fit
     start (it matches scikit-learn's logistic regression on the same data) and X->C trains alone."""
     import numpy as np
-    from conftest import TINY_BERT
     from sklearn.linear_model import LogisticRegression
+    from testkit import TINY_BERT
 
     from sparsecbm.models.cbm import one_hot_concepts
     from sparsecbm.train import build

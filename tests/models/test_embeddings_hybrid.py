@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_intervention import CS, TINY
-from test_model import FixedBackbone
+from testkit.hand import CS, FixedBackbone, M, module
 
 from sparsecbm.interpret.leakage import split_report
 from sparsecbm.interpret.strategies import Bottleneck, edited_inputs
-from sparsecbm.lit.module import CBMLitModule
-from sparsecbm.models.backbone import Backbone
 from sparsecbm.models.cbm import ConceptBottleneckModel, concept_activations, mix_embeddings
 from sparsecbm.models.residual import cross_correlation_penalty, residual_share
-
-M = 4  # embedding dim
 
 
 def cem(**kw) -> ConceptBottleneckModel:
@@ -68,14 +63,6 @@ def test_each_concept_embeds_its_own_subnetwork_state():
         assert torch.equal(out.embeddings[k], out2.embeddings[k]) == (k != 1)
     single = model.concept_heads.single(1, feats[1])
     torch.testing.assert_close(single, out.logits[1])
-
-
-def module(activation: str = "embedding", p: float = 0.0, **cbm) -> CBMLitModule:
-    torch.manual_seed(0)
-    backbone = Backbone("minilm", "mean", pretrained=False, config=TINY, tokenizer="minilm")
-    return CBMLitModule(
-        backbone, CS, cbm={"activation": activation, "embedding_dim": M, "train_intervention_prob": p, **cbm}
-    )
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
@@ -212,7 +199,7 @@ def test_residual_share_of_a_linear_head():
 
 
 def test_hybrid_penalty_in_loss_and_report():
-    from test_leakage import loader, train_ceiling
+    from testkit.hand import loader, train_ceiling
 
     m = module("probs", residual_dim=3, residual_penalty=2.0)
     batch = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_BERT
+from testkit import TINY_BERT
 
 from sparsecbm.interpret.explainer import concept_contributions, label_layer_summary
 from sparsecbm.models.label_sparsity import TopKConceptLinear, make_sparse_label_head

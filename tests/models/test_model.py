@@ -1,22 +1,9 @@
 import pytest
 import torch
+from testkit.hand import FixedBackbone
 
 from sparsecbm.concepts import ConceptSet
 from sparsecbm.models.cbm import ConceptBottleneckModel, concept_activations, one_hot_concepts
-
-
-class FixedBackbone(torch.nn.Module):
-    """Returns the input ids as features: lets a test choose the pooled vector exactly."""
-
-    hidden_size = 3
-    pooling = "cls"
-
-    def token_states(self, input_ids, attention_mask):
-        return input_ids.float().unsqueeze(1)  # one "token" whose state is the ids
-
-    def forward(self, input_ids, attention_mask):
-        return input_ids.float()
-
 
 CS = ConceptSet.from_config([{"name": "a"}, {"name": "b", "values": ["x", "y"]}], {"column": "y", "values": ["0", "1"]},
                             values=["neg", "pos", "unk"])

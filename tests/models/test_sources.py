@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg
-from test_errors import call
+from testkit import ROOT, compose_cfg
+from testkit.runs import call
 
 from sparsecbm.errors import ConfigError
 from sparsecbm.models.backbone import Backbone

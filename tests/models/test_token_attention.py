@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_BERT
+from testkit import TINY_BERT
 
 from sparsecbm.models.backbone import pool
 from sparsecbm.models.cbm_config import CBMConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from conftest import TINY_BERT
+from testkit import TINY_BERT
 
 from sparsecbm.models.cbm_config import CBMConfig
 from sparsecbm.models.token_gates import HardConcreteTokenGates

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, TINY_BERT, TINY_DATA, compose_cfg
+from testkit import ROOT, TINY_BERT, TINY_DATA, compose_cfg
 
 from sparsecbm.errors import ConfigError
 from sparsecbm.interpret.intervention import intervene

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_scorers import CS2, data, fit
+from testkit.scorer_task import CS2, data, fit
 
 from sparsecbm.models.backbone import Backbone
 from sparsecbm.models.cbm import ConceptBottleneckModel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sparsity import CS, batch, random_masks, sparse
+from testkit.subnetworks import CS, batch, random_masks, sparse
 
 from sparsecbm.models.cbm import ConceptBottleneckModel
 from sparsecbm.sparsity.mask_editing import MaskEditor
@@ -48,7 +48,7 @@ def test_restore_gives_identical_outputs():
 
 
 def test_errors():
-    from test_backbone import TINY
+    from testkit.backbones import TINY
 
     from sparsecbm.models.backbone import Backbone
 
@@ -99,7 +99,7 @@ def test_evaluate_mask_interventions_restore_has_no_breakage():
 def test_intervene_cli_mask_level(cfg_factory, tmp_path):
     import json
 
-    from conftest import TINY_BERT
+    from testkit import TINY_BERT
 
     from sparsecbm.intervene import run
     from sparsecbm.train import train

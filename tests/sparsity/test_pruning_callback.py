@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_BERT
+from testkit import TINY_BERT
 
 from sparsecbm.callbacks.pruning import PruningCallback
 from sparsecbm.train import train

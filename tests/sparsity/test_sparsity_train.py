@@ -7,7 +7,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_BERT
+from testkit import TINY_BERT
 
 from sparsecbm.checkpoint import load_model
 from sparsecbm.sparsity import load_masks, materialize
