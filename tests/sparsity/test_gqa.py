@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from testkit.scorer_task import CS2, data, fit
+from testkit.subnetworks import batch
 
 from sparsecbm.models.backbone import Backbone
 from sparsecbm.models.cbm import ConceptBottleneckModel
@@ -46,19 +47,11 @@ def set_random_units(sb, keep=0.4, seed=1):
         group.set_units(m)
 
 
-def example(b=2, t=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, 60, (b, t), generator=g)
-    mask = torch.ones(b, t, dtype=torch.long)
-    mask[0, -2:] = 0
-    return ids, mask
-
-
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_batched_gathered_pass_equals_the_naive_passes(family):
     """float64: equal to the last float32 bit (the features are float32); float32: rounding only. Concepts
     with other query heads get other states; the attention module's own grouping is back afterwards."""
-    ids, mask = example()
+    ids, mask = batch(t=7)
     out = {}
     for dtype in (torch.float64, torch.float32):
         fast, ref = gqa(family, "batched", dtype=dtype), gqa(family, "naive", dtype=dtype)
@@ -98,7 +91,7 @@ def test_key_value_heads_follow_their_query_heads_and_pruned_heads_are_not_compu
     # not reach the output projection, in the naive pass too
     ref = gqa(n_concepts=2, granularity="head", masked_layers=[-1], impl="naive")
     ref.load_state_dict(sb.state_dict())
-    ids, mask = example()
+    ids, mask = batch(t=7)
     with torch.no_grad():
         torch.testing.assert_close(sb.token_states(ids, mask), ref.token_states(ids, mask), atol=4e-6, rtol=0)
 
@@ -234,7 +227,7 @@ def test_gradient_checkpointing_recomputes_under_the_gathered_layout():
                       config={"model_type": "llama", **BASE})
         sb = SubnetworkBackbone(bb, K, granularity="structured").train()
         set_random_units(sb)
-        ids, mask = example()
+        ids, mask = batch(t=7)
         (sb(ids, mask) * torch.arange(1, K + 1).view(K, 1, 1)).sum().backward()
         grads.append({n: p.grad.clone() for n, p in sb.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and any("k_proj" in n for n in grads[0])
