@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 from sparsecbm.annotate.bank import ConceptBank
 from sparsecbm.annotate.embed import SentenceEmbedder
 from sparsecbm.annotate.scoring import (
+    CROSSFIT_FOLDS,
     ConceptScores,
     Decision,
     calibrate_logreg,
@@ -33,6 +35,7 @@ from sparsecbm.annotate.scoring import (
     default_rule,
     grade,
     grade_edges,
+    near_duplicate_groups,
     score_texts,
     subset_scores,
 )
@@ -100,7 +103,8 @@ class AnnotationResult:
 
         p = self.provenance
         split, folds = p.get("calibration_split"), p.get("calibration_split_crossfit_folds")
-        how = (f"calibrated on {split}; {split} values cross-fitted, {folds} folds" if folds else
+        how = (f"calibrated on {split}; {split} values cross-fitted, {folds} folds, near-duplicate texts in one fold"
+               if folds else
                f"calibrated on {split}; {split} values IN-SAMPLE" if split else "no calibration")
         t = Table(title=f"machine vs human concept labels ({how})" if self.agreement else
                   "no bank concept has human labels in this data (human_column): no agreement to report")
@@ -209,6 +213,9 @@ def annotate_folder(
     decisions: dict[str, Decision] = {}
     held_out: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # concept -> (labelled rows, cross-fitted values)
     folds_used = []
+    # an edited copy of a text stays in its fold; groups small enough for CROSSFIT_FOLDS balanced folds
+    groups, dup_threshold = near_duplicate_groups(texts[calibration_split],
+                                                  max_group=len(texts[calibration_split]) // CROSSFIT_FOLDS)
     for c in bank.concepts:
         spec = by_column.get(c.human_column or "")
         if spec is None:
@@ -217,9 +224,9 @@ def annotate_folder(
         keep = y >= 0
         sc = subset_scores(scores[calibration_split][c.name], keep)
         thr = calibrate_threshold(sc, y[keep])
-        d = {"logreg": calibrate_logreg, "probe": calibrate_probe}[calibration](sc, y[keep]) \
-            if calibration in ("logreg", "probe") else thr
-        crossfitted, k = crossfit(calibration, sc, y[keep], d)
+        d = {"logreg": calibrate_logreg, "probe": partial(calibrate_probe, groups=groups[keep])}[calibration](
+            sc, y[keep]) if calibration in ("logreg", "probe") else thr
+        crossfitted, k = crossfit(calibration, sc, y[keep], d, groups=groups[keep])
         held_out[c.name] = (np.flatnonzero(keep), crossfitted)
         folds_used.append(k)
         d.calibration.update({"split": calibration_split, "rows": int(keep.sum()), "threshold_tau": thr.tau,
@@ -236,6 +243,8 @@ def annotate_folder(
     provenance = {"annotator": "embedding", "model": embedder.name, "model_path": embedder.path,
                   "calibration": calibration, "calibration_split": calibration_split,
                   "calibration_split_crossfit_folds": min(folds_used) if folds_used else 0,
+                  "calibration_split_text_groups": int(len(np.unique(groups))),
+                  "near_duplicate_bigram_jaccard": dup_threshold,
                   "default_tau": default_tau, "language": language}
     return write_annotation(root, out, bank, data, text_column, label, human, values, polarity, provenance,
                             {k: d.to_dict() for k, d in decisions.items()}, start)

@@ -187,15 +187,16 @@ def probe_features(scores: ConceptScores) -> np.ndarray:
 
 def calibrate_probe(scores: ConceptScores, labels: np.ndarray,
                     Cs: Sequence[float] = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0), folds: int = 5,
-                    seed: int = 0) -> Decision:
+                    seed: int = 0, groups: np.ndarray | None = None) -> Decision:
     """A linear probe on the sentence embeddings (and the similarity scores), fitted on the labelled split.
 
     Standardised inputs, logistic regression with balanced class weights; its ``C`` is chosen by stratified
-    ``folds``-fold cross validation on macro-F1 over ``Cs`` (fixed fold order: ``seed``). With human labels for a concept this is
+    ``folds``-fold cross validation on macro-F1 over ``Cs`` (fixed fold order: ``seed``; rows of one ``groups``
+    value, e.g. :func:`near_duplicate_groups`, stay in one fold). With human labels for a concept this is
     a supervised annotator trained on ``calibration_split``; agreement is then measured on the other splits.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -208,10 +209,10 @@ def calibrate_probe(scores: ConceptScores, labels: np.ndarray,
     def probe(C: float):  # standardised inputs: the embeddings and the similarity scores live on different scales
         return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=3000))
 
-    k = int(min(folds, counts.min()))
+    k = fold_count(labels, groups, folds)
     chosen = float(Cs[len(Cs) // 2])  # one C given, or a value with a single labelled example: no cross-validation
     if k >= 2 and len(Cs) > 1:
-        cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+        cv = list(fold_splits(labels, groups, k, seed))
         cv_f1 = [float(cross_val_score(probe(C), X, labels, cv=cv, scoring=macro_f1_scorer()).mean()) for C in Cs]
         chosen = float(Cs[int(np.argmax(cv_f1))])  # ties: the first (smallest, most regularised) C
     model = probe(chosen).fit(X, labels)
@@ -223,30 +224,97 @@ def calibrate_probe(scores: ConceptScores, labels: np.ndarray,
 
 CALIBRATORS = {"threshold": lambda sc, y, **kw: calibrate_threshold(sc, y),
                "logreg": lambda sc, y, **kw: calibrate_logreg(sc, y),
-               "probe": lambda sc, y, Cs=None, **kw: calibrate_probe(sc, y, **({"Cs": Cs} if Cs else {}))}
+               "probe": lambda sc, y, Cs=None, groups=None, **kw: calibrate_probe(sc, y, groups=groups,
+                                                                                 **({"Cs": Cs} if Cs else {}))}
+
+#: Two texts whose sets of word bigrams overlap by at least this Jaccard index are copies of one text (an edit of
+#: it); raised step by step when the groups it makes are too large to spread over the folds.
+NEAR_DUPLICATE_JACCARD = (0.4, 0.5, 0.6, 0.8)
 
 
-def crossfit(kind: str, scores: ConceptScores, labels: np.ndarray, decision: Decision, folds: int = 5,
-             seed: int = 0) -> tuple[np.ndarray, int]:
+def near_duplicate_groups(texts: Sequence[str], max_group: int | None = None,
+                          thresholds: Sequence[float] = NEAR_DUPLICATE_JACCARD) -> tuple[np.ndarray, float]:
+    """``([N] group ids, threshold used)``: equal texts, texts whose sets of word bigrams overlap by Jaccard >=
+    the threshold, and texts chained through such pairs share a group. Edited copies of one review (CEBaB's
+    counterfactual edits sit in its dev and test splits beside their originals) must not fall on both sides of
+    a fold, or cross-fitted agreement is in-sample. The first of ``thresholds`` whose largest group has at most
+    ``max_group`` rows is used (templated short texts chain into one group at a low threshold); when none
+    does, only equal texts are grouped (threshold ``1.0``).
+    """
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    n = len(texts)
+    _, first, inverse = np.unique([" ".join(t.lower().split()) for t in texts], return_index=True,
+                                  return_inverse=True)
+    equal = (np.arange(n), first[inverse.ravel()])  # each text -> the first text equal to it
+    r, c, v = np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros(0)
+    try:
+        X = CountVectorizer(binary=True, ngram_range=(2, 2)).fit_transform(texts).astype(np.float32).tocsr()
+    except ValueError:  # no two-word text at all: equal texts only
+        X = None
+    if X is not None:
+        size, chunk, parts = np.asarray(X.sum(1)).ravel(), max(1, 2**24 // max(n, 1)), []
+        for a in range(0, n, chunk):  # [chunk, N] overlaps at a time: memory stays O(N) for any split size
+            inter = (X[a:a + chunk] @ X.T).toarray()
+            union = size[a:a + chunk, None] + size[None, :] - inter
+            jac = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            i, j = np.nonzero(jac >= min(thresholds))
+            parts.append((i + a, j, jac[i, j]))
+        r, c, v = (np.concatenate(x) for x in zip(*parts))
+    for t in [*sorted(thresholds), 1.0]:
+        keep = v >= t if t < 1.0 else np.zeros(len(v), dtype=bool)
+        rows, cols = np.concatenate([r[keep], equal[0]]), np.concatenate([c[keep], equal[1]])
+        graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+        groups = connected_components(graph, directed=False)[1]
+        if max_group is None or np.bincount(groups).max() <= max_group or t == 1.0:
+            return groups, float(t)
+    raise AssertionError("unreachable: the last threshold always returns")
+
+
+def fold_count(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> int:
+    """How many folds the labels allow: no more than the rarest value's rows, nor the groups; 0 for one value."""
+    _, counts = np.unique(labels, return_counts=True)
+    if len(counts) < 2:
+        return 0
+    k = int(min(folds, counts.min()))
+    return k if groups is None else min(k, len(np.unique(groups)))
+
+
+def fold_splits(labels: np.ndarray, groups: np.ndarray | None, k: int, seed: int):
+    """Stratified ``k``-fold (fit, held) index pairs; with ``groups`` every group's rows stay in one fold."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if groups is None:
+        return StratifiedKFold(k, shuffle=True, random_state=seed).split(labels, labels)
+    return StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(labels, labels, groups)
+
+
+#: Folds of the calibration split's cross-fitting (:func:`crossfit`).
+CROSSFIT_FOLDS = 5
+
+
+def crossfit(kind: str, scores: ConceptScores, labels: np.ndarray, decision: Decision, folds: int = CROSSFIT_FOLDS,
+             seed: int = 0, groups: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Out-of-sample values for the calibration split's own rows: each of ``folds`` stratified folds is decided
     by a ``kind`` calibration fitted on the other folds (``probe`` keeps the ``C`` that ``decision`` chose on
     the whole split: one fit per fold). Without it the split's agreement, and everything measured on the
-    split's machine values (checkpoint selection, concept discovery), would be in-sample.
+    split's machine values (checkpoint selection, concept discovery), would be in-sample. Rows sharing a
+    ``groups`` value (near-duplicate texts: :func:`near_duplicate_groups`) stay in one fold.
 
     Returns:
         ``([N] value indices, folds used)``; ``folds`` is 0 (and the values ``decision``'s own) when the
-        rarest labelled value has fewer than 2 rows.
+        rarest labelled value (or the number of groups) allows fewer than 2 folds.
     """
-    from sklearn.model_selection import StratifiedKFold
-
     out = decision.decide(scores)
-    _, counts = np.unique(labels, return_counts=True)
-    k = int(min(folds, counts.min()))
-    if k < 2 or len(counts) < 2:
+    k = fold_count(labels, groups, folds)
+    if k < 2:
         return out, 0
     C = decision.calibration.get("C")
-    for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(labels, labels):
-        part = CALIBRATORS[kind](subset_scores(scores, fit_idx), labels[fit_idx], Cs=(C,) if C is not None else None)
+    for fit_idx, held in fold_splits(labels, groups, k, seed):
+        part = CALIBRATORS[kind](subset_scores(scores, fit_idx), labels[fit_idx], Cs=(C,) if C is not None else None,
+                                 groups=None if groups is None else groups[fit_idx])
         out[held] = part.decide(subset_scores(scores, held))
     return out, k
 

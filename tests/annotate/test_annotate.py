@@ -227,3 +227,59 @@ def test_calibration_split_values_are_cross_fitted(tmp_path):
     assert res.agreement["dev"]["food"]["macro_f1"] < 0.4
     title = res.table().title
     assert "calibrated on dev; dev values cross-fitted, 5 folds" in title
+
+
+def test_near_duplicate_groups_keep_edits_together():
+    from sparsecbm.annotate.scoring import near_duplicate_groups
+
+    review = "We went there on a date. The steak was cold and the fries were soggy. Service was slow but kind."
+    edit = review.replace("cold and the fries were soggy", "perfect and the fries were crisp")
+    other = "Lovely patio with a view of the river, the wine list is long and the staff know it well."
+    groups, t = near_duplicate_groups([review, other, edit, review.upper(), "ok", "ok"])
+    assert t == 0.4 and groups[0] == groups[2] == groups[3] and groups[4] == groups[5]
+    assert len({groups[0], groups[1], groups[4]}) == 3
+    # templated texts chain into one group at a low threshold: it rises until groups fit the folds (equal texts last)
+    templated = [f"the food was {a} and the service was {b}" for a in ("good", "bad") for b in ("good", "bad")] * 3
+    groups, t = near_duplicate_groups(templated, max_group=3)
+    assert t == 1.0 and len(set(groups)) == 4 and all(len(set(groups[i::4])) == 1 for i in range(4))
+
+
+def test_cross_fitting_never_splits_a_group():
+    from sparsecbm.annotate.scoring import fold_count, fold_splits
+
+    labels = np.array([0, 1, 2] * 20)
+    groups = np.repeat(np.arange(12), 5)
+    k = fold_count(labels, groups, 5)
+    assert k == 5 and fold_count(labels, np.zeros(60, dtype=int), 5) == 1
+    for fit, held in fold_splits(labels, groups, k, seed=0):
+        assert not set(groups[fit]) & set(groups[held])
+
+
+def test_copies_of_a_text_do_not_leak_into_its_cross_fitted_value(tmp_path):
+    """Dev holds each text several times with ONE random label per text: folds that split the copies let the probe
+    read a held-out row's label off its copies (agreement far above chance); grouped folds do not."""
+    from sparsecbm.annotate.scoring import crossfit
+
+    rows = make_corpus(tmp_path / "data", n=60)
+    rng = np.random.default_rng(0)
+    by_text = {}
+    for r in rows["dev"]:
+        r["food_h"] = by_text.setdefault(r["text"], ["Negative", "Positive", "unknown"][int(rng.integers(3))])
+    with open(tmp_path / "data" / "dev.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows["dev"][0]))
+        w.writeheader()
+        w.writerows(rows["dev"])
+    human = [ConceptSpec("food", "food_h", ("Negative", "Positive", "unknown"))]
+    scores = {}
+    res = annotate_folder(tmp_path / "data", ConceptBank.from_dict(BANK), tmp_path / "out", text_column="text",
+                          label={"column": "label", "values": ["bad", "good"], "skip": []}, human=human,
+                          embedder=WordEmbedder(), calibration="probe", scores_out=scores)
+    assert res.provenance["calibration_split_text_groups"] == len(by_text) == 9
+    assert res.provenance["near_duplicate_bigram_jaccard"] >= 0.8  # templated: the threshold rose
+    y = np.array([["Negative", "Positive", "unknown"].index(r["food_h"]) for r in rows["dev"]])
+    from sparsecbm.annotate.scoring import calibrate_probe
+    from sparsecbm.metrics import macro_f1
+
+    leaky, _ = crossfit("probe", scores["dev"]["food"], y, calibrate_probe(scores["dev"]["food"], y))
+    assert macro_f1(leaky, y, 3) > 0.9  # the copies give the answer away
+    assert res.agreement["dev"]["food"]["macro_f1"] < 0.6
