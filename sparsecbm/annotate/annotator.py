@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ import numpy as np
 from sparsecbm.annotate.bank import ConceptBank
 from sparsecbm.annotate.embed import SentenceEmbedder
 from sparsecbm.annotate.scoring import (
+    CALIBRATORS,
     CROSSFIT_FOLDS,
     ConceptScores,
     Decision,
-    calibrate_logreg,
-    calibrate_probe,
     calibrate_threshold,
     crossfit,
     default_rule,
@@ -224,8 +222,7 @@ def annotate_folder(
         keep = y >= 0
         sc = subset_scores(scores[calibration_split][c.name], keep)
         thr = calibrate_threshold(sc, y[keep])
-        d = {"logreg": calibrate_logreg, "probe": partial(calibrate_probe, groups=groups[keep])}[calibration](
-            sc, y[keep]) if calibration in ("logreg", "probe") else thr
+        d = thr if calibration == "threshold" else CALIBRATORS[calibration](sc, y[keep], groups=groups[keep])
         crossfitted, k = crossfit(calibration, sc, y[keep], d, groups=groups[keep])
         held_out[c.name] = (np.flatnonzero(keep), crossfitted)
         folds_used.append(k)

@@ -263,14 +263,17 @@ def near_duplicate_groups(texts: Sequence[str], max_group: int | None = None,
             i, j = np.nonzero(jac >= min(thresholds))
             parts.append((i + a, j, jac[i, j]))
         r, c, v = (np.concatenate(x) for x in zip(*parts))
-    for t in [*sorted(thresholds), 1.0]:
-        keep = v >= t if t < 1.0 else np.zeros(len(v), dtype=bool)
+
+    def components(keep: np.ndarray) -> np.ndarray:  # equal texts + the kept bigram pairs, chained
         rows, cols = np.concatenate([r[keep], equal[0]]), np.concatenate([c[keep], equal[1]])
-        graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-        groups = connected_components(graph, directed=False)[1]
-        if max_group is None or np.bincount(groups).max() <= max_group or t == 1.0:
+        return connected_components(sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)),
+                                    directed=False)[1]
+
+    for t in sorted(thresholds):
+        groups = components(v >= t)
+        if max_group is None or np.bincount(groups).max() <= max_group:
             return groups, float(t)
-    raise AssertionError("unreachable: the last threshold always returns")
+    return components(np.zeros(len(v), dtype=bool)), 1.0
 
 
 def fold_count(labels: np.ndarray, groups: np.ndarray | None, folds: int) -> int:
